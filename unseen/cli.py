@@ -1,0 +1,231 @@
+"""``unseen`` console script: one subcommand per kind of workflow job.
+
+The Snakemake rules call these; they are usable by hand too, e.g.::
+
+    unseen score --predictions results/seed0/folds/fold0/predictions.npz \\
+        --scorer el2n --seed 0 --output /tmp/fold0_el2n.parquet
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from typing import Any, Callable
+
+from unseen import jobs
+from unseen.seeds import derive_seed
+
+
+def _json(text: str) -> Any:
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as err:
+        raise argparse.ArgumentTypeError(f"not valid JSON: {err}") from None
+
+
+def _add_training(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--dataset-cache", required=True, help="dataset .npz from prepare-data")
+    p.add_argument("--model", type=_json, required=True, help='JSON, e.g. {"arch": "mlp"}')
+    p.add_argument("--train", type=_json, required=True, help="JSON training settings")
+    p.add_argument("--seed", type=int, required=True, help="run seed")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+    p.add_argument("--threads", type=int, default=1, help="CPU threads for torch")
+
+
+def _add_scoring_outputs(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--record-epochs", type=_json, default=[], help="JSON list of epochs")
+    p.add_argument("--checkpoint", required=True)
+    p.add_argument("--predictions", required=True)
+
+
+def _train_scoring(args: argparse.Namespace, name: str, train_ids, record_ids) -> None:
+    jobs.train_scoring_model(
+        args.dataset_cache, train_ids, record_ids, name, args.model, args.train,
+        args.record_epochs, derive_seed(args.seed, name), args.device, args.threads,
+        args.checkpoint, args.predictions,
+    )
+
+
+def cmd_prepare_data(args: argparse.Namespace) -> None:
+    jobs.prepare_data(args.dataset, args.output)
+
+
+def cmd_split(args: argparse.Namespace) -> None:
+    jobs.split(args.dataset_cache, args.folds, args.seed, args.output)
+
+
+def cmd_train_fold(args: argparse.Namespace) -> None:
+    train_ids, scored_ids = jobs.fold_ids(args.folds_table, args.fold, args.fold_mode)
+    _train_scoring(args, f"fold{args.fold}", train_ids, scored_ids)
+
+
+def cmd_train_fitting(args: argparse.Namespace) -> None:
+    every = jobs.io.read_table(args.folds_table)["sample_id"].to_numpy()
+    _train_scoring(args, "fitting", every, every)
+
+
+def cmd_train_stage(args: argparse.Namespace) -> None:
+    selected = jobs.io.read_table(args.coreset)["sample_id"].to_numpy()
+    rest = jobs.unselected_ids(args.coreset, args.folds_table)
+    _train_scoring(args, args.model_name, selected, rest)
+
+
+def cmd_score(args: argparse.Namespace) -> None:
+    jobs.score_shard(args.predictions, args.scorer, args.seed, args.output, args.allow_seen)
+
+
+def cmd_aggregate(args: argparse.Namespace) -> None:
+    jobs.aggregate(args.shards, args.output)
+
+
+def cmd_select_first(args: argparse.Namespace) -> None:
+    jobs.select_first_stage(args.scores, args.rate, args.stages, args.keep, args.output)
+
+
+def cmd_select_next(args: argparse.Namespace) -> None:
+    n_total = len(jobs.io.read_table(args.folds_table))
+    jobs.select_next_stage(
+        args.previous, args.stage_scores, n_total, args.rate, args.stages, args.keep,
+        args.stage, args.output,
+    )
+
+
+def cmd_select_top(args: argparse.Namespace) -> None:
+    jobs.select_by_scores(args.scores, args.rate, args.keep, args.output, args.id_list)
+
+
+def cmd_select_random(args: argparse.Namespace) -> None:
+    jobs.select_random(args.folds_table, args.rate, args.seed, args.output, args.id_list)
+
+
+def cmd_finalize(args: argparse.Namespace) -> None:
+    jobs.finalize_coreset(args.stage_table, args.output, args.id_list)
+
+
+def cmd_retrain(args: argparse.Namespace) -> None:
+    labels = {"method": args.method, "scorer": args.scorer, "pruning_rate": args.rate}
+    jobs.retrain(
+        args.dataset_cache, args.coreset, args.model, args.train, args.seed, args.device,
+        args.threads, labels, args.metrics_json, args.metrics_parquet,
+    )
+
+
+def cmd_summarize(args: argparse.Namespace) -> None:
+    jobs.summarize(args.metrics, args.output, args.csv)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="unseen", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    def add(name: str, fn: Callable, help_text: str) -> argparse.ArgumentParser:
+        p = sub.add_parser(name, help=help_text, description=help_text)
+        p.set_defaults(func=fn)
+        return p
+
+    p = add("prepare-data", cmd_prepare_data, "decode a dataset once into the cache file")
+    p.add_argument("--dataset", type=_json, required=True, help='JSON {"name": ..., "root": ...}')
+    p.add_argument("--output", required=True)
+
+    p = add("split", cmd_split, "assign training samples to K stratified folds")
+    p.add_argument("--dataset-cache", required=True)
+    p.add_argument("--folds", type=int, required=True)
+    p.add_argument("--seed", type=int, required=True)
+    p.add_argument("--output", required=True)
+
+    p = add("train-fold", cmd_train_fold, "train fold model k; record its unseen samples")
+    _add_training(p)
+    _add_scoring_outputs(p)
+    p.add_argument("--folds-table", required=True)
+    p.add_argument("--fold", type=int, required=True)
+    p.add_argument("--fold-mode", choices=["paper", "holdout"], default="paper")
+
+    p = add("train-fitting", cmd_train_fitting, "train on all data; record all data")
+    _add_training(p)
+    _add_scoring_outputs(p)
+    p.add_argument("--folds-table", required=True)
+
+    p = add("train-stage", cmd_train_stage, "train on coreset S_t; record the rest")
+    _add_training(p)
+    _add_scoring_outputs(p)
+    p.add_argument("--folds-table", required=True)
+    p.add_argument("--coreset", required=True, help="stage table of S_t")
+    p.add_argument("--model-name", required=True)
+
+    p = add("score", cmd_score, "score recorded predictions with one scorer")
+    p.add_argument("--predictions", required=True)
+    p.add_argument("--scorer", required=True)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--allow-seen", action="store_true", help="fitting baseline only")
+    p.add_argument("--output", required=True)
+
+    p = add("aggregate", cmd_aggregate, "average out-of-fold scores per sample")
+    p.add_argument("--output", required=True)
+    p.add_argument("shards", nargs="+")
+
+    for name, fn, text in [
+        ("select-first-stage", cmd_select_first, "stage 1: top M1 by aggregated score"),
+        ("select-next-stage", cmd_select_next, "stage t: add the top unselected samples"),
+    ]:
+        p = add(name, fn, text)
+        p.add_argument("--rate", type=float, required=True, help="pruning rate")
+        p.add_argument("--stages", type=_json, required=True, help="JSON stage fractions")
+        p.add_argument("--keep", choices=["highest", "lowest"], default="highest")
+        p.add_argument("--output", required=True)
+    sub.choices["select-first-stage"].add_argument("--scores", required=True)
+    for flag in ("--previous", "--stage-scores", "--folds-table"):
+        sub.choices["select-next-stage"].add_argument(flag, required=True)
+    sub.choices["select-next-stage"].add_argument("--stage", type=int, required=True)
+
+    p = add("select-top", cmd_select_top, "single-step selection by a score table")
+    p.add_argument("--scores", required=True)
+    p.add_argument("--rate", type=float, required=True)
+    p.add_argument("--keep", choices=["highest", "lowest"], default="highest")
+    p.add_argument("--output", required=True)
+    p.add_argument("--id-list", required=True)
+
+    p = add("select-random", cmd_select_random, "random baseline coreset")
+    p.add_argument("--folds-table", required=True)
+    p.add_argument("--rate", type=float, required=True)
+    p.add_argument("--seed", type=int, required=True)
+    p.add_argument("--output", required=True)
+    p.add_argument("--id-list", required=True)
+
+    p = add("finalize", cmd_finalize, "publish a stage table as the coreset")
+    p.add_argument("--stage-table", required=True)
+    p.add_argument("--output", required=True)
+    p.add_argument("--id-list", required=True)
+
+    p = add("retrain", cmd_retrain, "train a fresh model on a coreset; evaluate on test")
+    _add_training(p)
+    p.add_argument("--coreset", default=None, help="coreset Parquet; omit to train on all")
+    p.add_argument("--method", required=True)
+    p.add_argument("--scorer", default="none", help="none for full and random")
+    p.add_argument("--rate", type=float, default=0.0)
+    p.add_argument("--metrics-json", required=True)
+    p.add_argument("--metrics-parquet", required=True)
+
+    p = add("summarize", cmd_summarize, "collect all retrain metrics into one table")
+    p.add_argument("--output", required=True)
+    p.add_argument("--csv", required=True)
+    p.add_argument("metrics", nargs="+")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    logging.basicConfig(
+        level=logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    args = build_parser().parse_args(argv)
+    jobs.log_job_context()
+    logging.getLogger("unseen").info("command: unseen %s", " ".join(sys.argv[1:] if argv is None else argv))
+    args.func(args)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

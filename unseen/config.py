@@ -1,0 +1,111 @@
+"""Load and check a workflow config against ``workflow/schemas/config.schema.yaml``.
+
+:func:`validate_config` fills in defaults and raises :class:`ConfigError` with a
+message that names the offending key, the value and what is allowed, so a bad
+config stops a run before any job starts.
+"""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from typing import Any, Iterator
+
+import yaml
+from jsonschema import Draft202012Validator, validators
+
+SCHEMA_PATH = Path(__file__).resolve().parent / "config.schema.yaml"
+
+
+class ConfigError(ValueError):
+    """The config is invalid; the message names the key and the allowed values."""
+
+
+def load_schema(path: str | Path = SCHEMA_PATH) -> dict[str, Any]:
+    with open(path) as handle:
+        return yaml.safe_load(handle)
+
+
+def _with_defaults(base):
+    validate_properties = base.VALIDATORS["properties"]
+
+    def set_defaults(validator, properties, instance, schema) -> Iterator:
+        if isinstance(instance, dict):
+            for key, sub in properties.items():
+                if "default" in sub and key not in instance:
+                    instance[key] = copy.deepcopy(sub["default"])
+        yield from validate_properties(validator, properties, instance, schema)
+
+    return validators.extend(base, {"properties": set_defaults})
+
+
+_DefaultFillingValidator = _with_defaults(Draft202012Validator)
+
+
+def _key(path) -> str:
+    text = ""
+    for part in path:
+        text += f"[{part}]" if isinstance(part, int) else (f".{part}" if text else str(part))
+    return text or "(top level)"
+
+
+def _allowed(error) -> str:
+    schema = error.schema
+    v = error.validator
+    if v == "enum":
+        return f"allowed values: {', '.join(map(repr, schema['enum']))}"
+    if v in ("minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum"):
+        bounds = []
+        for name, sym in [("exclusiveMinimum", ">"), ("minimum", ">="),
+                          ("exclusiveMaximum", "<"), ("maximum", "<=")]:
+            if name in schema:
+                bounds.append(f"{sym} {schema[name]}")
+        return "allowed: a value " + " and ".join(bounds)
+    if v == "additionalProperties":
+        return f"allowed keys: {', '.join(sorted(schema.get('properties', {})))}"
+    if v == "type":
+        return f"allowed type: {schema['type']}"
+    if v == "pattern":
+        return f"allowed: a string matching {schema['pattern']}"
+    if v in ("minItems", "maxItems", "uniqueItems"):
+        return f"allowed: a list with {v}={schema[v]}"
+    return ""
+
+
+def _format(error) -> str:
+    key = _key(error.absolute_path)
+    allowed = _allowed(error)
+    return f"config key '{key}': {error.message}" + (f"; {allowed}" if allowed else "")
+
+
+def validate_config(config: dict[str, Any], schema: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Fill defaults into ``config`` in place, check it, and return it.
+
+    Raises:
+        ConfigError: listing every problem, each naming the key and the allowed values.
+    """
+    schema = load_schema() if schema is None else schema
+    errors = sorted(
+        _DefaultFillingValidator(schema).iter_errors(config),
+        key=lambda e: list(map(str, e.absolute_path)),
+    )
+    problems = [_format(e) for e in errors]
+    if not problems:
+        problems = _semantic_problems(config)
+    if problems:
+        raise ConfigError(
+            "invalid config (fix config/config.yaml or the --config/--configfile values):\n  - "
+            + "\n  - ".join(problems)
+        )
+    return config
+
+
+def _semantic_problems(config: dict[str, Any]) -> list[str]:
+    problems = []
+    stages = config["stages"]
+    if any(b <= a for a, b in zip(stages, stages[1:])) or stages[-1] != 1.0:
+        problems.append(
+            f"config key 'stages': {stages} is invalid; allowed: fractions of the target "
+            "size that increase strictly and end at 1.0, e.g. [0.5, 0.75, 1.0] or [1.0]"
+        )
+    return problems

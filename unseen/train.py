@@ -1,0 +1,338 @@
+"""One trainer for every training job: fold models, stage models, the fitting model, retrains.
+
+Data stay as one uint8 tensor in memory (on the GPU when training there); each
+step gathers a batch by index, converts and normalises it, and augments it on
+tensors, so there is no per-sample Python in the loop. On CUDA the trainer
+uses channels_last for convolutional models and bf16 autocast.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from unseen.models import is_convolutional
+
+log = logging.getLogger("unseen.train")
+
+SCHEDULES = ("cosine", "onecycle", "constant")
+
+
+@dataclass(frozen=True)
+class TrainSettings:
+    """Optimisation settings; units are epochs and samples.
+
+    SGD with (Nesterov) momentum and L2 weight decay on weight matrices (not on
+    biases or norm parameters), a learning-rate schedule over all steps,
+    optional label smoothing, and augmentation by random translation
+    (``crop_padding`` pixels, 0 = off) and horizontal flips.
+    """
+
+    epochs: int = 20
+    batch_size: int = 128
+    lr: float = 0.05
+    momentum: float = 0.9
+    nesterov: bool = True
+    weight_decay: float = 5e-4
+    label_smoothing: float = 0.0
+    schedule: str = "cosine"
+    crop_padding: int = 0
+    flip: bool = False
+    eval_batch_size: int = 1024
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> "TrainSettings":
+        known = {f for f in cls.__dataclass_fields__}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise ValueError(f"unknown training settings {unknown}; known: {sorted(known)}")
+        settings = cls(**values)
+        if settings.schedule not in SCHEDULES:
+            raise ValueError(f"schedule must be one of {SCHEDULES}, got {settings.schedule!r}")
+        return settings
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class TrainResult:
+    """What :func:`train_model` returns.
+
+    Attributes:
+        model: the trained model (in eval mode).
+        recorded_epochs: int64 (E,), 1-based epochs at which ``recorded_logits`` were taken.
+        recorded_logits: float16 (E, R, C) logits on the record set, or None.
+        history: one dict per epoch: epoch, loss, accuracy, seconds, samples_per_s.
+        wall_seconds: time spent in the training loop, recording included.
+    """
+
+    model: nn.Module
+    recorded_epochs: np.ndarray
+    recorded_logits: np.ndarray | None
+    history: list[dict[str, float]] = field(default_factory=list)
+    wall_seconds: float = 0.0
+
+    @property
+    def samples_per_second(self) -> float:
+        seen = sum(h["samples"] for h in self.history)
+        train_seconds = sum(h["seconds"] for h in self.history)
+        return seen / train_seconds if train_seconds > 0 else float("nan")
+
+
+def resolve_device(name: str) -> torch.device:
+    """``"auto"`` picks CUDA when available, else CPU; otherwise the named device."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError("device 'cuda' requested but CUDA is not available; set device: cpu")
+    return device
+
+
+def channel_stats(images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per-channel mean and std of uint8 images (N, C, H, W) on the 0..1 scale; each (C,)."""
+    x = images.astype(np.float64) / 255.0
+    mean = x.mean(axis=(0, 2, 3))
+    std = x.std(axis=(0, 2, 3))
+    return mean.astype(np.float32), np.maximum(std, 1e-3).astype(np.float32)
+
+
+class _Normalizer:
+    def __init__(self, mean: np.ndarray, std: np.ndarray, device: torch.device):
+        self.scale = torch.as_tensor(1.0 / (255.0 * std), device=device).view(1, -1, 1, 1)
+        self.shift = torch.as_tensor(mean / std, device=device).view(1, -1, 1, 1)
+
+    def __call__(self, batch_uint8: torch.Tensor) -> torch.Tensor:
+        return batch_uint8.float() * self.scale - self.shift
+
+
+def _random_translate(x: torch.Tensor, padding: int, gen: torch.Generator) -> torch.Tensor:
+    """Per-sample random crop of a zero-padded batch: (B, C, H, W) -> (B, C, H, W)."""
+    b, _, h, w = x.shape
+    padded = F.pad(x, (padding, padding, padding, padding))
+    dy = torch.randint(0, 2 * padding + 1, (b,), generator=gen, device="cpu").to(x.device)
+    dx = torch.randint(0, 2 * padding + 1, (b,), generator=gen, device="cpu").to(x.device)
+    rows = (dy[:, None] + torch.arange(h, device=x.device)[None, :])[:, None, :, None]
+    cols = (dx[:, None] + torch.arange(w, device=x.device)[None, :])[:, None, None, :]
+    batch_index = torch.arange(b, device=x.device)[:, None, None, None]
+    chan_index = torch.arange(x.shape[1], device=x.device)[None, :, None, None]
+    return padded[batch_index, chan_index, rows, cols]
+
+
+def _random_flip(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+    mask = torch.rand(x.shape[0], generator=gen, device="cpu").to(x.device) < 0.5
+    return torch.where(mask[:, None, None, None], x.flip(3), x)
+
+
+class NesterovSGD:
+    """SGD with (Nesterov) momentum and L2 weight decay, as ``torch.optim.SGD`` computes it.
+
+    Weight decay applies to weight matrices and kernels only, not to biases or
+    norm parameters. Written out with foreach ops because constructing a
+    ``torch.optim`` optimizer imports TorchDynamo, which adds about a second to
+    every job's start; with dozens of short jobs per run that dominates on a CPU.
+    """
+
+    def __init__(self, params: list[torch.Tensor], momentum: float, weight_decay: float,
+                 nesterov: bool = True):
+        self.params = [p for p in params if p.requires_grad]
+        self.decay = [p for p in self.params if p.ndim > 1]
+        self.momentum = momentum
+        self.weight_decay = weight_decay
+        self.nesterov = nesterov and momentum > 0
+        self.buffers: list[torch.Tensor] | None = None
+
+    def zero_grad(self) -> None:
+        for p in self.params:
+            p.grad = None
+
+    @torch.no_grad()
+    def step(self, lr: float) -> None:
+        with_grad = [p for p in self.params if p.grad is not None]
+        if len(with_grad) != len(self.params):
+            raise RuntimeError("every trainable parameter needs a gradient")
+        if self.weight_decay and self.decay:
+            torch._foreach_add_([p.grad for p in self.decay], self.decay, alpha=self.weight_decay)
+        grads = [p.grad for p in self.params]
+        if self.momentum > 0:
+            if self.buffers is None:
+                self.buffers = [g.clone() for g in grads]
+            else:
+                torch._foreach_mul_(self.buffers, self.momentum)
+                torch._foreach_add_(self.buffers, grads)
+            if self.nesterov:
+                torch._foreach_add_(grads, self.buffers, alpha=self.momentum)
+            else:
+                grads = self.buffers
+        torch._foreach_add_(self.params, grads, alpha=-lr)
+
+
+def _lr_factor(schedule: str, step: int, total: int) -> float:
+    progress = step / max(1, total)
+    if schedule == "cosine":
+        return 0.5 * (1.0 + math.cos(math.pi * progress))
+    if schedule == "onecycle":
+        warm = 0.15
+        return progress / warm if progress < warm else (1.0 - progress) / (1.0 - warm)
+    return 1.0
+
+
+@torch.no_grad()
+def predict_logits(
+    model: nn.Module,
+    images: np.ndarray | torch.Tensor,
+    mean: np.ndarray,
+    std: np.ndarray,
+    device: torch.device,
+    batch_size: int = 1024,
+) -> np.ndarray:
+    """Logits of ``model`` on uint8 images (N, C, H, W); float32 (N, num_classes)."""
+    model.eval()
+    normalize = _Normalizer(mean, std, device)
+    data = torch.as_tensor(images)
+    use_cl = device.type == "cuda" and is_convolutional(model)
+    outputs = []
+    for start in range(0, len(data), batch_size):
+        batch = normalize(data[start : start + batch_size].to(device, non_blocking=True))
+        if use_cl:
+            batch = batch.contiguous(memory_format=torch.channels_last)
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
+            outputs.append(model(batch).float().cpu())
+    if not outputs:
+        return np.zeros((0, 0), dtype=np.float32)
+    return torch.cat(outputs).numpy()
+
+
+def train_model(
+    model: nn.Module,
+    images: np.ndarray,
+    labels: np.ndarray,
+    settings: TrainSettings,
+    seed: int,
+    device: torch.device,
+    mean: np.ndarray,
+    std: np.ndarray,
+    record_images: np.ndarray | None = None,
+    record_epochs: list[int] | None = None,
+) -> TrainResult:
+    """Train ``model`` in place on uint8 ``images`` (N, C, H, W) with int ``labels`` (N,).
+
+    Args:
+        settings: optimisation settings.
+        seed: seeds batch order and augmentation; the caller seeds the model's
+            initialisation before building it.
+        device: where to train.
+        mean, std: per-channel normalisation on the 0..1 scale, each (C,).
+        record_images: uint8 (R, C, H, W) images whose logits are recorded.
+        record_epochs: 1-based epochs after which to record; the final epoch is
+            always recorded when ``record_images`` is given.
+
+    Returns:
+        A :class:`TrainResult`; ``recorded_logits`` is float16 (E, R, C).
+    """
+    if len(images) == 0:
+        raise ValueError("cannot train on an empty set")
+    gen = torch.Generator(device="cpu").manual_seed(int(seed))
+    model.to(device)
+    use_cl = device.type == "cuda" and is_convolutional(model)
+    if use_cl:
+        model.to(memory_format=torch.channels_last)
+    data = torch.as_tensor(images).to(device)
+    targets = torch.as_tensor(labels, dtype=torch.long).to(device)
+    normalize = _Normalizer(mean, std, device)
+    optimizer = NesterovSGD(
+        list(model.parameters()), settings.momentum, settings.weight_decay, settings.nesterov
+    )
+    n = len(data)
+    batch_size = min(settings.batch_size, n)
+    steps_per_epoch = max(1, n // batch_size)  # drop the ragged last batch
+    total_steps = steps_per_epoch * settings.epochs
+    wanted = sorted({e for e in (record_epochs or []) if 1 <= e <= settings.epochs})
+    if record_images is not None:
+        wanted = sorted(set(wanted) | {settings.epochs})
+    recorded: list[np.ndarray] = []
+    history: list[dict[str, float]] = []
+    start_all = time.perf_counter()
+    step = 0
+    for epoch in range(1, settings.epochs + 1):
+        model.train()
+        t0 = time.perf_counter()
+        order = torch.randperm(n, generator=gen).to(device)
+        loss_sum = torch.zeros((), device=device)
+        correct = torch.zeros((), device=device, dtype=torch.long)
+        for i in range(steps_per_epoch):
+            index = order[i * batch_size : (i + 1) * batch_size]
+            batch = normalize(data[index])
+            if settings.crop_padding > 0:
+                batch = _random_translate(batch, settings.crop_padding, gen)
+            if settings.flip:
+                batch = _random_flip(batch, gen)
+            if use_cl:
+                batch = batch.contiguous(memory_format=torch.channels_last)
+            lr = settings.lr * _lr_factor(settings.schedule, step, total_steps)
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
+                out = model(batch)
+                loss = F.cross_entropy(
+                    out.float(), targets[index], label_smoothing=settings.label_smoothing
+                )
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step(lr)
+            loss_sum += loss.detach() * len(index)
+            correct += (out.argmax(1) == targets[index]).sum()
+            step += 1
+        seen = steps_per_epoch * batch_size
+        seconds = time.perf_counter() - t0
+        row = {
+            "epoch": epoch,
+            "loss": float(loss_sum) / seen,
+            "accuracy": float(correct) / seen,
+            "samples": seen,
+            "seconds": seconds,
+            "samples_per_s": seen / seconds if seconds > 0 else float("nan"),
+        }
+        history.append(row)
+        if epoch in wanted:
+            recorded.append(
+                predict_logits(
+                    model, record_images, mean, std, device, settings.eval_batch_size
+                ).astype(np.float16)
+            )
+        elapsed = time.perf_counter() - start_all
+        eta = elapsed / epoch * (settings.epochs - epoch)
+        log.info(
+            "epoch %d/%d loss %.4f acc %.4f %.0f samples/s eta %.1fs",
+            epoch, settings.epochs, row["loss"], row["accuracy"], row["samples_per_s"], eta,
+        )
+    model.eval()
+    logits = np.stack(recorded) if recorded else None
+    return TrainResult(
+        model=model,
+        recorded_epochs=np.array(wanted if record_images is not None else [], dtype=np.int64),
+        recorded_logits=logits,
+        history=history,
+        wall_seconds=time.perf_counter() - start_all,
+    )
+
+
+def seed_everything(seed: int, threads: int | None = None) -> None:
+    """Seed torch and numpy and fix the CPU thread count.
+
+    CPU training is bitwise reproducible for a given seed and thread count. GPU
+    kernels (cuDNN, atomics) may differ in the last bits between runs; we do not
+    force deterministic algorithms there because it costs speed (and importing
+    the switch costs every job a second of start-up).
+    """
+    torch.manual_seed(int(seed))
+    np.random.seed(int(seed) % (2**32))
+    if threads:
+        torch.set_num_threads(int(threads))

@@ -1,0 +1,89 @@
+# Baselines in the same DAG: fitting (score with a model trained on all data)
+# and random (a uniform subset of the same size). The full baseline is a retrain.
+
+
+rule train_fitting_model:
+    input:
+        data=rules.prepare_data.output,
+        folds=rules.split_folds.output,
+    output:
+        checkpoint=f"{RESULTS}/seed{{seed}}/fitting/model.pt",
+        predictions=f"{RESULTS}/seed{{seed}}/fitting/predictions.npz",
+    log:
+        "logs/seed{seed}/train_fitting_model.log",
+    conda:
+        CONDA_ENV
+    threads: TRAIN["threads"]
+    resources:
+        mem_mb=TRAIN["mem_mb"],
+        runtime=TRAIN["runtime"],
+        gpu=TRAIN["gpu"],
+    params:
+        model=model_json("scoring_model"),
+        train=train_json("scoring_model"),
+        record=as_json(config["record_epochs"]),
+        device=config["device"],
+    shell:
+        "unseen train-fitting --dataset-cache {input.data:q} --folds-table {input.folds:q}"
+        " --model {params.model:q} --train {params.train:q} --record-epochs {params.record:q}"
+        " --seed {wildcards.seed} --device {params.device} --threads {threads}"
+        " --checkpoint {output.checkpoint:q} --predictions {output.predictions:q} > {log:q} 2>&1"
+
+
+rule score_fitting:
+    input:
+        rules.train_fitting_model.output.predictions,
+    output:
+        f"{RESULTS}/seed{{seed}}/scores/fitting/{{scorer}}.parquet",
+    log:
+        "logs/seed{seed}/score_fitting/{scorer}.log",
+    conda:
+        CONDA_ENV
+    threads: LIGHT["threads"]
+    resources:
+        mem_mb=LIGHT["mem_mb"],
+        runtime=LIGHT["runtime"],
+    shell:
+        "unseen score --predictions {input:q} --scorer {wildcards.scorer} --allow-seen"
+        " --seed {wildcards.seed} --output {output:q} > {log:q} 2>&1"
+
+
+rule select_fitting_coreset:
+    input:
+        rules.score_fitting.output,
+    output:
+        parquet=f"{RESULTS}/seed{{seed}}/coresets/fitting-{{scorer}}/rate{{rate}}/coreset.parquet",
+        ids=f"{RESULTS}/seed{{seed}}/coresets/fitting-{{scorer}}/rate{{rate}}/coreset.txt",
+    log:
+        "logs/seed{seed}/select_fitting_coreset/{scorer}_rate{rate}.log",
+    conda:
+        CONDA_ENV
+    threads: LIGHT["threads"]
+    resources:
+        mem_mb=LIGHT["mem_mb"],
+        runtime=LIGHT["runtime"],
+    params:
+        keep=config["selection"]["keep"],
+    shell:
+        "unseen select-top --scores {input:q} --rate {wildcards.rate} --keep {params.keep}"
+        " --output {output.parquet:q} --id-list {output.ids:q} > {log:q} 2>&1"
+
+
+rule select_random_coreset:
+    input:
+        rules.split_folds.output,
+    output:
+        parquet=f"{RESULTS}/seed{{seed}}/coresets/random/rate{{rate}}/coreset.parquet",
+        ids=f"{RESULTS}/seed{{seed}}/coresets/random/rate{{rate}}/coreset.txt",
+    log:
+        "logs/seed{seed}/select_random_coreset/rate{rate}.log",
+    conda:
+        CONDA_ENV
+    threads: LIGHT["threads"]
+    resources:
+        mem_mb=LIGHT["mem_mb"],
+        runtime=LIGHT["runtime"],
+    shell:
+        "unseen select-random --folds-table {input:q} --rate {wildcards.rate}"
+        " --seed {wildcards.seed} --output {output.parquet:q} --id-list {output.ids:q}"
+        " > {log:q} 2>&1"

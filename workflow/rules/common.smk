@@ -1,0 +1,81 @@
+# Helpers for every rule file. Config validation, targets, job parameters.
+import json
+
+from snakemake.utils import validate
+
+from unseen.config import validate_config
+
+# Our validator names the key and the allowed values; Snakemake's validate then
+# re-checks the filled-in config against the same schema.
+validate_config(config)
+validate(config, schema="../schemas/config.schema.yaml")
+
+RESULTS = "results"
+SEEDS = config["seeds"]
+SCORERS = config["scorers"]
+METHODS = config["methods"]
+RATES = [f"{rate:g}" for rate in config["pruning_rates"]]
+N_STAGES = len(config["stages"])
+FOLDS = list(range(config["folds"]["k"]))
+STAGE_DIR = f"{RESULTS}/seed{{seed}}/coresets/unseen-{{scorer}}/rate{{rate}}"
+CONDA_ENV = "unseen"
+TRAIN = config["resources"]["train"]
+LIGHT = config["resources"]["light"]
+
+
+def as_json(obj):
+    """Compact JSON for a shell argument (quote it with :q in the rule)."""
+    return json.dumps(obj, sort_keys=True, separators=(",", ":"))
+
+
+def model_json(section):
+    return as_json(
+        {"arch": config[section]["arch"], "options": config[section]["options"]}
+    )
+
+
+def train_json(section):
+    return as_json(config[section]["train"])
+
+
+def selections():
+    """Names of every pruned coreset in the run: random, fitting-<scorer>, unseen-<scorer>."""
+    names = ["random"] if "random" in METHODS else []
+    for method in ("fitting", "unseen"):
+        if method in METHODS:
+            names += [f"{method}-{scorer}" for scorer in SCORERS]
+    return names
+
+
+def all_coresets():
+    return expand(
+        f"{RESULTS}/seed{{seed}}/coresets/{{selection}}/rate{{rate}}/coreset.parquet",
+        seed=SEEDS,
+        selection=selections(),
+        rate=RATES,
+    )
+
+
+def all_metrics():
+    pruned = expand(
+        f"{RESULTS}/seed{{seed}}/retrain/{{selection}}/rate{{rate}}/metrics.parquet",
+        seed=SEEDS,
+        selection=selections(),
+        rate=RATES,
+    )
+    full = expand(f"{RESULTS}/seed{{seed}}/retrain/full/metrics.parquet", seed=SEEDS)
+    return pruned + (full if "full" in METHODS else [])
+
+
+def previous_stage(wildcards):
+    base = STAGE_DIR.format(**wildcards)
+    prev = int(wildcards.stage) - 1
+    return {
+        "previous": f"{base}/stage{prev}.parquet",
+        "scores": f"{base}/stage{prev}/scores.parquet",
+    }
+
+
+def selection_parts(wildcards):
+    method, _, scorer = wildcards.selection.partition("-")
+    return method, scorer or "none"

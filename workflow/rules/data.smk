@@ -1,0 +1,35 @@
+rule prepare_data:
+    output:
+        f"{RESULTS}/data/dataset.npz",
+    log:
+        "logs/prepare_data.log",
+    conda:
+        CONDA_ENV
+    threads: LIGHT["threads"]
+    resources:
+        mem_mb=LIGHT["mem_mb"],
+        runtime=LIGHT["runtime"],
+    params:
+        dataset=as_json(config["dataset"]),
+    shell:
+        "unseen prepare-data --dataset {params.dataset:q} --output {output:q} > {log:q} 2>&1"
+
+
+rule split_folds:
+    input:
+        rules.prepare_data.output,
+    output:
+        f"{RESULTS}/seed{{seed}}/split/folds.parquet",
+    log:
+        "logs/seed{seed}/split_folds.log",
+    conda:
+        CONDA_ENV
+    threads: LIGHT["threads"]
+    resources:
+        mem_mb=LIGHT["mem_mb"],
+        runtime=LIGHT["runtime"],
+    params:
+        k=config["folds"]["k"],
+    shell:
+        "unseen split --dataset-cache {input:q} --folds {params.k} --seed {wildcards.seed}"
+        " --output {output:q} > {log:q} 2>&1"

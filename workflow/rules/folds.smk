@@ -1,0 +1,69 @@
+# Out-of-fold scoring: K fold models, one score shard per (fold, scorer), one aggregate per scorer.
+
+
+rule train_fold_model:
+    input:
+        data=rules.prepare_data.output,
+        folds=rules.split_folds.output,
+    output:
+        checkpoint=f"{RESULTS}/seed{{seed}}/folds/fold{{fold}}/model.pt",
+        predictions=f"{RESULTS}/seed{{seed}}/folds/fold{{fold}}/predictions.npz",
+    log:
+        "logs/seed{seed}/train_fold_model/fold{fold}.log",
+    conda:
+        CONDA_ENV
+    threads: TRAIN["threads"]
+    resources:
+        mem_mb=TRAIN["mem_mb"],
+        runtime=TRAIN["runtime"],
+        gpu=TRAIN["gpu"],
+    params:
+        mode=config["folds"]["mode"],
+        model=model_json("scoring_model"),
+        train=train_json("scoring_model"),
+        record=as_json(config["record_epochs"]),
+        device=config["device"],
+    shell:
+        "unseen train-fold --dataset-cache {input.data:q} --folds-table {input.folds:q}"
+        " --fold {wildcards.fold} --fold-mode {params.mode} --model {params.model:q}"
+        " --train {params.train:q} --record-epochs {params.record:q} --seed {wildcards.seed}"
+        " --device {params.device} --threads {threads}"
+        " --checkpoint {output.checkpoint:q} --predictions {output.predictions:q} > {log:q} 2>&1"
+
+
+rule score_fold:
+    input:
+        f"{RESULTS}/seed{{seed}}/folds/fold{{fold}}/predictions.npz",
+    output:
+        f"{RESULTS}/seed{{seed}}/scores/oof/fold{{fold}}/{{scorer}}.parquet",
+    log:
+        "logs/seed{seed}/score_fold/fold{fold}_{scorer}.log",
+    conda:
+        CONDA_ENV
+    threads: LIGHT["threads"]
+    resources:
+        mem_mb=LIGHT["mem_mb"],
+        runtime=LIGHT["runtime"],
+    shell:
+        "unseen score --predictions {input:q} --scorer {wildcards.scorer}"
+        " --seed {wildcards.seed} --output {output:q} > {log:q} 2>&1"
+
+
+rule aggregate_scores:
+    input:
+        expand(
+            f"{RESULTS}/seed{{{{seed}}}}/scores/oof/fold{{fold}}/{{{{scorer}}}}.parquet",
+            fold=FOLDS,
+        ),
+    output:
+        f"{RESULTS}/seed{{seed}}/scores/oof/{{scorer}}.parquet",
+    log:
+        "logs/seed{seed}/aggregate_scores/{scorer}.log",
+    conda:
+        CONDA_ENV
+    threads: LIGHT["threads"]
+    resources:
+        mem_mb=LIGHT["mem_mb"],
+        runtime=LIGHT["runtime"],
+    shell:
+        "unseen aggregate --output {output:q} {input:q} > {log:q} 2>&1"

@@ -1,0 +1,77 @@
+# Final retrain: a fresh model trained from scratch on each coreset (and on all
+# data for the full baseline), evaluated on the test split; then one summary table.
+
+
+rule retrain:
+    input:
+        data=rules.prepare_data.output,
+        coreset=f"{RESULTS}/seed{{seed}}/coresets/{{selection}}/rate{{rate}}/coreset.parquet",
+    output:
+        json=f"{RESULTS}/seed{{seed}}/retrain/{{selection}}/rate{{rate}}/metrics.json",
+        parquet=f"{RESULTS}/seed{{seed}}/retrain/{{selection}}/rate{{rate}}/metrics.parquet",
+    log:
+        "logs/seed{seed}/retrain/{selection}_rate{rate}.log",
+    conda:
+        CONDA_ENV
+    threads: TRAIN["threads"]
+    resources:
+        mem_mb=TRAIN["mem_mb"],
+        runtime=TRAIN["runtime"],
+        gpu=TRAIN["gpu"],
+    params:
+        model=model_json("final_model"),
+        train=train_json("final_model"),
+        device=config["device"],
+        method=lambda wc: selection_parts(wc)[0],
+        scorer=lambda wc: selection_parts(wc)[1],
+    shell:
+        "unseen retrain --dataset-cache {input.data:q} --coreset {input.coreset:q}"
+        " --method {params.method} --scorer {params.scorer:q} --rate {wildcards.rate}"
+        " --model {params.model:q} --train {params.train:q} --seed {wildcards.seed}"
+        " --device {params.device} --threads {threads}"
+        " --metrics-json {output.json:q} --metrics-parquet {output.parquet:q} > {log:q} 2>&1"
+
+
+rule retrain_full:
+    input:
+        data=rules.prepare_data.output,
+    output:
+        json=f"{RESULTS}/seed{{seed}}/retrain/full/metrics.json",
+        parquet=f"{RESULTS}/seed{{seed}}/retrain/full/metrics.parquet",
+    log:
+        "logs/seed{seed}/retrain/full.log",
+    conda:
+        CONDA_ENV
+    threads: TRAIN["threads"]
+    resources:
+        mem_mb=TRAIN["mem_mb"],
+        runtime=TRAIN["runtime"],
+        gpu=TRAIN["gpu"],
+    params:
+        model=model_json("final_model"),
+        train=train_json("final_model"),
+        device=config["device"],
+    shell:
+        "unseen retrain --dataset-cache {input.data:q} --method full --scorer none"
+        " --model {params.model:q} --train {params.train:q} --seed {wildcards.seed}"
+        " --device {params.device} --threads {threads}"
+        " --metrics-json {output.json:q} --metrics-parquet {output.parquet:q} > {log:q} 2>&1"
+
+
+rule summarize:
+    input:
+        all_metrics(),
+    output:
+        parquet=f"{RESULTS}/summary.parquet",
+        csv=f"{RESULTS}/summary.csv",
+    log:
+        "logs/summarize.log",
+    conda:
+        CONDA_ENV
+    threads: LIGHT["threads"]
+    resources:
+        mem_mb=LIGHT["mem_mb"],
+        runtime=LIGHT["runtime"],
+    shell:
+        "unseen summarize --output {output.parquet:q} --csv {output.csv:q} {input:q}"
+        " > {log:q} 2>&1"
