@@ -85,6 +85,7 @@ def validate_config(config: dict[str, Any], schema: dict[str, Any] | None = None
         ConfigError: listing every problem, each naming the key and the allowed values.
     """
     schema = load_schema() if schema is None else schema
+    _coerce_command_line_strings(config, schema)
     errors = sorted(
         _DefaultFillingValidator(schema).iter_errors(config),
         key=lambda e: list(map(str, e.absolute_path)),
@@ -98,6 +99,34 @@ def validate_config(config: dict[str, Any], schema: dict[str, Any] | None = None
             + "\n  - ".join(problems)
         )
     return config
+
+
+def _coerce_command_line_strings(config: dict[str, Any], schema: dict[str, Any]) -> None:
+    """Turn strings where the schema wants a number or boolean into that type.
+
+    ``snakemake --config 'folds={"k": 3}'`` hands nested values over as strings
+    ("3"); a user means the number.
+    """
+    for _ in range(100):
+        changed = False
+        for error in _DefaultFillingValidator(schema).iter_errors(config):
+            wanted = error.schema.get("type") if error.validator == "type" else None
+            wanted = wanted if isinstance(wanted, list) else [wanted]
+            if not isinstance(error.instance, str) or not set(wanted) & {"number", "integer", "boolean"}:
+                continue
+            try:
+                value = yaml.safe_load(error.instance)
+            except yaml.YAMLError:
+                continue
+            if isinstance(value, (int, float)) and not isinstance(value, str):
+                parent = config
+                *head, last = list(error.absolute_path)
+                for part in head:
+                    parent = parent[part]
+                parent[last] = value
+                changed = True
+        if not changed:
+            return
 
 
 def _semantic_problems(config: dict[str, Any]) -> list[str]:

@@ -12,7 +12,7 @@ rule train_fitting_model:
     log:
         "logs/seed{seed}/train_fitting_model.log",
     conda:
-        CONDA_ENV
+        CONDA_ENV_FILE
     threads: TRAIN["threads"]
     resources:
         mem_mb=TRAIN["mem_mb"],
@@ -24,7 +24,7 @@ rule train_fitting_model:
         record=as_json(config["record_epochs"]),
         device=config["device"],
     shell:
-        "unseen train-fitting --dataset-cache {input.data:q} --folds-table {input.folds:q}"
+        "python -m unseen train-fitting --dataset-cache {input.data:q} --folds-table {input.folds:q}"
         " --model {params.model:q} --train {params.train:q} --record-epochs {params.record:q}"
         " --seed {wildcards.seed} --device {params.device} --threads {threads}"
         " --checkpoint {output.checkpoint:q} --predictions {output.predictions:q} > {log:q} 2>&1"
@@ -38,13 +38,13 @@ rule score_fitting:
     log:
         "logs/seed{seed}/score_fitting/{scorer}.log",
     conda:
-        CONDA_ENV
+        CONDA_ENV_FILE
     threads: LIGHT["threads"]
     resources:
         mem_mb=LIGHT["mem_mb"],
         runtime=LIGHT["runtime"],
     shell:
-        "unseen score --predictions {input:q} --scorer {wildcards.scorer} --allow-seen"
+        "python -m unseen score --predictions {input:q} --scorer {wildcards.scorer} --allow-seen"
         " --seed {wildcards.seed} --output {output:q} > {log:q} 2>&1"
 
 
@@ -57,7 +57,7 @@ rule select_fitting_coreset:
     log:
         "logs/seed{seed}/select_fitting_coreset/{scorer}_rate{rate}.log",
     conda:
-        CONDA_ENV
+        CONDA_ENV_FILE
     threads: LIGHT["threads"]
     resources:
         mem_mb=LIGHT["mem_mb"],
@@ -65,7 +65,7 @@ rule select_fitting_coreset:
     params:
         keep=config["selection"]["keep"],
     shell:
-        "unseen select-top --scores {input:q} --rate {wildcards.rate} --keep {params.keep}"
+        "python -m unseen select-top --scores {input:q} --rate {wildcards.rate} --keep {params.keep}"
         " --output {output.parquet:q} --id-list {output.ids:q} > {log:q} 2>&1"
 
 
@@ -78,12 +78,12 @@ rule select_random_coreset:
     log:
         "logs/seed{seed}/select_random_coreset/rate{rate}.log",
     conda:
-        CONDA_ENV
+        CONDA_ENV_FILE
     threads: LIGHT["threads"]
     resources:
         mem_mb=LIGHT["mem_mb"],
         runtime=LIGHT["runtime"],
     shell:
-        "unseen select-random --folds-table {input:q} --rate {wildcards.rate}"
+        "python -m unseen select-random --folds-table {input:q} --rate {wildcards.rate}"
         " --seed {wildcards.seed} --output {output.parquet:q} --id-list {output.ids:q}"
         " > {log:q} 2>&1"

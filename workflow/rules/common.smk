@@ -1,5 +1,7 @@
 # Helpers for every rule file. Config validation, targets, job parameters.
 import json
+import os
+import shlex
 
 from snakemake.utils import validate
 
@@ -10,6 +12,12 @@ from unseen.config import validate_config
 validate_config(config)
 validate(config, schema="../schemas/config.schema.yaml")
 
+# Jobs run this checkout's package (python -m unseen), also inside `--use-conda`
+# environments that hold only the dependencies: always the same code as the Snakefile.
+REPO_ROOT = os.path.abspath(os.path.join(workflow.basedir, ".."))
+shell.prefix(
+    f"set -euo pipefail; export PYTHONPATH={shlex.quote(REPO_ROOT)}${{{{PYTHONPATH:+:$PYTHONPATH}}}}; "
+)
 RESULTS = "results"
 SEEDS = config["seeds"]
 SCORERS = config["scorers"]
@@ -18,7 +26,7 @@ RATES = [f"{rate:g}" for rate in config["pruning_rates"]]
 N_STAGES = len(config["stages"])
 FOLDS = list(range(config["folds"]["k"]))
 STAGE_DIR = f"{RESULTS}/seed{{seed}}/coresets/unseen-{{scorer}}/rate{{rate}}"
-CONDA_ENV = "unseen"
+CONDA_ENV_FILE = "../envs/unseen.yaml"
 TRAIN = config["resources"]["train"]
 LIGHT = config["resources"]["light"]
 

@@ -4,7 +4,7 @@ rule prepare_data:
     log:
         "logs/prepare_data.log",
     conda:
-        CONDA_ENV
+        CONDA_ENV_FILE
     threads: LIGHT["threads"]
     resources:
         mem_mb=LIGHT["mem_mb"],
@@ -12,7 +12,7 @@ rule prepare_data:
     params:
         dataset=as_json(config["dataset"]),
     shell:
-        "unseen prepare-data --dataset {params.dataset:q} --output {output:q} > {log:q} 2>&1"
+        "python -m unseen prepare-data --dataset {params.dataset:q} --output {output:q} > {log:q} 2>&1"
 
 
 rule split_folds:
@@ -23,7 +23,7 @@ rule split_folds:
     log:
         "logs/seed{seed}/split_folds.log",
     conda:
-        CONDA_ENV
+        CONDA_ENV_FILE
     threads: LIGHT["threads"]
     resources:
         mem_mb=LIGHT["mem_mb"],
@@ -31,5 +31,5 @@ rule split_folds:
     params:
         k=config["folds"]["k"],
     shell:
-        "unseen split --dataset-cache {input:q} --folds {params.k} --seed {wildcards.seed}"
+        "python -m unseen split --dataset-cache {input:q} --folds {params.k} --seed {wildcards.seed}"
         " --output {output:q} > {log:q} 2>&1"

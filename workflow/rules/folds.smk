@@ -11,7 +11,7 @@ rule train_fold_model:
     log:
         "logs/seed{seed}/train_fold_model/fold{fold}.log",
     conda:
-        CONDA_ENV
+        CONDA_ENV_FILE
     threads: TRAIN["threads"]
     resources:
         mem_mb=TRAIN["mem_mb"],
@@ -24,7 +24,7 @@ rule train_fold_model:
         record=as_json(config["record_epochs"]),
         device=config["device"],
     shell:
-        "unseen train-fold --dataset-cache {input.data:q} --folds-table {input.folds:q}"
+        "python -m unseen train-fold --dataset-cache {input.data:q} --folds-table {input.folds:q}"
         " --fold {wildcards.fold} --fold-mode {params.mode} --model {params.model:q}"
         " --train {params.train:q} --record-epochs {params.record:q} --seed {wildcards.seed}"
         " --device {params.device} --threads {threads}"
@@ -39,13 +39,13 @@ rule score_fold:
     log:
         "logs/seed{seed}/score_fold/fold{fold}_{scorer}.log",
     conda:
-        CONDA_ENV
+        CONDA_ENV_FILE
     threads: LIGHT["threads"]
     resources:
         mem_mb=LIGHT["mem_mb"],
         runtime=LIGHT["runtime"],
     shell:
-        "unseen score --predictions {input:q} --scorer {wildcards.scorer}"
+        "python -m unseen score --predictions {input:q} --scorer {wildcards.scorer}"
         " --seed {wildcards.seed} --output {output:q} > {log:q} 2>&1"
 
 
@@ -60,10 +60,10 @@ rule aggregate_scores:
     log:
         "logs/seed{seed}/aggregate_scores/{scorer}.log",
     conda:
-        CONDA_ENV
+        CONDA_ENV_FILE
     threads: LIGHT["threads"]
     resources:
         mem_mb=LIGHT["mem_mb"],
         runtime=LIGHT["runtime"],
     shell:
-        "unseen aggregate --output {output:q} {input:q} > {log:q} 2>&1"
+        "python -m unseen aggregate --output {output:q} {input:q} > {log:q} 2>&1"

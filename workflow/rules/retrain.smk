@@ -12,7 +12,7 @@ rule retrain:
     log:
         "logs/seed{seed}/retrain/{selection}_rate{rate}.log",
     conda:
-        CONDA_ENV
+        CONDA_ENV_FILE
     threads: TRAIN["threads"]
     resources:
         mem_mb=TRAIN["mem_mb"],
@@ -25,7 +25,7 @@ rule retrain:
         method=lambda wc: selection_parts(wc)[0],
         scorer=lambda wc: selection_parts(wc)[1],
     shell:
-        "unseen retrain --dataset-cache {input.data:q} --coreset {input.coreset:q}"
+        "python -m unseen retrain --dataset-cache {input.data:q} --coreset {input.coreset:q}"
         " --method {params.method} --scorer {params.scorer:q} --rate {wildcards.rate}"
         " --model {params.model:q} --train {params.train:q} --seed {wildcards.seed}"
         " --device {params.device} --threads {threads}"
@@ -41,7 +41,7 @@ rule retrain_full:
     log:
         "logs/seed{seed}/retrain/full.log",
     conda:
-        CONDA_ENV
+        CONDA_ENV_FILE
     threads: TRAIN["threads"]
     resources:
         mem_mb=TRAIN["mem_mb"],
@@ -52,7 +52,7 @@ rule retrain_full:
         train=train_json("final_model"),
         device=config["device"],
     shell:
-        "unseen retrain --dataset-cache {input.data:q} --method full --scorer none"
+        "python -m unseen retrain --dataset-cache {input.data:q} --method full --scorer none"
         " --model {params.model:q} --train {params.train:q} --seed {wildcards.seed}"
         " --device {params.device} --threads {threads}"
         " --metrics-json {output.json:q} --metrics-parquet {output.parquet:q} > {log:q} 2>&1"
@@ -67,11 +67,11 @@ rule summarize:
     log:
         "logs/summarize.log",
     conda:
-        CONDA_ENV
+        CONDA_ENV_FILE
     threads: LIGHT["threads"]
     resources:
         mem_mb=LIGHT["mem_mb"],
         runtime=LIGHT["runtime"],
     shell:
-        "unseen summarize --output {output.parquet:q} --csv {output.csv:q} {input:q}"
+        "python -m unseen summarize --output {output.parquet:q} --csv {output.csv:q} {input:q}"
         " > {log:q} 2>&1"

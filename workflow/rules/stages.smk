@@ -11,7 +11,7 @@ rule select_first_stage:
     log:
         "logs/seed{seed}/select_stage/unseen-{scorer}_rate{rate}_stage1.log",
     conda:
-        CONDA_ENV
+        CONDA_ENV_FILE
     threads: LIGHT["threads"]
     resources:
         mem_mb=LIGHT["mem_mb"],
@@ -20,7 +20,7 @@ rule select_first_stage:
         stages=as_json(config["stages"]),
         keep=config["selection"]["keep"],
     shell:
-        "unseen select-first-stage --scores {input:q} --rate {wildcards.rate}"
+        "python -m unseen select-first-stage --scores {input:q} --rate {wildcards.rate}"
         " --stages {params.stages:q} --keep {params.keep} --output {output:q} > {log:q} 2>&1"
 
 
@@ -35,7 +35,7 @@ rule train_stage_model:
     log:
         "logs/seed{seed}/train_stage_model/unseen-{scorer}_rate{rate}_stage{stage}.log",
     conda:
-        CONDA_ENV
+        CONDA_ENV_FILE
     threads: TRAIN["threads"]
     resources:
         mem_mb=TRAIN["mem_mb"],
@@ -48,7 +48,7 @@ rule train_stage_model:
         device=config["device"],
         name=lambda wc: f"stage{wc.stage}-unseen-{wc.scorer}-rate{wc.rate}",
     shell:
-        "unseen train-stage --dataset-cache {input.data:q} --folds-table {input.folds:q}"
+        "python -m unseen train-stage --dataset-cache {input.data:q} --folds-table {input.folds:q}"
         " --coreset {input.coreset:q} --model-name {params.name} --model {params.model:q}"
         " --train {params.train:q} --record-epochs {params.record:q} --seed {wildcards.seed}"
         " --device {params.device} --threads {threads}"
@@ -63,13 +63,13 @@ rule score_stage:
     log:
         "logs/seed{seed}/score_stage/unseen-{scorer}_rate{rate}_stage{stage}.log",
     conda:
-        CONDA_ENV
+        CONDA_ENV_FILE
     threads: LIGHT["threads"]
     resources:
         mem_mb=LIGHT["mem_mb"],
         runtime=LIGHT["runtime"],
     shell:
-        "unseen score --predictions {input:q} --scorer {wildcards.scorer}"
+        "python -m unseen score --predictions {input:q} --scorer {wildcards.scorer}"
         " --seed {wildcards.seed} --output {output:q} > {log:q} 2>&1"
 
 
@@ -82,7 +82,7 @@ rule select_next_stage:
     log:
         "logs/seed{seed}/select_stage/unseen-{scorer}_rate{rate}_stage{stage}.log",
     conda:
-        CONDA_ENV
+        CONDA_ENV_FILE
     threads: LIGHT["threads"]
     resources:
         mem_mb=LIGHT["mem_mb"],
@@ -91,7 +91,7 @@ rule select_next_stage:
         stages=as_json(config["stages"]),
         keep=config["selection"]["keep"],
     shell:
-        "unseen select-next-stage --previous {input.previous:q} --stage-scores {input.scores:q}"
+        "python -m unseen select-next-stage --previous {input.previous:q} --stage-scores {input.scores:q}"
         " --folds-table {input.folds:q} --stage {wildcards.stage} --rate {wildcards.rate}"
         " --stages {params.stages:q} --keep {params.keep} --output {output:q} > {log:q} 2>&1"
 
@@ -105,11 +105,11 @@ rule finalize_unseen_coreset:
     log:
         "logs/seed{seed}/finalize/unseen-{scorer}_rate{rate}.log",
     conda:
-        CONDA_ENV
+        CONDA_ENV_FILE
     threads: LIGHT["threads"]
     resources:
         mem_mb=LIGHT["mem_mb"],
         runtime=LIGHT["runtime"],
     shell:
-        "unseen finalize --stage-table {input:q} --output {output.parquet:q}"
+        "python -m unseen finalize --stage-table {input:q} --output {output.parquet:q}"
         " --id-list {output.ids:q} > {log:q} 2>&1"

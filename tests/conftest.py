@@ -1,0 +1,79 @@
+"""Shared helpers: real Snakemake runs of the workflow in temporary directories."""
+
+from __future__ import annotations
+
+import copy
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parent.parent
+SNAKEFILE = REPO / "workflow" / "Snakefile"
+DEFAULT_CONFIG = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
+
+
+def deep_update(base: dict, changes: dict) -> dict:
+    out = copy.deepcopy(base)
+    for key, value in changes.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = deep_update(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def make_workdir(path: Path, changes: dict | None = None) -> Path:
+    """A working directory with config/config.yaml = the default config plus ``changes``."""
+    (path / "config").mkdir(parents=True, exist_ok=True)
+    config = deep_update(DEFAULT_CONFIG, changes or {})
+    (path / "config" / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
+    return path
+
+
+def snakemake_command(workdir: Path, *args: str) -> list[str]:
+    return [
+        sys.executable, "-m", "snakemake", "-s", str(SNAKEFILE), "--directory", str(workdir),
+        *args,
+    ]
+
+
+def run_snakemake(workdir: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+    """Run snakemake on ``workdir``; on failure with ``check`` show its output."""
+    proc = subprocess.run(
+        snakemake_command(workdir, *args), capture_output=True, text=True,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
+    if check and proc.returncode != 0:
+        pytest.fail(f"snakemake {' '.join(args)} failed:\n{proc.stdout}\n{proc.stderr}")
+    return proc
+
+
+def planned_jobs(workdir: Path, *args: str) -> dict[str, int]:
+    """Rule name -> number of jobs a dry run would execute."""
+    proc = run_snakemake(workdir, "-n", "--quiet", "rules", *args)
+    counts: dict[str, int] = {}
+    in_table = False
+    for line in (proc.stdout + proc.stderr).splitlines():
+        parts = line.split()
+        if parts[:2] == ["job", "count"]:
+            in_table = True
+            continue
+        if in_table:
+            if len(parts) == 2 and parts[1].isdigit():
+                if parts[0] != "total":
+                    counts[parts[0]] = int(parts[1])
+            elif parts and not set(parts[0]) <= {"-"}:
+                break
+    return counts
+
+
+@pytest.fixture(scope="session")
+def default_run(tmp_path_factory) -> Path:
+    """One complete run of the default config (digits, K=5, all methods)."""
+    workdir = make_workdir(tmp_path_factory.mktemp("default_run"))
+    run_snakemake(workdir, "--cores", "2")
+    return workdir

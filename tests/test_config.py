@@ -1,0 +1,67 @@
+"""Invalid configs stop `snakemake` before any job runs, with a message naming key and fix."""
+
+import pytest
+
+from conftest import make_workdir, run_snakemake
+from unseen.config import ConfigError, load_schema, validate_config
+from unseen.data import DATASETS
+from unseen.models import MODELS
+from unseen.scorers import SCORERS
+
+INVALID = [
+    ({"folds": {"k": 1}}, ["folds.k", ">= 2"]),
+    ({"pruning_rates": [0.3, 1.0]}, ["pruning_rates[1]", "< 1"]),
+    ({"pruning_rates": [0.0]}, ["pruning_rates[0]", "> 0"]),
+    ({"scorers": ["el2n", "grandiose"]}, ["scorers[1]", "'grandiose'", "'entropy'"]),
+    ({"methods": ["unseen", "magic"]}, ["methods[1]", "'magic'", "'fitting'"]),
+    ({"dataset": {"name": "imagenet21k"}}, ["dataset.name", "'digits'"]),
+    ({"stages": [0.5, 0.4, 1.0]}, ["stages", "increase strictly and end at 1.0"]),
+    ({"stages": [0.5, 0.9]}, ["stages", "end at 1.0"]),
+    ({"folds": {"mode": "loo"}}, ["folds.mode", "'paper'", "'holdout'"]),
+    ({"scoring_model": {"train": {"epochs": 0}}}, ["scoring_model.train.epochs", ">= 1"]),
+    ({"selection": {"keep": "middle"}}, ["selection.keep", "'highest'", "'lowest'"]),
+    ({"prunning_rates": [0.5]}, ["prunning_rates", "allowed keys", "pruning_rates"]),
+]
+
+
+@pytest.mark.parametrize("changes, expected", INVALID, ids=[str(c) for c, _ in INVALID])
+def test_invalid_config_is_rejected_before_any_job(tmp_path, changes, expected):
+    workdir = make_workdir(tmp_path, changes)
+    proc = run_snakemake(workdir, "--cores", "1", check=False)
+    output = proc.stdout + proc.stderr
+    assert proc.returncode != 0
+    for text in expected:
+        assert text in output, f"{text!r} missing from:\n{output}"
+    assert "invalid config" in output
+    assert not (workdir / "results").exists()
+    assert not (workdir / "logs").exists()
+
+
+def test_defaults_fill_a_minimal_config():
+    config = validate_config({})
+    assert config["folds"] == {"k": 5, "mode": "paper"}
+    assert config["scoring_model"]["train"]["epochs"] >= 1
+    assert config["final_model"]["train"] is not config["scoring_model"]["train"]
+    assert config["stages"][-1] == 1.0
+
+
+def test_every_problem_is_listed():
+    with pytest.raises(ConfigError) as err:
+        validate_config({"folds": {"k": 0}, "scorers": ["x"]})
+    assert "folds.k" in str(err.value) and "scorers[0]" in str(err.value)
+
+
+def test_schema_names_exactly_the_registered_components():
+    schema = load_schema()
+    props = schema["properties"]
+    assert sorted(props["scorers"]["items"]["enum"]) == sorted(SCORERS)
+    assert sorted(props["dataset"]["properties"]["name"]["enum"]) == sorted(DATASETS)
+    assert sorted(schema["$defs"]["model"]["properties"]["arch"]["enum"]) == sorted(MODELS)
+
+
+def test_command_line_values_are_coerced_to_numbers(tmp_path):
+    workdir = make_workdir(tmp_path)
+    ok = run_snakemake(workdir, "-n", "--config", 'folds={"k": 3}', "pruning_rates=[0.5]")
+    assert "train_fold_model" in ok.stdout + ok.stderr
+    bad = run_snakemake(workdir, "-n", "--config", "pruning_rates=[0.3, 1.5]", check=False)
+    assert bad.returncode != 0 and "pruning_rates[1]" in bad.stdout + bad.stderr

@@ -1,0 +1,213 @@
+"""Real workflow runs on the digits data: leakage, sizes, nesting, determinism, resume, reuse."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from conftest import DEFAULT_CONFIG, make_workdir, planned_jobs, run_snakemake, snakemake_command
+from unseen.io import load_npz, read_id_list
+from unseen.selection import coreset_size, stage_sizes
+
+pytestmark = pytest.mark.workflow
+
+K = DEFAULT_CONFIG["folds"]["k"]
+SCORERS = DEFAULT_CONFIG["scorers"]
+RATES = [f"{r:g}" for r in DEFAULT_CONFIG["pruning_rates"]]
+N_STAGES = len(DEFAULT_CONFIG["stages"])
+
+
+def read(path: Path) -> pd.DataFrame:
+    return pd.read_parquet(path)
+
+
+def fold_train_ids(run: Path, fold: int) -> np.ndarray:
+    """The ids the fold model was trained on, as saved by the training job itself."""
+    ckpt = torch.load(run / f"results/seed0/folds/fold{fold}/model.pt", weights_only=False)
+    return np.asarray(ckpt["train_ids"])
+
+
+def test_no_score_comes_from_a_model_that_saw_the_sample(default_run):
+    folds = read(default_run / "results/seed0/split/folds.parquet")
+    for k in range(K):
+        trained_on = fold_train_ids(default_run, k)
+        # paper mode: fold model k trains on fold k exactly.
+        assert set(trained_on) == set(folds.loc[folds.fold == k, "sample_id"])
+        for scorer in SCORERS:
+            shard = read(default_run / f"results/seed0/scores/oof/fold{k}/{scorer}.parquet")
+            assert (shard["model"] == f"fold{k}").all()
+            assert not set(shard["sample_id"]) & set(trained_on)
+            assert set(shard["sample_id"]) == set(folds.loc[folds.fold != k, "sample_id"])
+
+
+def test_every_sample_has_k_minus_1_out_of_fold_scores(default_run):
+    folds = read(default_run / "results/seed0/split/folds.parquet")
+    for scorer in SCORERS:
+        agg = read(default_run / f"results/seed0/scores/oof/{scorer}.parquet")
+        assert agg["sample_id"].tolist() == sorted(folds["sample_id"])
+        assert (agg["n_scores"] == K - 1).all()
+        shards = pd.concat(
+            read(default_run / f"results/seed0/scores/oof/fold{k}/{scorer}.parquet") for k in range(K)
+        )
+        expected = shards.groupby("sample_id")["score"].mean().sort_index()
+        assert np.allclose(agg.set_index("sample_id")["score"], expected)
+        assert np.isfinite(agg["score"]).all()
+
+
+def test_coreset_sizes_exact_and_stages_nested(default_run):
+    n_total = len(read(default_run / "results/seed0/split/folds.parquet"))
+    base = default_run / "results/seed0/coresets"
+    for rate in RATES:
+        target = coreset_size(n_total, float(rate))
+        for selection in ["random"] + [f"{m}-{s}" for m in ("fitting", "unseen") for s in SCORERS]:
+            coreset = read(base / f"{selection}/rate{rate}/coreset.parquet")
+            assert len(coreset) == target, selection
+            assert coreset["sample_id"].is_unique
+            ids = read_id_list(base / f"{selection}/rate{rate}/coreset.txt")
+            assert ids.tolist() == sorted(coreset["sample_id"])
+        for scorer in SCORERS:
+            sizes = stage_sizes(target, DEFAULT_CONFIG["stages"])
+            previous: set[int] = set()
+            for t in range(1, N_STAGES + 1):
+                stage = read(base / f"unseen-{scorer}/rate{rate}/stage{t}.parquet")
+                assert len(stage) == sizes[t - 1]
+                assert previous <= set(stage["sample_id"])
+                assert set(stage.loc[stage.stage < t, "sample_id"]) == previous
+                previous = set(stage["sample_id"])
+                if t < N_STAGES:
+                    # The stage model scores exactly the samples it did not train on.
+                    pred = load_npz(base / f"unseen-{scorer}/rate{rate}/stage{t}/predictions.npz")
+                    assert set(pred["train_ids"]) == previous
+                    assert not set(pred["sample_ids"]) & previous
+                    assert len(pred["sample_ids"]) == n_total - len(previous)
+            final = read(base / f"unseen-{scorer}/rate{rate}/coreset.parquet")
+            assert set(final["sample_id"]) == previous
+
+
+def test_metrics_and_summary(default_run):
+    summary = read(default_run / "results/summary.parquet")
+    n_selections = 1 + 2 * len(SCORERS)
+    assert len(summary) == n_selections * len(RATES) + 1
+    full = summary[summary.method == "full"].iloc[0]
+    assert full.coreset_size == full.n_train_total == 1347
+    # A model trained on digits is far better than chance (10 %).
+    assert (summary["test_accuracy"] > 0.5).all()
+    assert all(len(pcs) == 10 for pcs in summary["per_class_accuracy"])
+    metrics = json.loads((default_run / "results/seed0/retrain/unseen-el2n/rate0.7/metrics.json").read_text())
+    assert metrics["coreset_size"] == coreset_size(1347, 0.7)
+    assert metrics["train_samples_per_s"] > 0 and metrics["wall_seconds"] > 0
+    assert min(metrics["per_class_accuracy"]) == pytest.approx(metrics["worst_class_accuracy"])
+
+
+def test_one_log_per_job(default_run):
+    logs = list((default_run / "logs").rglob("*.log"))
+    assert len(logs) >= K + K * len(SCORERS) + len(SCORERS)
+    assert all(p.stat().st_size > 0 for p in logs)
+    assert "samples/s" in (default_run / "logs/seed0/train_fold_model/fold0.log").read_text()
+
+
+def test_changing_scorer_or_rate_retrains_no_fold_model(default_run):
+    assert planned_jobs(default_run) == {}
+    plan = planned_jobs(default_run, "--config", "scorers=[random]")
+    assert plan.get("score_fold") == K and plan.get("aggregate_scores") == 1
+    assert "train_fold_model" not in plan and "train_fitting_model" not in plan
+    plan = planned_jobs(default_run, "--config", "pruning_rates=[0.3, 0.5]")
+    assert "train_fold_model" not in plan and "score_fold" not in plan
+    assert plan.get("retrain", 0) > 0
+    plan = planned_jobs(default_run, "--config", "stages=[1.0]")
+    assert "train_fold_model" not in plan and "aggregate_scores" not in plan
+    # A change of the scoring model's training does retrain the fold models.
+    plan = planned_jobs(default_run, "--config", 'scoring_model={"train": {"epochs": 5}}')
+    assert plan.get("train_fold_model") == K
+
+
+def _comparable_outputs(run: Path) -> dict[str, object]:
+    res = run / "results/seed0"
+    out: dict[str, object] = {"folds": read(res / "split/folds.parquet")}
+    for scorer in SCORERS:
+        out[f"oof/{scorer}"] = read(res / f"scores/oof/{scorer}.parquet")
+    for path in sorted(res.glob("coresets/*/rate*/coreset.parquet")):
+        out[str(path.relative_to(res))] = read(path)
+    out["summary"] = read(run / "results/summary.parquet").drop(
+        columns=["wall_seconds", "train_samples_per_s"]
+    )
+    return out
+
+
+def _assert_same_outputs(a: Path, b: Path) -> None:
+    left, right = _comparable_outputs(a), _comparable_outputs(b)
+    assert left.keys() == right.keys()
+    for key in left:
+        pd.testing.assert_frame_equal(left[key], right[key], obj=key)
+
+
+def test_same_seed_gives_identical_folds_scores_and_coresets(default_run, tmp_path):
+    second = make_workdir(tmp_path)
+    run_snakemake(second, "--cores", "2")
+    _assert_same_outputs(default_run, second)
+    other_seed = make_workdir(tmp_path / "seed", {"seeds": [1]})
+    run_snakemake(other_seed, "--cores", "2", "results/seed1/split/folds.parquet")
+    assert not read(other_seed / "results/seed1/split/folds.parquet")["fold"].equals(
+        read(default_run / "results/seed0/split/folds.parquet")["fold"]
+    )
+
+
+def test_resume_after_sigkill_reruns_nothing_finished(default_run, tmp_path):
+    workdir = make_workdir(tmp_path)
+    proc = subprocess.Popen(
+        snakemake_command(workdir, "--cores", "2"),
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+    )
+    fold_outputs = [workdir / f"results/seed0/folds/fold{k}/predictions.npz" for k in range(K)]
+    deadline = time.time() + 120
+    while sum(p.exists() for p in fold_outputs) < 2 and time.time() < deadline:
+        time.sleep(0.05)
+    # Kill snakemake and its running jobs at once, like a lost node.
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    finished = {p: p.stat().st_mtime_ns for p in fold_outputs if p.exists()}
+    assert 2 <= len(finished) < K, "the kill should land after some fold models finished"
+    assert not (workdir / "results/summary.parquet").exists()
+    # No half-written output under a final name: every finished npz loads.
+    for path in finished:
+        assert load_npz(path)["logits"].ndim == 3
+
+    # Resume exactly as the README says.
+    run_snakemake(workdir, "--unlock")
+    plan = planned_jobs(workdir, "--rerun-incomplete")
+    assert plan.get("train_fold_model", 0) == K - len(finished)
+    run_snakemake(workdir, "--cores", "2", "--rerun-incomplete")
+    for path, mtime in finished.items():
+        assert path.stat().st_mtime_ns == mtime, f"{path} was rebuilt"
+    _assert_same_outputs(default_run, workdir)
+
+
+def test_holdout_mode_scores_each_sample_once(tmp_path):
+    workdir = make_workdir(
+        tmp_path,
+        {"folds": {"mode": "holdout"}, "methods": ["unseen"], "scorers": ["el2n"],
+         "pruning_rates": [0.5], "stages": [1.0]},
+    )
+    run_snakemake(workdir, "--cores", "2")
+    folds = read(workdir / "results/seed0/split/folds.parquet")
+    agg = read(workdir / "results/seed0/scores/oof/el2n.parquet")
+    assert (agg["n_scores"] == 1).all() and len(agg) == len(folds)
+    for k in range(K):
+        trained_on = set(fold_train_ids(workdir, k))
+        assert trained_on == set(folds.loc[folds.fold != k, "sample_id"])
+        shard = read(workdir / f"results/seed0/scores/oof/fold{k}/el2n.parquet")
+        assert set(shard["sample_id"]) == set(folds.loc[folds.fold == k, "sample_id"])
+    coreset = read(workdir / "results/seed0/coresets/unseen-el2n/rate0.5/coreset.parquet")
+    assert len(coreset) == coreset_size(len(folds), 0.5) and (coreset["stage"] == 1).all()
+    # Single-step selection keeps exactly the top aggregated scores.
+    top = agg.sort_values(["score", "sample_id"], ascending=[False, True]).head(len(coreset))
+    assert set(top["sample_id"]) == set(coreset["sample_id"])
