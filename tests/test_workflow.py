@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import signal
@@ -161,6 +162,21 @@ def test_same_seed_gives_identical_folds_scores_and_coresets(default_run, tmp_pa
     )
 
 
+def _finished(workdir: Path, outputs: list[Path]) -> list[Path]:
+    """Outputs that exist and that Snakemake has recorded as complete.
+
+    Snakemake marks each output of a running job in .snakemake/incomplete (file
+    name: the path, URL-safe base64) and clears the mark when the job succeeds.
+    """
+    marks = workdir / ".snakemake" / "incomplete"
+
+    def marked(path: Path) -> bool:
+        rel = str(path.relative_to(workdir)).encode()
+        return (marks / base64.urlsafe_b64encode(rel).decode()).exists()
+
+    return [p for p in outputs if p.exists() and not marked(p)]
+
+
 def test_resume_after_sigkill_reruns_nothing_finished(default_run, tmp_path):
     workdir = make_workdir(tmp_path)
     proc = subprocess.Popen(
@@ -169,12 +185,12 @@ def test_resume_after_sigkill_reruns_nothing_finished(default_run, tmp_path):
     )
     fold_outputs = [workdir / f"results/seed0/folds/fold{k}/predictions.npz" for k in range(K)]
     deadline = time.time() + 120
-    while sum(p.exists() for p in fold_outputs) < 2 and time.time() < deadline:
+    while len(_finished(workdir, fold_outputs)) < 2 and time.time() < deadline:
         time.sleep(0.05)
     # Kill snakemake and its running jobs at once, like a lost node.
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
-    finished = {p: p.stat().st_mtime_ns for p in fold_outputs if p.exists()}
+    finished = {p: p.stat().st_mtime_ns for p in _finished(workdir, fold_outputs)}
     assert 2 <= len(finished) < K, "the kill should land after some fold models finished"
     assert not (workdir / "results/summary.parquet").exists()
     # No half-written output under a final name: every finished npz loads.

@@ -158,14 +158,11 @@ EOF
     done
 } >"$NEW_GRES"
 
-CHANGED=0
-if ! cmp -s "$NEW_CONF" "$CONF_DIR/slurm.conf"; then
-    install -m 0644 "$NEW_CONF" "$CONF_DIR/slurm.conf"; CHANGED=1
+if ! cmp -s "$NEW_CONF" "$CONF_DIR/slurm.conf" || ! cmp -s "$NEW_GRES" "$CONF_DIR/gres.conf"; then
+    install -m 0644 "$NEW_CONF" "$CONF_DIR/slurm.conf"
+    install -m 0644 "$NEW_GRES" "$CONF_DIR/gres.conf"
+    log "wrote $CONF_DIR/slurm.conf and $CONF_DIR/gres.conf"
 fi
-if ! cmp -s "$NEW_GRES" "$CONF_DIR/gres.conf"; then
-    install -m 0644 "$NEW_GRES" "$CONF_DIR/gres.conf"; CHANGED=1
-fi
-[ "$CHANGED" -eq 1 ] && log "wrote $CONF_DIR/slurm.conf and $CONF_DIR/gres.conf"
 
 # ---------------------------------------------------------------- 4. daemons
 stop_daemon() { # name pidfile
@@ -176,18 +173,25 @@ stop_daemon() { # name pidfile
         for _ in $(seq 1 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.2; done
         kill -0 "$pid" 2>/dev/null && kill -9 "$pid" || true
     fi
-    rm -f "$2"
+    rm -f "$2" "${2%.pid}.conf.sha256"
 }
-if [ "$CHANGED" -eq 1 ]; then  # config changed: restart running daemons
-    stop_daemon slurmd "$RUN_DIR/slurmd.pid"
-    stop_daemon slurmctld "$RUN_DIR/slurmctld.pid"
-fi
+# Restart daemons that run with another config than the one on disk (the
+# hash of the config each daemon was started with is kept in $RUN_DIR; this
+# also covers an earlier run that died between writing and restarting).
+CONF_HASH=$(cat "$CONF_DIR/slurm.conf" "$CONF_DIR/gres.conf" | sha256sum | cut -d' ' -f1)
+for d in slurmd slurmctld; do
+    if pid_alive "$RUN_DIR/$d.pid" \
+       && [ "$(cat "$RUN_DIR/$d.conf.sha256" 2>/dev/null)" != "$CONF_HASH" ]; then
+        stop_daemon "$d" "$RUN_DIR/$d.pid"
+    fi
+done
 
 if pid_alive "$RUN_DIR/slurmctld.pid"; then
     log "slurmctld already running (pid $(cat "$RUN_DIR/slurmctld.pid"))"
 else
     log "starting slurmctld"
     /usr/sbin/slurmctld || die "slurmctld failed to start (see $LOG_DIR/slurmctld.log)"
+    echo "$CONF_HASH" >"$RUN_DIR/slurmctld.conf.sha256"
 fi
 for _ in $(seq 1 $((TIMEOUT * 2))); do
     scontrol ping 2>/dev/null | grep -q "is UP" && break
@@ -205,6 +209,7 @@ if pid_alive "$RUN_DIR/slurmd.pid"; then
 else
     log "starting slurmd"
     /usr/sbin/slurmd || die "slurmd failed to start (see $LOG_DIR/slurmd.log)"
+    echo "$CONF_HASH" >"$RUN_DIR/slurmd.conf.sha256"
 fi
 
 # wait for the node to become usable

@@ -23,7 +23,7 @@ stop_pidfile() { # name pidfile
     else
         log "$name not running"
     fi
-    rm -f "$pidfile"
+    rm -f "$pidfile" "${pidfile%.pid}.conf.sha256"
 }
 
 # cancel jobs while the controller is still up, give slurmd time to kill them
@@ -31,7 +31,7 @@ if command -v scontrol >/dev/null && scontrol ping 2>/dev/null | grep -q "is UP"
     JOBS=$(squeue -h -o '%i' 2>/dev/null | tr '\n' ' ')
     if [ -n "${JOBS// /}" ]; then
         log "cancelling jobs: $JOBS"
-        scancel --full $JOBS 2>/dev/null || true
+        scancel $JOBS 2>/dev/null || true
         for _ in $(seq 1 30); do
             [ -z "$(squeue -h -t RUNNING,COMPLETING,CONFIGURING -o '%i' 2>/dev/null)" ] && break
             sleep 0.5
