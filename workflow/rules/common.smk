@@ -1,5 +1,6 @@
 # Helpers for every rule file. Config validation, targets, job parameters.
 import json
+import shlex
 
 from snakemake.utils import validate
 
@@ -19,6 +20,7 @@ N_STAGES = len(config["stages"])
 FOLDS = list(range(config["folds"]["k"]))
 STAGE_DIR = f"{RESULTS}/seed{{seed}}/coresets/unseen-{{scorer}}/rate{{rate}}"
 CONDA_ENV = "unseen"
+STRATEGY = config["selection"]["strategy"]
 TRAIN = config["resources"]["train"]
 LIGHT = config["resources"]["light"]
 
@@ -36,6 +38,26 @@ def model_json(section):
 
 def train_json(section):
     return as_json(config[section]["train"])
+
+
+def selection_json():
+    return as_json(config["selection"])
+
+
+def scorer_options(wildcards):
+    return as_json(config["scorer_options"].get(wildcards.scorer, {}))
+
+
+def difficulty_input(wildcards):
+    """hard_class_priority reads the out-of-fold class error table; other strategies nothing."""
+    if STRATEGY != "hard_class_priority":
+        return {}
+    return {"difficulty": f"{RESULTS}/seed{wildcards.seed}/class_difficulty.parquet"}
+
+
+def difficulty_flag(wildcards, input):
+    path = getattr(input, "difficulty", None)
+    return f"--class-difficulty {shlex.quote(str(path))}" if path else ""
 
 
 def selections():
