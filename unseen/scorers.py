@@ -186,7 +186,10 @@ def random_scores(sample_ids: np.ndarray, seed: int) -> np.ndarray:
 
 
 def epoch_statistics(
-    logits: np.ndarray, labels: np.ndarray, previous_logits: np.ndarray | None = None
+    logits: np.ndarray,
+    labels: np.ndarray,
+    previous_logits: np.ndarray | None = None,
+    storage_dtypes: bool = True,
 ) -> dict[str, np.ndarray]:
     """Per-sample statistics of one epoch's logits (what training-dynamics scorers need).
 
@@ -195,14 +198,19 @@ def epoch_statistics(
         labels: int (N,) true labels.
         previous_logits: float (N, C) logits of the same samples at the previous
             recorded epoch, or None for the first one (then ``tdds_change`` is 0).
+        storage_dtypes: return each statistic in its on-disk
+            :data:`STAT_DTYPES` dtype; False keeps float64 (scoring a logit record).
 
     Returns:
-        name -> (N,) array for each of :data:`STAT_NAMES`, in its
-        :data:`STAT_DTYPES` dtype. Computed in float64 in blocks of rows.
+        name -> (N,) array for each of :data:`STAT_NAMES`. Computed in float64
+        in blocks of rows.
     """
     labels = np.asarray(labels, dtype=np.int64)
     n = len(labels)
-    out = {name: np.zeros(n, dtype=dtype) for name, dtype in STAT_DTYPES.items()}
+    out = {
+        name: np.zeros(n, dtype=dtype if storage_dtypes else np.float64)
+        for name, dtype in STAT_DTYPES.items()
+    }
     for start in range(0, n, _CHUNK):
         rows = slice(start, start + _CHUNK)
         prev = None if previous_logits is None else previous_logits[rows]
@@ -237,9 +245,9 @@ def _block_statistics(logits, labels, previous_logits) -> dict[str, np.ndarray]:
 
 
 def record_statistics(logits: np.ndarray, labels: np.ndarray) -> dict[str, np.ndarray]:
-    """:func:`epoch_statistics` of every epoch of float (E, N, C) logits; name -> (E, N)."""
+    """:func:`epoch_statistics` of every epoch of float (E, N, C) logits; name -> float64 (E, N)."""
     per_epoch = [
-        epoch_statistics(logits[e], labels, logits[e - 1] if e > 0 else None)
+        epoch_statistics(logits[e], labels, logits[e - 1] if e > 0 else None, False)
         for e in range(len(logits))
     ]
     return {name: np.stack([s[name] for s in per_epoch]) for name in STAT_NAMES}
