@@ -5,6 +5,7 @@ import shlex
 from snakemake.utils import validate
 
 from unseen.config import validate_config
+from unseen.scorers import MODEL_SCORERS
 
 # Our validator names the key and the allowed values; Snakemake's validate then
 # re-checks the filled-in config against the same schema.
@@ -38,6 +39,11 @@ def model_json(section):
 
 def train_json(section):
     return as_json(config[section]["train"])
+
+
+def score_resource(key):
+    """Gradient scorers (GraNd) run the model: give their score jobs the training resources."""
+    return lambda wildcards: (TRAIN if wildcards.scorer in MODEL_SCORERS else LIGHT).get(key, 0)
 
 
 def selection_json():

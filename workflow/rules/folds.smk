@@ -44,10 +44,11 @@ rule score_fold:
         "logs/seed{seed}/score_fold/fold{fold}_{scorer}.log",
     conda:
         CONDA_ENV
-    threads: LIGHT["threads"]
+    threads: score_resource("threads")
     resources:
-        mem_mb=LIGHT["mem_mb"],
-        runtime=LIGHT["runtime"],
+        mem_mb=score_resource("mem_mb"),
+        runtime=score_resource("runtime"),
+        gpu=score_resource("gpu"),
     params:
         options=scorer_options,
         device=config["device"],

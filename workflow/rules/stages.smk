@@ -71,10 +71,11 @@ rule score_stage:
         "logs/seed{seed}/score_stage/unseen-{scorer}_rate{rate}_stage{stage}.log",
     conda:
         CONDA_ENV
-    threads: LIGHT["threads"]
+    threads: score_resource("threads")
     resources:
-        mem_mb=LIGHT["mem_mb"],
-        runtime=LIGHT["runtime"],
+        mem_mb=score_resource("mem_mb"),
+        runtime=score_resource("runtime"),
+        gpu=score_resource("gpu"),
     params:
         options=scorer_options,
         device=config["device"],
