@@ -8,6 +8,7 @@ train, so the light jobs (scoring, aggregation, selection) start fast.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
@@ -21,7 +22,13 @@ import pandas as pd
 from unseen import io
 from unseen.data import load_cached, load_dataset, save_cached
 from unseen.folds import assign_folds, fold_training_mask
-from unseen.scorers import PredictionRecord, compute_scores
+from unseen.scorers import (
+    MAX_LOGIT_CLASSES,
+    MODEL_SCORERS,
+    PredictionRecord,
+    StatisticsRecorder,
+    compute_scores,
+)
 from unseen.seeds import derive_seed
 from unseen.selection import (
     aggregate_scores,
@@ -161,8 +168,6 @@ def uses_statistics(record_format: str, num_classes: int) -> bool:
     ``auto`` keeps logits up to ``MAX_LOGIT_CLASSES`` classes (2 C bytes per
     sample per epoch) and statistics beyond (a fixed 33 bytes).
     """
-    from unseen.scorers import MAX_LOGIT_CLASSES
-
     if record_format not in RECORD_FORMATS:
         raise ValueError(f"record format must be one of {RECORD_FORMATS}, got {record_format!r}")
     if record_format == "auto":
@@ -194,8 +199,6 @@ def train_scoring_model(
     The checkpoint holds the state dict, model spec, train ids, seed, name and
     the input normalisation (mean, std), which GraNd needs.
     """
-    from unseen.scorers import StatisticsRecorder
-
     train_ids = np.sort(np.asarray(train_ids, dtype=np.int64))
     record_ids = np.sort(np.asarray(record_ids, dtype=np.int64))
     made: list[StatisticsRecorder] = []
@@ -256,10 +259,6 @@ def score_shard(
     scorers (GraNd) also load ``checkpoint`` and the images from
     ``dataset_cache``; other scorers ignore both, so they do not import torch.
     """
-    from dataclasses import replace
-
-    from unseen.scorers import MODEL_SCORERS
-
     arrays = io.load_npz(predictions)
     record = read_predictions(predictions)
     leaked = np.intersect1d(record.sample_ids, arrays["train_ids"])
@@ -274,7 +273,7 @@ def score_shard(
         model = load_scoring_model(
             checkpoint, data.train_x[record.sample_ids], data.num_classes, device
         )
-        record = replace(record, model=model)
+        record = dataclasses.replace(record, model=model)
     scores = compute_scores(scorer, record, seed, options)
     table = pd.DataFrame(
         {
