@@ -34,8 +34,22 @@ def _add_training(p: argparse.ArgumentParser) -> None:
     p.add_argument("--threads", type=int, default=1, help="CPU threads for torch")
 
 
+def _add_selection(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--keep", choices=["highest", "lowest"], default="highest")
+    p.add_argument(
+        "--selection", type=_json, default=None,
+        help="JSON config 'selection' section (strategy, keep, ...); overrides --keep",
+    )
+    p.add_argument("--seed", type=int, default=0, help="run seed (CCS sampling)")
+    p.add_argument("--class-difficulty", default=None, help="Parquet; hard_class_priority")
+
+
 def _add_scoring_outputs(p: argparse.ArgumentParser) -> None:
     p.add_argument("--record-epochs", type=_json, default=[], help="JSON list of epochs")
+    p.add_argument(
+        "--record-format", choices=["auto", "logits", "stats"], default="auto",
+        help="per-epoch record: float16 logits, per-sample statistics, or auto (by class count)",
+    )
     p.add_argument("--checkpoint", required=True)
     p.add_argument("--predictions", required=True)
 
@@ -44,7 +58,7 @@ def _train_scoring(args: argparse.Namespace, name: str, train_ids, record_ids) -
     jobs.train_scoring_model(
         args.dataset_cache, train_ids, record_ids, name, args.model, args.train,
         args.record_epochs, derive_seed(args.seed, name), args.device, args.threads,
-        args.checkpoint, args.predictions,
+        args.checkpoint, args.predictions, args.record_format,
     )
 
 
@@ -73,7 +87,19 @@ def cmd_train_stage(args: argparse.Namespace) -> None:
 
 
 def cmd_score(args: argparse.Namespace) -> None:
-    jobs.score_shard(args.predictions, args.scorer, args.seed, args.output, args.allow_seen)
+    jobs.score_shard(
+        args.predictions, args.scorer, args.seed, args.output, args.allow_seen,
+        args.checkpoint, args.dataset_cache, args.options, args.device,
+    )
+
+
+def cmd_class_difficulty(args: argparse.Namespace) -> None:
+    jobs.class_difficulty(args.predictions, args.output)
+
+
+def _selection(args: argparse.Namespace) -> dict[str, Any]:
+    """The --selection JSON, or just --keep with the default strategy (top)."""
+    return args.selection if args.selection is not None else {"keep": args.keep}
 
 
 def cmd_aggregate(args: argparse.Namespace) -> None:
@@ -81,19 +107,25 @@ def cmd_aggregate(args: argparse.Namespace) -> None:
 
 
 def cmd_select_first(args: argparse.Namespace) -> None:
-    jobs.select_first_stage(args.scores, args.rate, args.stages, args.keep, args.output)
+    jobs.select_first_stage(
+        args.scores, args.rate, args.stages, _selection(args), args.output, args.seed,
+        args.class_difficulty,
+    )
 
 
 def cmd_select_next(args: argparse.Namespace) -> None:
     n_total = len(jobs.io.read_table(args.folds_table))
     jobs.select_next_stage(
-        args.previous, args.stage_scores, n_total, args.rate, args.stages, args.keep,
-        args.stage, args.output,
+        args.previous, args.stage_scores, n_total, args.rate, args.stages, _selection(args),
+        args.stage, args.output, args.seed, args.class_difficulty,
     )
 
 
 def cmd_select_top(args: argparse.Namespace) -> None:
-    jobs.select_by_scores(args.scores, args.rate, args.keep, args.output, args.id_list)
+    jobs.select_by_scores(
+        args.scores, args.rate, _selection(args), args.output, args.id_list, args.seed,
+        args.class_difficulty,
+    )
 
 
 def cmd_select_random(args: argparse.Namespace) -> None:
@@ -160,6 +192,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--allow-seen", action="store_true", help="fitting baseline only")
     p.add_argument("--output", required=True)
+    p.add_argument("--checkpoint", default=None, help="model.pt; needed by grand, grand_last")
+    p.add_argument("--dataset-cache", default=None, help="dataset .npz; needed by grand*")
+    p.add_argument("--options", type=_json, default={}, help="JSON scorer options")
+    p.add_argument("--device", default="auto", help="device for gradient scorers")
+
+    p = add("class-difficulty", cmd_class_difficulty, "per-class out-of-fold error rate")
+    p.add_argument("--output", required=True)
+    p.add_argument("predictions", nargs="+", help="fold models' predictions.npz")
 
     p = add("aggregate", cmd_aggregate, "average out-of-fold scores per sample")
     p.add_argument("--output", required=True)
@@ -172,7 +212,7 @@ def build_parser() -> argparse.ArgumentParser:
         p = add(name, fn, text)
         p.add_argument("--rate", type=float, required=True, help="pruning rate")
         p.add_argument("--stages", type=_json, required=True, help="JSON stage fractions")
-        p.add_argument("--keep", choices=["highest", "lowest"], default="highest")
+        _add_selection(p)
         p.add_argument("--output", required=True)
     sub.choices["select-first-stage"].add_argument("--scores", required=True)
     for flag in ("--previous", "--stage-scores", "--folds-table"):
@@ -182,7 +222,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = add("select-top", cmd_select_top, "single-step selection by a score table")
     p.add_argument("--scores", required=True)
     p.add_argument("--rate", type=float, required=True)
-    p.add_argument("--keep", choices=["highest", "lowest"], default="highest")
+    _add_selection(p)
     p.add_argument("--output", required=True)
     p.add_argument("--id-list", required=True)
 

@@ -43,6 +43,14 @@ AGGREGATE_SCHEMA = pa.schema(
         ("n_scores", pa.int64()),
     ]
 )
+CLASS_DIFFICULTY_SCHEMA = pa.schema(
+    [
+        ("label", pa.int64()),
+        ("n_predictions", pa.int64()),
+        ("n_errors", pa.int64()),
+        ("error_rate", pa.float64()),
+    ]
+)
 CORESET_SCHEMA = pa.schema(
     [
         ("sample_id", pa.int64()),

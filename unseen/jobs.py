@@ -8,6 +8,7 @@ train, so the light jobs (scoring, aggregation, selection) start fast.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
@@ -21,13 +22,18 @@ import pandas as pd
 from unseen import io
 from unseen.data import load_cached, load_dataset, save_cached
 from unseen.folds import assign_folds, fold_training_mask
-from unseen.scorers import PredictionRecord, compute_scores
+from unseen.scorers import (
+    MAX_LOGIT_CLASSES,
+    MODEL_SCORERS,
+    PredictionRecord,
+    StatisticsRecorder,
+    compute_scores,
+)
 from unseen.seeds import derive_seed
 from unseen.selection import (
     aggregate_scores,
     coreset_size,
     random_subset,
-    select_top,
     stage_sizes,
 )
 
@@ -73,8 +79,13 @@ def _train_and_record(
     seed: int,
     device_name: str,
     threads: int,
+    make_recorder=None,
 ):
-    """Train a fresh model on ``train_ids``; record logits on ``record_ids``."""
+    """Train a fresh model on ``train_ids``; record logits on ``record_ids``.
+
+    ``make_recorder(data)``, if given, returns the ``on_record`` callback of
+    :func:`unseen.train.train_model` (or None to keep float16 logits).
+    """
     from unseen.models import build_model
     from unseen.train import (
         TrainSettings,
@@ -108,13 +119,14 @@ def _train_and_record(
         std=std,
         record_images=None if record_ids is None else data.train_x[record_ids],
         record_epochs=record_epochs,
+        on_record=None if make_recorder is None else make_recorder(data),
     )
     return data, result, (mean, std), device
 
 
 def _save_scoring_model(
-    result, model_spec, train_ids, record_ids, labels, model_name, seed,
-    checkpoint: str, predictions: str,
+    result, model_spec, train_ids, record_ids, labels, model_name, seed, norm,
+    recorder, checkpoint: str, predictions: str,
 ) -> None:
     import torch
 
@@ -126,18 +138,41 @@ def _save_scoring_model(
                 "train_ids": np.asarray(train_ids, dtype=np.int64),
                 "seed": seed,
                 "model_name": model_name,
+                "mean": np.asarray(norm[0]),
+                "std": np.asarray(norm[1]),
             },
             tmp,
         )
+    if recorder is None:
+        record = {"epochs": result.recorded_epochs, "logits": result.recorded_logits}
+    else:
+        stats = recorder.stacked()
+        record = {"epochs": np.asarray(recorder.epochs, dtype=np.int64)}
+        record.update({f"stat_{name}": values for name, values in stats.items()})
     io.save_npz(
         predictions,
         sample_ids=np.asarray(record_ids, dtype=np.int64),
         labels=labels[record_ids],
-        epochs=result.recorded_epochs,
-        logits=result.recorded_logits,
         train_ids=np.asarray(train_ids, dtype=np.int64),
         model_name=np.array(model_name),
+        **record,
     )
+
+
+RECORD_FORMATS = ("auto", "logits", "stats")
+
+
+def uses_statistics(record_format: str, num_classes: int) -> bool:
+    """Whether a record keeps per-sample statistics (True) or full float16 logits.
+
+    ``auto`` keeps logits up to ``MAX_LOGIT_CLASSES`` classes (2 C bytes per
+    sample per epoch) and statistics beyond (a fixed 33 bytes).
+    """
+    if record_format not in RECORD_FORMATS:
+        raise ValueError(f"record format must be one of {RECORD_FORMATS}, got {record_format!r}")
+    if record_format == "auto":
+        return num_classes > MAX_LOGIT_CLASSES
+    return record_format == "stats"
 
 
 def train_scoring_model(
@@ -153,21 +188,34 @@ def train_scoring_model(
     threads: int,
     checkpoint: str,
     predictions: str,
+    record_format: str = "auto",
 ) -> None:
-    """Train a scoring model and save it plus its per-epoch logits on ``record_ids``.
+    """Train a scoring model and save it plus its per-epoch record on ``record_ids``.
 
     The predictions file (``.npz``) holds: sample_ids (R,), labels (R,),
-    epochs (E,), logits float16 (E, R, C), train_ids (T,), model_name.
+    epochs (E,), train_ids (T,), model_name, and either logits float16
+    (E, R, C) or, in the statistics format, ``stat_<name>`` (E, R) for every
+    name in :data:`unseen.scorers.STAT_NAMES` (see :func:`uses_statistics`).
+    The checkpoint holds the state dict, model spec, train ids, seed, name and
+    the input normalisation (mean, std), which GraNd needs.
     """
     train_ids = np.sort(np.asarray(train_ids, dtype=np.int64))
     record_ids = np.sort(np.asarray(record_ids, dtype=np.int64))
-    data, result, _, _ = _train_and_record(
+    made: list[StatisticsRecorder] = []
+
+    def make_recorder(data):
+        if not uses_statistics(record_format, data.num_classes):
+            return None
+        made.append(StatisticsRecorder(data.train_y[record_ids]))
+        return made[0]
+
+    data, result, norm, _ = _train_and_record(
         dataset_cache, train_ids, record_ids, model_spec, train_settings,
-        record_epochs, seed, device, threads,
+        record_epochs, seed, device, threads, make_recorder=make_recorder,
     )
     _save_scoring_model(
-        result, model_spec, train_ids, record_ids, data.train_y, model_name, seed,
-        checkpoint, predictions,
+        result, model_spec, train_ids, record_ids, data.train_y, model_name, seed, norm,
+        made[0] if made else None, checkpoint, predictions,
     )
 
 
@@ -180,31 +228,53 @@ def fold_ids(folds_table: str, fold: int, mode: str) -> tuple[np.ndarray, np.nda
 
 
 def read_predictions(path: str) -> PredictionRecord:
-    """Load a predictions file written by :func:`train_scoring_model`."""
+    """Load a predictions file written by :func:`train_scoring_model` (either format)."""
     arrays = io.load_npz(path)
+    stats = {k[len("stat_"):]: v for k, v in arrays.items() if k.startswith("stat_")}
     return PredictionRecord(
         sample_ids=arrays["sample_ids"],
         labels=arrays["labels"],
         epochs=arrays["epochs"],
-        logits=arrays["logits"],
+        logits=arrays.get("logits"),
+        stats=stats or None,
     )
 
 
 def score_shard(
-    predictions: str, scorer: str, seed: int, output: str, allow_seen: bool = False
+    predictions: str,
+    scorer: str,
+    seed: int,
+    output: str,
+    allow_seen: bool = False,
+    checkpoint: str | None = None,
+    dataset_cache: str | None = None,
+    options: dict[str, Any] | None = None,
+    device: str = "auto",
 ) -> None:
     """Score the samples a model recorded with ``scorer``; one row per sample.
 
     UNSEEN shards must only hold samples the model never trained on; that is
     checked against the model's own training ids unless ``allow_seen`` (the
-    fitting baseline, which by design scores its own training data).
+    fitting baseline, which by design scores its own training data). Gradient
+    scorers (GraNd) also load ``checkpoint`` and the images from
+    ``dataset_cache``; other scorers ignore both, so they do not import torch.
     """
     arrays = io.load_npz(predictions)
     record = read_predictions(predictions)
     leaked = np.intersect1d(record.sample_ids, arrays["train_ids"])
     if len(leaked) and not allow_seen:
         raise RuntimeError(f"{predictions}: {len(leaked)} scored samples were trained on")
-    scores = compute_scores(scorer, record, seed)
+    if scorer in MODEL_SCORERS:
+        if checkpoint is None or dataset_cache is None:
+            raise ValueError(f"scorer {scorer!r} needs --checkpoint and --dataset-cache")
+        from unseen.grand import load_scoring_model
+
+        data = load_cached(dataset_cache)
+        model = load_scoring_model(
+            checkpoint, data.train_x[record.sample_ids], data.num_classes, device
+        )
+        record = dataclasses.replace(record, model=model)
+    scores = compute_scores(scorer, record, seed, options)
     table = pd.DataFrame(
         {
             "sample_id": record.sample_ids,
@@ -214,6 +284,41 @@ def score_shard(
         }
     )
     io.write_table(table, output, io.SHARD_SCHEMA)
+
+
+def class_difficulty(predictions: list[str], output: str) -> None:
+    """Per-class error rate of the fold models on the samples they never trained on.
+
+    Reads each fold model's final-epoch predictions; a sample scored by K-1
+    models counts K-1 times. Writes one row per class: label, n_predictions,
+    n_errors, error_rate (in [0, 1]). Hard-class priority selection uses it.
+    """
+    labels, wrong = [], []
+    for path in predictions:
+        arrays = io.load_npz(path)
+        if np.intersect1d(arrays["sample_ids"], arrays["train_ids"]).size:
+            raise RuntimeError(f"{path}: class difficulty must come from unseen samples")
+        record = read_predictions(path)
+        labels.append(record.labels)
+        wrong.append(record.stat("correct")[-1] == 0)
+    table = class_error_table(np.concatenate(labels), np.concatenate(wrong))
+    io.write_table(table, output, io.CLASS_DIFFICULTY_SCHEMA)
+    log.info("out-of-fold error rate per class: %s", table["error_rate"].round(4).tolist())
+
+
+def class_error_table(labels: np.ndarray, wrong: np.ndarray) -> pd.DataFrame:
+    """label, n_predictions, n_errors, error_rate for every class 0..max(label)."""
+    labels = np.asarray(labels, dtype=np.int64)
+    n = np.bincount(labels)
+    errors = np.bincount(labels, weights=np.asarray(wrong, dtype=np.float64), minlength=len(n))
+    return pd.DataFrame(
+        {
+            "label": np.arange(len(n), dtype=np.int64),
+            "n_predictions": n.astype(np.int64),
+            "n_errors": errors.astype(np.int64),
+            "error_rate": np.divide(errors, n, out=np.zeros(len(n)), where=n > 0),
+        }
+    )
 
 
 def aggregate(shards: list[str], output: str) -> None:
@@ -238,17 +343,69 @@ def stage_target(n_total: int, pruning_rate: float, fractions: list[float], stag
     return stage_sizes(coreset_size(n_total, pruning_rate), fractions)[stage - 1]
 
 
+def choose(
+    table: pd.DataFrame,
+    n: int,
+    selection: dict[str, Any],
+    seed: int,
+    class_difficulty: str | None = None,
+    base_labels: np.ndarray | None = None,
+) -> np.ndarray:
+    """Positions of the ``n`` rows of a score table to add, by the configured strategy.
+
+    Args:
+        table: candidates with columns sample_id, label, score.
+        selection: the config's ``selection`` section (keep, strategy, ccs_beta,
+            ccs_bins, priority_lambda); missing keys take the library defaults.
+        seed: seeds CCS's within-bin sampling.
+        class_difficulty: Parquet from :func:`class_difficulty`; required by
+            hard_class_priority, ignored otherwise.
+        base_labels: labels of the samples already in the coreset (later UNSEEN
+            stages), so class quotas refer to the whole coreset.
+    """
+    from unseen.selection import select_coreset
+
+    strategy = selection.get("strategy", "top")
+    options: dict[str, Any] = {"seed": seed}
+    for key in ("ccs_beta", "ccs_bins", "priority_lambda"):
+        if key in selection:
+            options[key] = selection[key]
+    if strategy == "hard_class_priority":
+        if class_difficulty is None:
+            raise ValueError("hard_class_priority needs --class-difficulty")
+        difficulty = io.read_table(class_difficulty).sort_values("label")
+        options["class_error"] = difficulty["error_rate"].to_numpy()
+    if base_labels is not None and len(base_labels):
+        options["base_counts"] = np.bincount(np.asarray(base_labels, dtype=np.int64))
+    return select_coreset(
+        table["score"].to_numpy(),
+        table["label"].to_numpy(),
+        n,
+        strategy,
+        sample_ids=table["sample_id"].to_numpy(),
+        keep=selection.get("keep", "highest"),
+        **options,
+    )
+
+
 def select_first_stage(
-    scores: str, pruning_rate: float, fractions: list[float], keep: str, output: str
+    scores: str,
+    pruning_rate: float,
+    fractions: list[float],
+    selection: dict[str, Any],
+    output: str,
+    seed: int = 0,
+    class_difficulty: str | None = None,
 ) -> None:
-    """Stage 1: the top M1 samples by aggregated out-of-fold score."""
+    """Stage 1: M1 samples by aggregated out-of-fold score and the configured strategy."""
     table = io.read_table(scores)
     n = stage_target(len(table), pruning_rate, fractions, 1)
-    pos = select_top(table["sample_id"].to_numpy(), table["score"].to_numpy(), n, keep)
+    pos = choose(table, n, selection, derive_seed(seed, "select", pruning_rate, 1),
+                 class_difficulty)
     chosen = table.iloc[pos]
     frame = _coreset_frame(chosen["sample_id"], chosen["label"], 1, chosen["score"])
     io.write_table(frame, output, io.CORESET_SCHEMA)
-    log.info("stage 1: selected %d of %d", n, len(table))
+    log.info("stage 1: selected %d of %d (%s)", n, len(table), selection.get("strategy", "top"))
 
 
 def select_next_stage(
@@ -257,18 +414,25 @@ def select_next_stage(
     n_total: int,
     pruning_rate: float,
     fractions: list[float],
-    keep: str,
+    selection: dict[str, Any],
     stage: int,
     output: str,
+    seed: int = 0,
+    class_difficulty: str | None = None,
 ) -> None:
-    """Stage ``stage``: S_{t-1} plus the top unselected samples by the stage model's score."""
+    """Stage ``stage``: S_{t-1} plus unselected samples chosen by the stage model's score.
+
+    Class-quota strategies count the samples already selected, so the quotas
+    hold for the whole coreset, not only for the samples added now.
+    """
     prev = io.read_table(previous)
     scored = io.read_table(stage_scores)
     if np.intersect1d(prev["sample_id"], scored["sample_id"]).size:
         raise RuntimeError("stage scores include samples that are already selected")
     n = stage_target(n_total, pruning_rate, fractions, stage)
     add = n - len(prev)
-    pos = select_top(scored["sample_id"].to_numpy(), scored["score"].to_numpy(), add, keep)
+    pos = choose(scored, add, selection, derive_seed(seed, "select", pruning_rate, stage),
+                 class_difficulty, base_labels=prev["label"].to_numpy())
     chosen = scored.iloc[pos]
     frame = pd.concat(
         [prev, _coreset_frame(chosen["sample_id"], chosen["label"], stage, chosen["score"])],
@@ -286,12 +450,19 @@ def unselected_ids(stage_table: str, folds_table: str) -> np.ndarray:
 
 
 def select_by_scores(
-    scores: str, pruning_rate: float, keep: str, output: str, id_list: str
+    scores: str,
+    pruning_rate: float,
+    selection: dict[str, Any],
+    output: str,
+    id_list: str,
+    seed: int = 0,
+    class_difficulty: str | None = None,
 ) -> None:
-    """Single-step selection (the fitting baseline): the top samples by ``scores``."""
+    """Single-step selection (the fitting baseline) by ``scores`` and the configured strategy."""
     table = io.read_table(scores)
     n = coreset_size(len(table), pruning_rate)
-    pos = select_top(table["sample_id"].to_numpy(), table["score"].to_numpy(), n, keep)
+    pos = choose(table, n, selection, derive_seed(seed, "select", pruning_rate, 1),
+                 class_difficulty)
     chosen = table.iloc[pos]
     frame = _coreset_frame(chosen["sample_id"], chosen["label"], 1, chosen["score"])
     publish_coreset(frame, output, id_list)

@@ -4,48 +4,105 @@ Convention, everywhere in ``unseen``: **a higher score means "more important to
 keep"**, i.e. harder, more uncertain, more informative. Selection keeps the
 highest scores first unless the config says ``selection.keep: lowest``.
 
-Two layers:
+Three layers:
 
 * Plain functions on probabilities or logits of one model at one epoch
   (``entropy``, ``least_confidence``, ``margin``, ``cross_entropy_loss``,
   ``el2n``). Shapes: ``probs`` float (N, C) rows summing to 1; ``logits`` float
   (N, C); ``labels`` int (N,) in [0, C). Each returns float64 (N,).
+* Training-dynamics functions on per-epoch statistics (``forgetting``,
+  ``area_under_margin``, ``tdds``, ``dynamic_uncertainty``): inputs are float
+  (E, N) arrays over the E recorded epochs, oldest first.
 * The registry :data:`SCORERS`, used by the workflow: every entry maps a name to a
-  function ``(record: PredictionRecord, seed: int) -> scores (N,)`` that reads
-  what a scoring model saved about the samples it scored.
+  function ``(record: PredictionRecord, seed: int, **options) -> scores (N,)``
+  that reads what a scoring model saved about the samples it scored.
+
+A :class:`PredictionRecord` holds either the full per-epoch logits (float16,
+used for up to :data:`MAX_LOGIT_CLASSES` classes) or only the per-sample
+statistics of :data:`STAT_NAMES` (for more classes, so that ImageNet-scale
+records stay small); every record scorer reads :meth:`PredictionRecord.stat`,
+so both formats give the same scores. See ``docs/scorers.md``.
+
+Adding a scorer = one function plus one :data:`SCORERS` entry (and its name in
+the config schema's ``scorers`` enum).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Callable
+from dataclasses import dataclass, field
+from typing import Any, Callable, Mapping
 
 import numpy as np
 
 from unseen.seeds import derive_seed
 
+#: Records with more classes than this store per-sample statistics, not logits.
+MAX_LOGIT_CLASSES = 100
+
+#: Per-sample, per-epoch statistics a record can hold instead of logits, with
+#: their on-disk dtype. 8 float32 + 1 uint8 = 33 bytes per sample per epoch.
+STAT_DTYPES: dict[str, Any] = {
+    "target_logit": np.float32,  # z_y
+    "max_other_logit": np.float32,  # max_{c != y} z_c
+    "target_logprob": np.float32,  # log p_y
+    "top1_prob": np.float32,  # largest p_c
+    "top2_prob": np.float32,  # second-largest p_c
+    "entropy": np.float32,  # -sum_c p_c log p_c
+    "el2n": np.float32,  # ||p - onehot(y)||_2
+    "tdds_change": np.float32,  # sum_c |p_c (log p_c - log p'_c)| vs previous recorded epoch
+    "correct": np.uint8,  # argmax_c z_c == y
+}
+STAT_NAMES = tuple(STAT_DTYPES)
+STAT_BYTES_PER_SAMPLE_EPOCH = sum(np.dtype(d).itemsize for d in STAT_DTYPES.values())
+
+_CHUNK = 65536  # rows per block, so statistics of 1M x 1000 logits fit in memory
+
 
 @dataclass(frozen=True)
 class PredictionRecord:
-    """Predictions one model made on the samples it scores.
+    """What one scoring model saved about the samples it scored.
 
     Attributes:
         sample_ids: int64 (N,), ids of the scored samples.
         labels: int64 (N,), their true labels.
-        epochs: int64 (E,), the 1-based epochs at which logits were recorded,
+        epochs: int64 (E,), the 1-based epochs at which predictions were recorded,
             ascending; the last entry is the final epoch.
-        logits: float (E, N, C), the model's logits at each recorded epoch.
+        logits: float (E, N, C) logits at each recorded epoch, or None when the
+            record holds ``stats`` instead.
+        stats: name -> (E, N) array for every name in :data:`STAT_NAMES`, or
+            None when the record holds ``logits``.
+        model: what gradient scorers (GraNd) need, a
+            :class:`unseen.grand.ScoringModel`, or None when not loaded.
     """
 
     sample_ids: np.ndarray
     labels: np.ndarray
     epochs: np.ndarray
-    logits: np.ndarray
+    logits: np.ndarray | None = None
+    stats: Mapping[str, np.ndarray] | None = None
+    model: Any = None
+    _cache: dict = field(default_factory=dict, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        if (self.logits is None) == (self.stats is None):
+            raise ValueError("a PredictionRecord holds exactly one of logits or stats")
 
     @property
     def final_logits(self) -> np.ndarray:
-        """float64 (N, C): logits after the last training epoch."""
+        """float64 (N, C): logits after the last training epoch (logit records only)."""
+        if self.logits is None:
+            raise ValueError("this record stores per-sample statistics, not logits")
         return np.asarray(self.logits[-1], dtype=np.float64)
+
+    def stat(self, name: str) -> np.ndarray:
+        """float64 (E, N): statistic ``name`` (see :data:`STAT_NAMES`) at every recorded epoch."""
+        if name not in STAT_DTYPES:
+            raise KeyError(f"unknown statistic {name!r}; known: {list(STAT_NAMES)}")
+        if self.stats is not None:
+            return np.asarray(self.stats[name], dtype=np.float64)
+        if "all" not in self._cache:
+            self._cache["all"] = record_statistics(self.logits, self.labels)
+        return np.asarray(self._cache["all"][name], dtype=np.float64)
 
 
 def softmax(logits: np.ndarray) -> np.ndarray:
@@ -128,29 +185,292 @@ def random_scores(sample_ids: np.ndarray, seed: int) -> np.ndarray:
     return table[ids]
 
 
-ScorerFn = Callable[[PredictionRecord, int], np.ndarray]
+def epoch_statistics(
+    logits: np.ndarray,
+    labels: np.ndarray,
+    previous_logits: np.ndarray | None = None,
+    storage_dtypes: bool = True,
+) -> dict[str, np.ndarray]:
+    """Per-sample statistics of one epoch's logits (what training-dynamics scorers need).
 
+    Args:
+        logits: float (N, C) logits at this epoch.
+        labels: int (N,) true labels.
+        previous_logits: float (N, C) logits of the same samples at the previous
+            recorded epoch, or None for the first one (then ``tdds_change`` is 0).
+        storage_dtypes: return each statistic in its on-disk
+            :data:`STAT_DTYPES` dtype; False keeps float64 (scoring a logit record).
+
+    Returns:
+        name -> (N,) array for each of :data:`STAT_NAMES`. Computed in float64
+        in blocks of rows.
+    """
+    labels = np.asarray(labels, dtype=np.int64)
+    n = len(labels)
+    out = {
+        name: np.zeros(n, dtype=dtype if storage_dtypes else np.float64)
+        for name, dtype in STAT_DTYPES.items()
+    }
+    for start in range(0, n, _CHUNK):
+        rows = slice(start, start + _CHUNK)
+        prev = None if previous_logits is None else previous_logits[rows]
+        for name, values in _block_statistics(logits[rows], labels[rows], prev).items():
+            out[name][rows] = values
+    return out
+
+
+def _block_statistics(logits, labels, previous_logits) -> dict[str, np.ndarray]:
+    z = np.asarray(logits, dtype=np.float64)
+    rows = np.arange(len(labels))
+    logp = log_softmax(z)
+    p = np.exp(logp)
+    other = z.copy()
+    other[rows, labels] = -np.inf
+    top = np.sort(p, axis=1)
+    if previous_logits is None:
+        change = np.zeros(len(labels))
+    else:
+        change = np.abs(p * (logp - log_softmax(previous_logits))).sum(axis=1)
+    return {
+        "target_logit": z[rows, labels],
+        "max_other_logit": other.max(axis=1) if z.shape[1] > 1 else np.zeros(len(labels)),
+        "target_logprob": logp[rows, labels],
+        "top1_prob": top[:, -1],
+        "top2_prob": top[:, -2] if z.shape[1] > 1 else np.zeros(len(labels)),
+        "entropy": entropy(p),
+        "el2n": el2n(p, labels),
+        "tdds_change": change,
+        "correct": z.argmax(axis=1) == labels,
+    }
+
+
+def record_statistics(logits: np.ndarray, labels: np.ndarray) -> dict[str, np.ndarray]:
+    """:func:`epoch_statistics` of every epoch of float (E, N, C) logits; name -> float64 (E, N)."""
+    per_epoch = [
+        epoch_statistics(logits[e], labels, logits[e - 1] if e > 0 else None, False)
+        for e in range(len(logits))
+    ]
+    return {name: np.stack([s[name] for s in per_epoch]) for name in STAT_NAMES}
+
+
+class StatisticsRecorder:
+    """Collects :func:`epoch_statistics` epoch by epoch, keeping only the previous logits.
+
+    The trainer calls it with each recorded epoch's float32 logits (R, C). The
+    logits are rounded to float16 first, exactly as a logit record stores them,
+    so a statistics record gives the same scores as a logit record would.
+    Memory: one float16 (R, C) array for the previous epoch.
+    """
+
+    def __init__(self, labels: np.ndarray):
+        self.labels = np.asarray(labels, dtype=np.int64)
+        self.previous: np.ndarray | None = None
+        self.epochs: list[int] = []
+        self.per_epoch: list[dict[str, np.ndarray]] = []
+
+    def __call__(self, epoch: int, logits: np.ndarray) -> None:
+        z = np.asarray(logits).astype(np.float16)
+        self.per_epoch.append(epoch_statistics(z, self.labels, self.previous))
+        self.previous = z
+        self.epochs.append(int(epoch))
+
+    def stacked(self) -> dict[str, np.ndarray]:
+        """name -> (E, R) array for every statistic."""
+        return {name: np.stack([s[name] for s in self.per_epoch]) for name in STAT_NAMES}
+
+
+def forgetting(correct: np.ndarray) -> np.ndarray:
+    """Forgetting events (Toneva et al., ICLR 2019), counted over recorded epochs.
+
+    ``correct`` is bool (E, N): was the sample classified correctly at each
+    recorded epoch. The score is the number of transitions correct -> incorrect
+    between consecutive recorded epochs; a sample never classified correctly
+    is "unforgettable in the other sense" and, as in Toneva et al., counts as
+    most forgettable: it gets ``E``, more than any reachable count (at most E // 2).
+    Higher = forgotten more often = keep first. Range [0, E].
+    """
+    c = np.asarray(correct, dtype=bool)
+    events = (c[:-1] & ~c[1:]).sum(axis=0).astype(np.float64)
+    return np.where(c.any(axis=0), events, float(len(c)))
+
+
+def area_under_margin(target_logit: np.ndarray, max_other_logit: np.ndarray) -> np.ndarray:
+    """Negative AUM (Pleiss et al., NeurIPS 2020): ``-mean_t (z_y,t - max_{c!=y} z_c,t)``.
+
+    Inputs are float (E, N) logits over the recorded epochs. A low (negative)
+    area under the margin marks hard or mislabelled samples, so the score is its
+    negative: higher = smaller margin = keep first. Unit: logits.
+    """
+    margins = np.asarray(target_logit, np.float64) - np.asarray(max_other_logit, np.float64)
+    return -margins.mean(axis=0)
+
+
+def _window_length(window: int, available: int) -> int:
+    if window < 2:
+        raise ValueError(f"window must be at least 2, got {window}")
+    return max(1, min(window, available))
+
+
+def tdds(change: np.ndarray, window: int = 10, decay: float = 0.9) -> np.ndarray:
+    """TDDS, Temporal Dual-Depth Scoring (Zhang et al., CVPR 2024).
+
+    ``change`` is float (E, N): ``d_t = sum_c |p_t,c (log p_t,c - log p_{t-1},c)|``,
+    the KL-like change of the probability vector between consecutive recorded
+    epochs (row 0, which has no predecessor, is ignored). With ``m = E - 1``
+    changes and window ``w`` (clipped to ``m``; the paper uses 10 epochs and
+    records every epoch), window ``k`` (k = 0 .. m - w) covers ``d_{k+1..k+w}``
+    and contributes its variability ``V_k = ||d - mean(d)||_2`` over the
+    window, weighted by an exponential decay that favours late windows::
+
+        TDDS = sum_k  decay * (1 - decay) ** (m - w - k) * V_k
+
+    (as the authors' code: ``decay`` is the weight of the newest window).
+    Higher = the prediction keeps changing irregularly = keep first. With fewer
+    than 2 recorded epochs every score is 0.
+    """
+    if not 0.0 < decay <= 1.0:
+        raise ValueError(f"decay must lie in (0, 1], got {decay}")
+    d = np.asarray(change, dtype=np.float64)[1:]
+    m = len(d)
+    if m == 0:
+        return np.zeros(d.shape[1])
+    w = _window_length(window, m)
+    total = np.zeros(d.shape[1])
+    for k in range(m - w + 1):
+        block = d[k : k + w]
+        variability = np.sqrt(((block - block.mean(axis=0)) ** 2).sum(axis=0))
+        total += decay * (1.0 - decay) ** (m - w - k) * variability
+    return total
+
+
+def dynamic_uncertainty(target_prob: np.ndarray, window: int = 10) -> np.ndarray:
+    """Dyn-Unc (He et al., CVPR 2024, "Large-scale dataset pruning with dynamic uncertainty").
+
+    ``target_prob`` is float (E, N), the probability of the true class at each
+    recorded epoch. Mean over the sliding windows of ``window`` consecutive
+    recorded epochs (clipped to E; the paper uses 10) of the population standard
+    deviation of the target probability in the window. Higher = the
+    prediction fluctuates = keep first. Range [0, 0.5].
+    """
+    p = np.asarray(target_prob, dtype=np.float64)
+    w = _window_length(window, len(p))
+    stds = [p[k : k + w].std(axis=0) for k in range(len(p) - w + 1)]
+    return np.mean(stds, axis=0)
+
+
+def mean_over_epochs(values: np.ndarray) -> np.ndarray:
+    """Mean of a float (E, N) per-epoch score over the recorded epochs; (N,)."""
+    return np.asarray(values, dtype=np.float64).mean(axis=0)
+
+
+ScorerFn = Callable[..., np.ndarray]
+
+
+def _final(record: PredictionRecord, name: str) -> np.ndarray:
+    return record.stat(name)[-1]
+
+
+def _grand(record: PredictionRecord, seed: int, last_layer: bool, batch_size: int = 128):
+    from unseen.grand import grand_scores
+
+    if record.model is None:
+        raise ValueError(
+            "GraNd needs the scoring model: load the record with its checkpoint and data"
+        )
+    return grand_scores(record.model, record.labels, last_layer=last_layer, batch_size=batch_size)
+
+
+#: name -> fn(record, seed, **options) -> float64 (N,), higher = keep first.
 SCORERS: dict[str, ScorerFn] = {
-    "entropy": lambda r, seed: entropy(softmax(r.final_logits)),
-    "least_confidence": lambda r, seed: least_confidence(softmax(r.final_logits)),
-    "margin": lambda r, seed: margin(softmax(r.final_logits)),
-    "loss": lambda r, seed: cross_entropy_loss(r.final_logits, r.labels),
-    "el2n": lambda r, seed: el2n(softmax(r.final_logits), r.labels),
+    "entropy": lambda r, seed: _final(r, "entropy"),
+    "least_confidence": lambda r, seed: 1.0 - _final(r, "top1_prob"),
+    "margin": lambda r, seed: 1.0 - (_final(r, "top1_prob") - _final(r, "top2_prob")),
+    "loss": lambda r, seed: -_final(r, "target_logprob"),
+    "el2n": lambda r, seed: _final(r, "el2n"),
+    "el2n_avg": lambda r, seed: mean_over_epochs(r.stat("el2n")),
+    "forgetting": lambda r, seed: forgetting(r.stat("correct") > 0),
+    "aum": lambda r, seed: area_under_margin(r.stat("target_logit"), r.stat("max_other_logit")),
+    "tdds": lambda r, seed, window=10, decay=0.9: tdds(r.stat("tdds_change"), window, decay),
+    "dyn_unc": lambda r, seed, window=10: dynamic_uncertainty(
+        np.exp(r.stat("target_logprob")), window
+    ),
+    "grand": lambda r, seed, batch_size=128: _grand(r, seed, False, batch_size),
+    "grand_last": lambda r, seed, batch_size=1024: _grand(r, seed, True, batch_size),
     "random": lambda r, seed: random_scores(r.sample_ids, seed),
 }
 
+#: Scorers that need the trained model (checkpoint plus images), not only predictions.
+MODEL_SCORERS = frozenset({"grand", "grand_last"})
 
-def compute_scores(name: str, record: PredictionRecord, seed: int = 0) -> np.ndarray:
+
+def compute_scores(
+    name: str, record: PredictionRecord, seed: int = 0, options: Mapping[str, Any] | None = None
+) -> np.ndarray:
     """Score every sample of ``record`` with scorer ``name``; float64 (N,), higher = keep.
 
-    Raises ``KeyError`` naming the known scorers for an unknown name and
+    ``options`` are the scorer's keyword options (e.g. ``{"window": 10}`` for
+    tdds). Raises ``KeyError`` naming the known scorers for an unknown name and
     ``ValueError`` if a scorer produced a non-finite value.
     """
     if name not in SCORERS:
         raise KeyError(f"unknown scorer {name!r}; choose one of {sorted(SCORERS)}")
-    scores = np.asarray(SCORERS[name](record, seed), dtype=np.float64)
+    try:
+        scores = SCORERS[name](record, seed, **dict(options or {}))
+    except TypeError as err:
+        if "unexpected keyword" in str(err):
+            raise ValueError(f"scorer {name!r}: bad options {dict(options or {})}: {err}") from None
+        raise
+    scores = np.asarray(scores, dtype=np.float64)
     if scores.shape != record.sample_ids.shape:
         raise ValueError(f"scorer {name!r} returned shape {scores.shape}")
     if not np.all(np.isfinite(scores)):
         raise ValueError(f"scorer {name!r} produced non-finite scores")
     return scores
+
+
+def scores_from_predictions(
+    name: str,
+    labels: np.ndarray,
+    *,
+    logits: np.ndarray | None = None,
+    probs: np.ndarray | None = None,
+    sample_ids: np.ndarray | None = None,
+    seed: int = 0,
+    options: Mapping[str, Any] | None = None,
+) -> np.ndarray:
+    """Scores from per-epoch predictions, without Snakemake or files.
+
+    Args:
+        name: a scorer in :data:`SCORERS` except the gradient ones (GraNd needs
+            the model; use :func:`unseen.grand.grand_scores`).
+        labels: int (N,) true labels in [0, C).
+        logits: float (E, N, C) or (N, C) logits, oldest epoch first; or
+        probs: float (E, N, C) or (N, C) probabilities (rows sum to 1). Give
+            exactly one. A 2-D array is one epoch (the final one).
+        sample_ids: int (N,), default ``arange(N)``; only ``random`` uses them.
+        seed, options: as in :func:`compute_scores`.
+
+    Returns:
+        float64 (N,), higher = keep first.
+
+    Probabilities are turned into logits as ``log(max(p, 1e-12))``; softmax of
+    those gives back ``p`` (up to the clip), so every scorer sees the same
+    distribution. AUM then measures margins in log-probability units.
+    """
+    if (logits is None) == (probs is None):
+        raise ValueError("give exactly one of logits or probs")
+    if name in MODEL_SCORERS:
+        raise ValueError(f"{name!r} needs the model; use unseen.grand.grand_scores")
+    if probs is not None:
+        logits = np.log(np.maximum(np.asarray(probs, dtype=np.float64), 1e-12))
+    z = np.asarray(logits, dtype=np.float64)
+    if z.ndim == 2:
+        z = z[None]
+    if z.ndim != 3:
+        raise ValueError(f"predictions must be (E, N, C) or (N, C), got shape {z.shape}")
+    labels = np.asarray(labels, dtype=np.int64)
+    ids = np.arange(len(labels)) if sample_ids is None else np.asarray(sample_ids, np.int64)
+    record = PredictionRecord(
+        sample_ids=ids, labels=labels, epochs=np.arange(1, len(z) + 1), logits=z
+    )
+    return compute_scores(name, record, seed, options)

@@ -12,7 +12,7 @@ import logging
 import math
 import time
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import torch
@@ -223,6 +223,7 @@ def train_model(
     std: np.ndarray,
     record_images: np.ndarray | None = None,
     record_epochs: list[int] | None = None,
+    on_record: Callable[[int, np.ndarray], None] | None = None,
 ) -> TrainResult:
     """Train ``model`` in place on uint8 ``images`` (N, C, H, W) with int ``labels`` (N,).
 
@@ -235,6 +236,10 @@ def train_model(
         record_images: uint8 (R, C, H, W) images whose logits are recorded.
         record_epochs: 1-based epochs after which to record; the final epoch is
             always recorded when ``record_images`` is given.
+        on_record: if given, called as ``on_record(epoch, logits)`` with the
+            float32 (R, C) logits of each recorded epoch instead of keeping
+            them (then ``recorded_logits`` is None); lets the caller keep only
+            per-sample statistics when R x C is too large to hold for every epoch.
 
     Returns:
         A :class:`TrainResult`; ``recorded_logits`` is float16 (E, R, C).
@@ -302,11 +307,13 @@ def train_model(
         }
         history.append(row)
         if epoch in wanted:
-            recorded.append(
-                predict_logits(
-                    model, record_images, mean, std, device, settings.eval_batch_size
-                ).astype(np.float16)
+            logits_now = predict_logits(
+                model, record_images, mean, std, device, settings.eval_batch_size
             )
+            if on_record is None:
+                recorded.append(logits_now.astype(np.float16))
+            else:
+                on_record(epoch, logits_now)
         elapsed = time.perf_counter() - start_all
         eta = elapsed / epoch * (settings.epochs - epoch)
         log.info(

@@ -22,35 +22,46 @@ rule train_fitting_model:
         model=model_json("scoring_model"),
         train=train_json("scoring_model"),
         record=as_json(config["record_epochs"]),
+        record_format=config["record_format"],
         device=config["device"],
     shell:
         "python -m unseen train-fitting --dataset-cache {input.data:q} --folds-table {input.folds:q}"
         " --model {params.model:q} --train {params.train:q} --record-epochs {params.record:q}"
+        " --record-format {params.record_format}"
         " --seed {wildcards.seed} --device {params.device} --threads {threads}"
         " --checkpoint {output.checkpoint:q} --predictions {output.predictions:q} > {log:q} 2>&1"
 
 
 rule score_fitting:
     input:
-        rules.train_fitting_model.output.predictions,
+        predictions=rules.train_fitting_model.output.predictions,
+        checkpoint=rules.train_fitting_model.output.checkpoint,
+        data=rules.prepare_data.output,
     output:
         f"{RESULTS}/seed{{seed}}/scores/fitting/{{scorer}}.parquet",
     log:
         "logs/seed{seed}/score_fitting/{scorer}.log",
     conda:
         CONDA_ENV_FILE
-    threads: LIGHT["threads"]
+    threads: score_resource("threads")
     resources:
-        mem_mb=LIGHT["mem_mb"],
-        runtime=LIGHT["runtime"],
+        mem_mb=score_resource("mem_mb"),
+        runtime=score_resource("runtime"),
+        gpu=score_resource("gpu"),
+    params:
+        options=scorer_options,
+        device=config["device"],
     shell:
-        "python -m unseen score --predictions {input:q} --scorer {wildcards.scorer} --allow-seen"
-        " --seed {wildcards.seed} --output {output:q} > {log:q} 2>&1"
+        "python -m unseen score --predictions {input.predictions:q} --checkpoint {input.checkpoint:q}"
+        " --dataset-cache {input.data:q} --scorer {wildcards.scorer} --options {params.options:q}"
+        " --device {params.device} --allow-seen --seed {wildcards.seed} --output {output:q}"
+        " > {log:q} 2>&1"
 
 
 rule select_fitting_coreset:
     input:
-        rules.score_fitting.output,
+        unpack(difficulty_input),
+        scores=rules.score_fitting.output,
     output:
         parquet=f"{RESULTS}/seed{{seed}}/coresets/fitting-{{scorer}}/rate{{rate}}/coreset.parquet",
         ids=f"{RESULTS}/seed{{seed}}/coresets/fitting-{{scorer}}/rate{{rate}}/coreset.txt",
@@ -63,9 +74,11 @@ rule select_fitting_coreset:
         mem_mb=LIGHT["mem_mb"],
         runtime=LIGHT["runtime"],
     params:
-        keep=config["selection"]["keep"],
+        selection=selection_json(),
+        difficulty=difficulty_flag,
     shell:
-        "python -m unseen select-top --scores {input:q} --rate {wildcards.rate} --keep {params.keep}"
+        "python -m unseen select-top --scores {input.scores:q} --rate {wildcards.rate}"
+        " --selection {params.selection:q} {params.difficulty} --seed {wildcards.seed}"
         " --output {output.parquet:q} --id-list {output.ids:q} > {log:q} 2>&1"
 
 

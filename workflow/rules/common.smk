@@ -6,6 +6,7 @@ import shlex
 from snakemake.utils import validate
 
 from unseen.config import validate_config
+from unseen.scorers import MODEL_SCORERS
 
 # Our validator names the key and the allowed values; Snakemake's validate then
 # re-checks the filled-in config against the same schema.
@@ -27,6 +28,7 @@ N_STAGES = len(config["stages"])
 FOLDS = list(range(config["folds"]["k"]))
 STAGE_DIR = f"{RESULTS}/seed{{seed}}/coresets/unseen-{{scorer}}/rate{{rate}}"
 CONDA_ENV_FILE = "../envs/unseen.yaml"
+STRATEGY = config["selection"]["strategy"]
 TRAIN = config["resources"]["train"]
 LIGHT = config["resources"]["light"]
 
@@ -44,6 +46,33 @@ def model_json(section):
 
 def train_json(section):
     return as_json(config[section]["train"])
+
+
+def score_resource(key):
+    """Gradient scorers (GraNd) run the model: give their score jobs the training resources."""
+    return lambda wildcards: (
+        TRAIN if wildcards.scorer in MODEL_SCORERS else LIGHT
+    ).get(key, 0)
+
+
+def selection_json():
+    return as_json(config["selection"])
+
+
+def scorer_options(wildcards):
+    return as_json(config["scorer_options"].get(wildcards.scorer, {}))
+
+
+def difficulty_input(wildcards):
+    """hard_class_priority reads the out-of-fold class error table; other strategies nothing."""
+    if STRATEGY != "hard_class_priority":
+        return {}
+    return {"difficulty": f"{RESULTS}/seed{wildcards.seed}/class_difficulty.parquet"}
+
+
+def difficulty_flag(wildcards, input):
+    path = getattr(input, "difficulty", None)
+    return f"--class-difficulty {shlex.quote(str(path))}" if path else ""
 
 
 def selections():

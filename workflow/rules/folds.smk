@@ -22,31 +22,40 @@ rule train_fold_model:
         model=model_json("scoring_model"),
         train=train_json("scoring_model"),
         record=as_json(config["record_epochs"]),
+        record_format=config["record_format"],
         device=config["device"],
     shell:
         "python -m unseen train-fold --dataset-cache {input.data:q} --folds-table {input.folds:q}"
         " --fold {wildcards.fold} --fold-mode {params.mode} --model {params.model:q}"
-        " --train {params.train:q} --record-epochs {params.record:q} --seed {wildcards.seed}"
+        " --train {params.train:q} --record-epochs {params.record:q}"
+        " --record-format {params.record_format} --seed {wildcards.seed}"
         " --device {params.device} --threads {threads}"
         " --checkpoint {output.checkpoint:q} --predictions {output.predictions:q} > {log:q} 2>&1"
 
 
 rule score_fold:
     input:
-        f"{RESULTS}/seed{{seed}}/folds/fold{{fold}}/predictions.npz",
+        predictions=rules.train_fold_model.output.predictions,
+        checkpoint=rules.train_fold_model.output.checkpoint,
+        data=rules.prepare_data.output,
     output:
         f"{RESULTS}/seed{{seed}}/scores/oof/fold{{fold}}/{{scorer}}.parquet",
     log:
         "logs/seed{seed}/score_fold/fold{fold}_{scorer}.log",
     conda:
         CONDA_ENV_FILE
-    threads: LIGHT["threads"]
+    threads: score_resource("threads")
     resources:
-        mem_mb=LIGHT["mem_mb"],
-        runtime=LIGHT["runtime"],
+        mem_mb=score_resource("mem_mb"),
+        runtime=score_resource("runtime"),
+        gpu=score_resource("gpu"),
+    params:
+        options=scorer_options,
+        device=config["device"],
     shell:
-        "python -m unseen score --predictions {input:q} --scorer {wildcards.scorer}"
-        " --seed {wildcards.seed} --output {output:q} > {log:q} 2>&1"
+        "python -m unseen score --predictions {input.predictions:q} --checkpoint {input.checkpoint:q}"
+        " --dataset-cache {input.data:q} --scorer {wildcards.scorer} --options {params.options:q}"
+        " --device {params.device} --seed {wildcards.seed} --output {output:q} > {log:q} 2>&1"
 
 
 rule aggregate_scores:
@@ -67,3 +76,23 @@ rule aggregate_scores:
         runtime=LIGHT["runtime"],
     shell:
         "python -m unseen aggregate --output {output:q} {input:q} > {log:q} 2>&1"
+
+
+rule class_difficulty:
+    input:
+        expand(
+            f"{RESULTS}/seed{{{{seed}}}}/folds/fold{{fold}}/predictions.npz",
+            fold=FOLDS,
+        ),
+    output:
+        f"{RESULTS}/seed{{seed}}/class_difficulty.parquet",
+    log:
+        "logs/seed{seed}/class_difficulty.log",
+    conda:
+        CONDA_ENV_FILE
+    threads: LIGHT["threads"]
+    resources:
+        mem_mb=LIGHT["mem_mb"],
+        runtime=LIGHT["runtime"],
+    shell:
+        "python -m unseen class-difficulty --output {output:q} {input:q} > {log:q} 2>&1"

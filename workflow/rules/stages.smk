@@ -5,7 +5,8 @@
 
 rule select_first_stage:
     input:
-        f"{RESULTS}/seed{{seed}}/scores/oof/{{scorer}}.parquet",
+        unpack(difficulty_input),
+        scores=f"{RESULTS}/seed{{seed}}/scores/oof/{{scorer}}.parquet",
     output:
         f"{STAGE_DIR}/stage1.parquet",
     log:
@@ -18,10 +19,12 @@ rule select_first_stage:
         runtime=LIGHT["runtime"],
     params:
         stages=as_json(config["stages"]),
-        keep=config["selection"]["keep"],
+        selection=selection_json(),
+        difficulty=difficulty_flag,
     shell:
-        "python -m unseen select-first-stage --scores {input:q} --rate {wildcards.rate}"
-        " --stages {params.stages:q} --keep {params.keep} --output {output:q} > {log:q} 2>&1"
+        "python -m unseen select-first-stage --scores {input.scores:q} --rate {wildcards.rate}"
+        " --stages {params.stages:q} --selection {params.selection:q} {params.difficulty}"
+        " --seed {wildcards.seed} --output {output:q} > {log:q} 2>&1"
 
 
 rule train_stage_model:
@@ -45,37 +48,47 @@ rule train_stage_model:
         model=model_json("scoring_model"),
         train=train_json("scoring_model"),
         record=as_json(config["record_epochs"]),
+        record_format=config["record_format"],
         device=config["device"],
         name=lambda wc: f"stage{wc.stage}-unseen-{wc.scorer}-rate{wc.rate}",
     shell:
         "python -m unseen train-stage --dataset-cache {input.data:q} --folds-table {input.folds:q}"
         " --coreset {input.coreset:q} --model-name {params.name} --model {params.model:q}"
-        " --train {params.train:q} --record-epochs {params.record:q} --seed {wildcards.seed}"
+        " --train {params.train:q} --record-epochs {params.record:q}"
+        " --record-format {params.record_format} --seed {wildcards.seed}"
         " --device {params.device} --threads {threads}"
         " --checkpoint {output.checkpoint:q} --predictions {output.predictions:q} > {log:q} 2>&1"
 
 
 rule score_stage:
     input:
-        f"{STAGE_DIR}/stage{{stage}}/predictions.npz",
+        predictions=rules.train_stage_model.output.predictions,
+        checkpoint=rules.train_stage_model.output.checkpoint,
+        data=rules.prepare_data.output,
     output:
         f"{STAGE_DIR}/stage{{stage}}/scores.parquet",
     log:
         "logs/seed{seed}/score_stage/unseen-{scorer}_rate{rate}_stage{stage}.log",
     conda:
         CONDA_ENV_FILE
-    threads: LIGHT["threads"]
+    threads: score_resource("threads")
     resources:
-        mem_mb=LIGHT["mem_mb"],
-        runtime=LIGHT["runtime"],
+        mem_mb=score_resource("mem_mb"),
+        runtime=score_resource("runtime"),
+        gpu=score_resource("gpu"),
+    params:
+        options=scorer_options,
+        device=config["device"],
     shell:
-        "python -m unseen score --predictions {input:q} --scorer {wildcards.scorer}"
-        " --seed {wildcards.seed} --output {output:q} > {log:q} 2>&1"
+        "python -m unseen score --predictions {input.predictions:q} --checkpoint {input.checkpoint:q}"
+        " --dataset-cache {input.data:q} --scorer {wildcards.scorer} --options {params.options:q}"
+        " --device {params.device} --seed {wildcards.seed} --output {output:q} > {log:q} 2>&1"
 
 
 rule select_next_stage:
     input:
         unpack(previous_stage),
+        unpack(difficulty_input),
         folds=rules.split_folds.output,
     output:
         f"{STAGE_DIR}/stage{{stage,[2-9]|[1-9][0-9]+}}.parquet",
@@ -89,11 +102,13 @@ rule select_next_stage:
         runtime=LIGHT["runtime"],
     params:
         stages=as_json(config["stages"]),
-        keep=config["selection"]["keep"],
+        selection=selection_json(),
+        difficulty=difficulty_flag,
     shell:
         "python -m unseen select-next-stage --previous {input.previous:q} --stage-scores {input.scores:q}"
         " --folds-table {input.folds:q} --stage {wildcards.stage} --rate {wildcards.rate}"
-        " --stages {params.stages:q} --keep {params.keep} --output {output:q} > {log:q} 2>&1"
+        " --stages {params.stages:q} --selection {params.selection:q} {params.difficulty}"
+        " --seed {wildcards.seed} --output {output:q} > {log:q} 2>&1"
 
 
 rule finalize_unseen_coreset:

@@ -1,0 +1,240 @@
+"""Every scorer and every selection strategy end to end in real Snakemake runs.
+
+Two reduced runs on the default data (digits): one with every scorer (UNSEEN
+and fitting, strategy top, float16 logit records) and one that goes through
+the other strategies in turn (two UNSEEN stages, statistics records, retrain
+and summary), reusing its fold models between strategies.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+
+from unseen.scorers import SCORERS
+from unseen.selection import coreset_size, hard_class_weights, select_top, stage_sizes
+
+REPO = Path(__file__).resolve().parent.parent
+RATE = 0.5
+K = 2
+
+SMALL = {
+    "dataset": {"name": "digits"},
+    "seeds": [0],
+    "folds": {"k": K, "mode": "paper"},
+    "scoring_model": {"arch": "mlp", "options": {"width": 32},
+                      "train": {"epochs": 6, "batch_size": 64, "lr": 0.05}},
+    "final_model": {"arch": "mlp", "options": {"width": 32},
+                    "train": {"epochs": 4, "batch_size": 64, "lr": 0.05}},
+    "record_epochs": [2, 3, 4, 5],
+    "scorer_options": {"tdds": {"window": 3}, "dyn_unc": {"window": 3}},
+    "pruning_rates": [RATE],
+    "device": "cpu",
+}
+
+
+def write_config(workdir: Path, config: dict) -> None:
+    (workdir / "config").mkdir(parents=True, exist_ok=True)
+    (workdir / "config" / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
+
+
+def snakemake(workdir: Path, *targets: str) -> None:
+    # --drop-metadata: Snakemake 9.27 asks `conda env export` for the named env of
+    # every job when it stores metadata, which fails where conda is not installed.
+    cmd = [sys.executable, "-m", "snakemake", "-s", str(REPO / "workflow" / "Snakefile"),
+           "--directory", str(workdir), "--cores", "2", "--drop-metadata", *targets]
+    # this checkout's code, and the `unseen` script of the interpreter running the
+    # tests first on PATH (a version-manager shim costs every job a fraction of a second)
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]),
+        "PATH": os.pathsep.join([str(Path(sys.executable).parent), os.environ["PATH"]]),
+    }
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
+    if proc.returncode != 0:
+        logs = "\n".join(
+            f"--- {p}\n{p.read_text()[-2000:]}" for p in sorted((workdir / "logs").rglob("*.log"))
+            if "Error" in p.read_text()
+        )
+        pytest.fail(f"snakemake failed:\n{proc.stderr[-4000:]}\n{logs}")
+
+
+def read(workdir: Path, relative: str) -> pd.DataFrame:
+    return pd.read_parquet(workdir / "results" / "seed0" / relative)
+
+
+def n_train(workdir: Path) -> int:
+    return len(read(workdir, "split/folds.parquet"))
+
+
+def assert_exact_coreset(table: pd.DataFrame, n: int) -> None:
+    assert len(table) == n
+    assert not table["sample_id"].duplicated().any()
+
+
+# --- every scorer ----------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def scorer_run(tmp_path_factory) -> Path:
+    workdir = tmp_path_factory.mktemp("all_scorers")
+    config = {**SMALL, "scorers": sorted(SCORERS), "methods": ["unseen", "fitting"],
+              "stages": [1.0], "record_format": "logits"}
+    write_config(workdir, config)
+    targets = [f"results/seed0/coresets/{method}-{scorer}/rate{RATE:g}/coreset.parquet"
+               for method in ("unseen", "fitting") for scorer in sorted(SCORERS)]
+    snakemake(workdir, *targets)
+    return workdir
+
+
+@pytest.mark.parametrize("scorer", sorted(SCORERS))
+def test_unseen_scores_come_from_every_model_that_never_saw_the_sample(scorer_run, scorer):
+    oof = read(scorer_run, f"scores/oof/{scorer}.parquet")
+    folds = read(scorer_run, "split/folds.parquet")
+    assert oof["sample_id"].tolist() == sorted(folds["sample_id"])
+    assert (oof["n_scores"] == K - 1).all()
+    assert np.isfinite(oof["score"]).all()
+    for fold in range(K):
+        shard = read(scorer_run, f"scores/oof/fold{fold}/{scorer}.parquet")
+        # paper mode: fold model k scores exactly the samples outside fold k
+        outside = folds.loc[folds["fold"] != fold, "sample_id"]
+        assert sorted(shard["sample_id"]) == sorted(outside)
+
+
+@pytest.mark.parametrize("method", ["unseen", "fitting"])
+@pytest.mark.parametrize("scorer", sorted(SCORERS))
+def test_every_scorer_gives_an_exact_top_coreset(scorer_run, scorer, method):
+    scores = read(scorer_run, f"scores/{'oof' if method == 'unseen' else 'fitting'}/{scorer}.parquet")
+    coreset = read(scorer_run, f"coresets/{method}-{scorer}/rate{RATE:g}/coreset.parquet")
+    n = coreset_size(n_train(scorer_run), RATE)
+    assert_exact_coreset(coreset, n)
+    expected = scores["sample_id"].to_numpy()[
+        select_top(scores["sample_id"].to_numpy(), scores["score"].to_numpy(), n)
+    ]
+    assert sorted(coreset["sample_id"]) == sorted(expected)
+
+
+def test_scorers_disagree_with_each_other(scorer_run):
+    def ids(scorer):
+        path = f"coresets/unseen-{scorer}/rate{RATE:g}/coreset.parquet"
+        return set(read(scorer_run, path)["sample_id"])
+
+    # the dynamics and gradient scorers are not relabelled copies of one another
+    new = ["aum", "dyn_unc", "el2n", "el2n_avg", "forgetting", "grand", "grand_last", "tdds"]
+    assert len({frozenset(ids(s)) for s in new}) == len(new)
+
+
+def test_hard_samples_by_loss_are_kept_first(scorer_run):
+    # direction end to end: the kept samples have higher out-of-fold loss
+    oof = read(scorer_run, "scores/oof/loss.parquet")
+    kept = set(read(scorer_run, f"coresets/unseen-loss/rate{RATE:g}/coreset.parquet")["sample_id"])
+    inside = oof["sample_id"].isin(kept)
+    assert oof.loc[inside, "score"].min() >= oof.loc[~inside, "score"].max()
+
+
+# --- every strategy --------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def strategy_runs(tmp_path_factory) -> dict[str, Path]:
+    """One workdir per strategy; folds and fitting model are trained once and copied.
+
+    The first run (hard_class_priority) goes on to retrain and the summary.
+    """
+    base = tmp_path_factory.mktemp("strategies")
+    runs = {}
+    first = None
+    for strategy in ("hard_class_priority", "class_balanced", "ccs"):
+        workdir = base / strategy
+        if first is not None:  # reuse the trained scoring models; selections start fresh
+            shutil.copytree(first, workdir, ignore=shutil.ignore_patterns(
+                "coresets", "retrain", "summary.*", ".snakemake"))
+        config = {**SMALL, "scorers": ["el2n_avg"], "methods": ["unseen", "fitting"],
+                  "stages": [0.5, 1.0], "record_format": "stats",
+                  "selection": {"strategy": strategy, "ccs_beta": 0.1, "ccs_bins": 10,
+                                "priority_lambda": 2.0}}
+        write_config(workdir, config)
+        # retrain and summary do not depend on the strategy: run them once
+        targets = [] if first is None else [
+            f"results/seed0/coresets/{m}-el2n_avg/rate{RATE:g}/coreset.parquet"
+            for m in ("unseen", "fitting")
+        ]
+        snakemake(workdir, *targets)
+        runs[strategy] = workdir
+        first = first or workdir
+    return runs
+
+
+def test_a_strategy_run_goes_through_retrain_to_the_summary(strategy_runs):
+    workdir = strategy_runs["hard_class_priority"]
+    summary = pd.read_parquet(workdir / "results" / "summary.parquet")
+    assert sorted(summary["method"]) == ["fitting", "unseen"]
+    assert (summary["coreset_size"] == coreset_size(n_train(workdir), RATE)).all()
+    assert summary["test_accuracy"].between(0, 1).all()
+
+
+@pytest.mark.parametrize("strategy", ["hard_class_priority", "class_balanced", "ccs"])
+def test_every_strategy_gives_exact_coresets_at_every_stage(strategy_runs, strategy):
+    workdir = strategy_runs[strategy]
+    n = coreset_size(n_train(workdir), RATE)
+    sizes = stage_sizes(n, [0.5, 1.0])
+    for method in ("unseen", "fitting"):
+        coreset = read(workdir, f"coresets/{method}-el2n_avg/rate{RATE:g}/coreset.parquet")
+        assert_exact_coreset(coreset, n)
+    stages = read(workdir, f"coresets/unseen-el2n_avg/rate{RATE:g}/coreset.parquet")
+    assert (stages["stage"] == 1).sum() == sizes[0]
+
+
+def test_the_record_holds_statistics_not_logits(strategy_runs):
+    with np.load(strategy_runs["ccs"] / "results/seed0/folds/fold0/predictions.npz") as npz:
+        assert "logits" not in npz.files
+        assert npz["stat_target_logit"].shape[0] == 5  # epochs 2..5 and the last (6)
+
+
+def _class_counts(workdir: Path, selection: str) -> np.ndarray:
+    coreset = read(workdir, f"coresets/{selection}/rate{RATE:g}/coreset.parquet")
+    return np.bincount(coreset["label"], minlength=10)
+
+
+@pytest.mark.parametrize("method", ["unseen", "fitting"])
+def test_class_balanced_keeps_every_class_in_proportion(strategy_runs, method):
+    workdir = strategy_runs["class_balanced"]
+    population = np.bincount(read(workdir, "split/folds.parquet")["label"], minlength=10)
+    got = _class_counts(workdir, f"{method}-el2n_avg")
+    share = got.sum() * population / population.sum()
+    assert np.all(np.abs(got - share) <= 1.5), (got, share)
+
+
+@pytest.mark.parametrize("method", ["unseen", "fitting"])
+def test_hard_class_priority_follows_out_of_fold_error(strategy_runs, method):
+    workdir = strategy_runs["hard_class_priority"]
+    population = np.bincount(read(workdir, "split/folds.parquet")["label"], minlength=10)
+    difficulty = pd.read_parquet(workdir / "results/seed0/class_difficulty.parquet")
+    assert (difficulty["n_predictions"] == population * (K - 1)).all()
+    weights = hard_class_weights(population, difficulty["error_rate"].to_numpy(), 2.0)
+    got = _class_counts(workdir, f"{method}-el2n_avg")
+    wish = np.minimum(got.sum() * weights / weights.sum(), population)
+    assert np.all(np.abs(got - wish) <= 1.5), (got, wish)
+    assert not np.allclose(wish, got.sum() * population / population.sum(), atol=2)
+
+
+def test_ccs_leaves_out_the_hardest_unseen_samples(strategy_runs):
+    workdir = strategy_runs["ccs"]
+    oof = read(workdir, "scores/oof/el2n_avg.parquet")
+    stage1 = set(read(workdir, f"coresets/unseen-el2n_avg/rate{RATE:g}/stage1.parquet")["sample_id"])
+    n_drop = int(0.1 * len(oof))
+    hardest = oof["sample_id"].to_numpy()[
+        select_top(oof["sample_id"].to_numpy(), oof["score"].to_numpy(), n_drop)
+    ]
+    assert not stage1 & set(hardest)
+    # and it covers the easy end that top selection never reaches
+    easiest = oof.nsmallest(50, "score")["sample_id"]
+    assert stage1 & set(easiest)
