@@ -42,14 +42,30 @@ def snakemake_command(workdir: Path, *args: str) -> list[str]:
 
 
 def run_snakemake(workdir: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:
-    """Run snakemake on ``workdir``; on failure with ``check`` show its output."""
+    """Run snakemake on ``workdir``; on failure with ``check`` show its output and job errors."""
     proc = subprocess.run(
-        snakemake_command(workdir, *args), capture_output=True, text=True,
-        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        snakemake_command(workdir, *args), capture_output=True, text=True, env=job_environment()
     )
     if check and proc.returncode != 0:
-        pytest.fail(f"snakemake {' '.join(args)} failed:\n{proc.stdout}\n{proc.stderr}")
+        failed_logs = "\n".join(
+            f"--- {p}\n{p.read_text()[-2000:]}"
+            for p in sorted((workdir / "logs").rglob("*.log"))
+            if "Error" in p.read_text()
+        )
+        pytest.fail(f"snakemake {' '.join(args)} failed:\n{proc.stdout}\n{proc.stderr}\n{failed_logs}")
     return proc
+
+
+def job_environment() -> dict[str, str]:
+    """The test interpreter's folder first on PATH, so jobs' `python` is the one under test.
+
+    (A version-manager shim in front of it would also cost every job a fraction of a second.)
+    """
+    return {
+        **os.environ,
+        "PYTHONUNBUFFERED": "1",
+        "PATH": os.pathsep.join([str(Path(sys.executable).parent), os.environ["PATH"]]),
+    }
 
 
 def planned_jobs(workdir: Path, *args: str) -> dict[str, int]:

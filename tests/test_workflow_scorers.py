@@ -8,10 +8,7 @@ and summary), reusing its fold models between strategies.
 
 from __future__ import annotations
 
-import os
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -19,8 +16,11 @@ import pandas as pd
 import pytest
 import yaml
 
+from conftest import run_snakemake
 from unseen.scorers import SCORERS
 from unseen.selection import coreset_size, hard_class_weights, select_top, stage_sizes
+
+pytestmark = pytest.mark.workflow
 
 REPO = Path(__file__).resolve().parent.parent
 RATE = 0.5
@@ -47,24 +47,7 @@ def write_config(workdir: Path, config: dict) -> None:
 
 
 def snakemake(workdir: Path, *targets: str) -> None:
-    # --drop-metadata: Snakemake 9.27 asks `conda env export` for the named env of
-    # every job when it stores metadata, which fails where conda is not installed.
-    cmd = [sys.executable, "-m", "snakemake", "-s", str(REPO / "workflow" / "Snakefile"),
-           "--directory", str(workdir), "--cores", "2", "--drop-metadata", *targets]
-    # this checkout's code, and the `unseen` script of the interpreter running the
-    # tests first on PATH (a version-manager shim costs every job a fraction of a second)
-    env = {
-        **os.environ,
-        "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]),
-        "PATH": os.pathsep.join([str(Path(sys.executable).parent), os.environ["PATH"]]),
-    }
-    proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
-    if proc.returncode != 0:
-        logs = "\n".join(
-            f"--- {p}\n{p.read_text()[-2000:]}" for p in sorted((workdir / "logs").rglob("*.log"))
-            if "Error" in p.read_text()
-        )
-        pytest.fail(f"snakemake failed:\n{proc.stderr[-4000:]}\n{logs}")
+    run_snakemake(workdir, "--cores", "2", *targets)
 
 
 def read(workdir: Path, relative: str) -> pd.DataFrame:

@@ -10,7 +10,7 @@ ascending sample id, so a selection is a pure function of its inputs.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Callable
 
 import numpy as np
