@@ -42,10 +42,14 @@ log = logging.getLogger("unseen.jobs")
 
 
 def log_job_context() -> None:
-    """Log where the job runs; the SLURM job id makes cluster runs traceable."""
+    """Log where the job runs; the SLURM job id makes cluster runs traceable.
+
+    ``cuda_visible_devices`` shows which GPU(s) SLURM (or the user) gave the job.
+    """
     log.info(
-        "host=%s pid=%d slurm_job_id=%s",
+        "host=%s pid=%d slurm_job_id=%s cuda_visible_devices=%s",
         platform.node(), os.getpid(), os.environ.get("SLURM_JOB_ID", "none"),
+        os.environ.get("CUDA_VISIBLE_DEVICES", "unset"),
     )
 
 

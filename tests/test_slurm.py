@@ -1,0 +1,391 @@
+"""The workflow on a real one-node SLURM cluster, through the project's profile.
+
+The module fixture starts the cluster with ``.ci/slurm/start_cluster.sh``
+(installs slurmctld/slurmd/slurm-client/munge from apt when missing; needs root)
+and stops it at the end with ``stop_cluster.sh`` (only if it was not already
+running). Where SLURM cannot be had, the tests are skipped with the reason;
+set ``UNSEEN_REQUIRE_SLURM=1`` (CI) to turn such a skip into a failure.
+
+One SLURM pipeline run serves every check, done the way docs/slurm.md tells
+users to:
+
+1. ``snakemake --profile profiles/slurm`` is started and SIGKILLed once some
+   fold models have finished; the run's leftover jobs are cancelled by its run
+   id (``scancel --name``), then ``--unlock``;
+2. the same command is run again and completes. In this second run one job
+   (``finalize_unseen_coreset``) fails on its first attempt, injected from
+   outside the product by a ``python`` shim early on PATH (sbatch exports the
+   environment), and the profile's ``retries: 1`` resubmits it.
+
+The checks read the job logs (first line: ``slurm_job_id=...
+cuda_visible_devices=...``), the outputs, and slurmctld (``scontrol show job``;
+MinJobAge=600 in the test cluster keeps finished jobs there for ten minutes).
+A local run (``--cores 2``) of the same config is the reference for results.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from conftest import REPO, make_workdir, planned_jobs, run_snakemake, snakemake_command
+from test_workflow import _finished
+
+pytestmark = [pytest.mark.slurm, pytest.mark.workflow]
+
+CI = REPO / ".ci" / "slurm"
+PROFILE = REPO / "profiles" / "slurm"
+K = 3
+# Small but with every kind of job: folds, shards, aggregation, two stages
+# (stage model + stage scoring + next-stage selection), random and full
+# baselines, retrains, summary.
+SMALL = {
+    "folds": {"k": K},
+    "scorers": ["el2n"],
+    "pruning_rates": [0.5],
+    "stages": [0.5, 1.0],
+    "methods": ["full", "random", "unseen"],
+    "record_epochs": [],
+    "scoring_model": {"train": {"epochs": 3}},
+    "final_model": {"train": {"epochs": 3}},
+}
+TRAINING_RULES = {"train_fold_model", "train_fitting_model", "train_stage_model", "retrain", "retrain_full"}
+# Test-only overrides on top of the profile: poll SLURM every 2 s instead of 20 s
+# (3 x 2 s is still far below the test cluster's MinJobAge), and make the
+# retry explicit although the profile already has it.
+SLURM_ARGS = ("--profile", str(PROFILE), "--slurm-init-seconds-before-status-checks", "2", "--retries", "1")
+JOB_LINE = re.compile(r"slurm_job_id=(\S+) cuda_visible_devices=(\S+)")
+
+
+def _unavailable(reason: str):
+    if os.environ.get("UNSEEN_REQUIRE_SLURM") == "1":
+        pytest.fail(f"SLURM required (UNSEEN_REQUIRE_SLURM=1) but {reason}")
+    pytest.skip(reason)
+
+
+def _cluster_up() -> bool:
+    if shutil.which("scontrol") is None:
+        return False
+    ping = subprocess.run(["scontrol", "ping"], capture_output=True, text=True)
+    return "is UP" in ping.stdout
+
+
+@pytest.fixture(scope="module")
+def slurm_cluster():
+    if not hasattr(os, "geteuid") or os.geteuid() != 0:
+        _unavailable("the one-node SLURM test cluster needs root (apt-get, slurmd as root)")
+    try:
+        import snakemake_executor_plugin_slurm  # noqa: F401
+    except ImportError:
+        _unavailable("snakemake-executor-plugin-slurm is not installed")
+    was_up = _cluster_up()
+    start = subprocess.run(
+        ["bash", str(CI / "start_cluster.sh")], capture_output=True, text=True, timeout=900,
+    )
+    if start.returncode != 0 or not _cluster_up():
+        subprocess.run(["bash", str(CI / "stop_cluster.sh")], capture_output=True)
+        _unavailable(
+            "could not install or start the one-node SLURM cluster "
+            f"(start_cluster.sh exit {start.returncode}):\n{start.stdout[-2000:]}\n{start.stderr[-2000:]}"
+        )
+    yield
+    if not was_up:  # leave a cluster someone else started alone
+        subprocess.run(["bash", str(CI / "stop_cluster.sh")], capture_output=True, text=True)
+
+
+def _slurm_env(shim_dir: Path) -> dict[str, str]:
+    return {**os.environ, "PATH": f"{shim_dir}:{os.environ['PATH']}", "PYTHONUNBUFFERED": "1"}
+
+
+def _write_fail_once_shim(shim_dir: Path, marker: Path) -> None:
+    """A ``python`` that fails the first ``python -m unseen finalize`` it sees, once.
+
+    The rules call ``python -m unseen <command>`` through PATH; sbatch passes
+    the environment on (--export=ALL). The failed attempt's SLURM job id is
+    left in ``marker``/job_id. Everything else runs the real interpreter.
+    """
+    shim_dir.mkdir()
+    shim = shim_dir / "python"
+    shim.write_text(textwrap.dedent(f"""\
+        #!/bin/sh
+        case " $* " in
+          *" -m unseen finalize "*)
+            if mkdir {marker} 2>/dev/null; then
+              echo "${{SLURM_JOB_ID:-none}}" > {marker}/job_id
+              echo "test_slurm: injected failure of the first attempt" >&2
+              exit 1
+            fi ;;
+        esac
+        exec {sys.executable} "$@"
+        """))
+    shim.chmod(0o755)
+
+
+def _squeue_ids(run_id: str, states: str = "PENDING,RUNNING,CONFIGURING,COMPLETING") -> list[str]:
+    out = subprocess.run(
+        ["squeue", "-h", f"--name={run_id}", "-t", states, "-o", "%i"], capture_output=True, text=True,
+    ).stdout
+    return out.split()
+
+
+def _job_states() -> dict[str, str]:
+    """SLURM job id -> state, finished jobs included (kept MinJobAge seconds)."""
+    out = subprocess.run(["squeue", "-h", "-t", "all", "-o", "%i %T"], capture_output=True, text=True).stdout
+    return dict(line.split() for line in out.splitlines() if line.strip())
+
+
+def _log_job_id(log: Path) -> str | None:
+    try:
+        match = JOB_LINE.search(log.read_text().split("\n", 1)[0])
+    except FileNotFoundError:
+        return None
+    return match.group(1) if match else None
+
+
+def _dag_jobs(workdir: Path) -> dict[str, tuple[str, list[str]]]:
+    """Job log -> (rule, outputs) for every job of the workflow, from a dry run.
+
+    (``--detailed-summary`` would not do: it takes the log from the job's
+    metadata, which the killed snakemake never wrote for the jobs it had not
+    seen finish.)
+    """
+    proc = run_snakemake(workdir, "-n", "--forceall")
+    jobs: dict[str, tuple[str, list[str]]] = {}
+    rule, outputs = "", []
+    for line in (proc.stdout + proc.stderr).splitlines():
+        text = line.strip()
+        if re.fullmatch(r"(local)?rule \w+:", text):
+            rule, outputs = text.split()[1][:-1], []
+        elif text.startswith("output: "):
+            outputs = text[len("output: "):].split(", ")
+        elif text.startswith("log: "):
+            jobs[text[len("log: "):]] = (rule, outputs)
+    return jobs
+
+
+def _results_files(workdir: Path) -> list[Path]:
+    return [
+        p for p in (workdir / "results").rglob("*")
+        if p.is_file() and not (p.name.startswith(".") and p.name.endswith(".partial"))
+    ]
+
+
+def _job_logs(workdir: Path) -> dict[Path, tuple[str, str]]:
+    """Job log -> (slurm_job_id, cuda_visible_devices) from its first line."""
+    out = {}
+    for path in sorted((workdir / "logs").rglob("*.log")):
+        first = path.read_text().splitlines()[0] if path.stat().st_size else ""
+        match = JOB_LINE.search(first)
+        assert match, f"{path}: first line has no job context: {first!r}"
+        out[path] = (match.group(1), match.group(2))
+    return out
+
+
+def _scontrol_job(job_id: str) -> str:
+    return subprocess.run(
+        ["scontrol", "-d", "show", "job", job_id], capture_output=True, text=True,
+    ).stdout
+
+
+@dataclass
+class SlurmRun:
+    workdir: Path
+    expected_jobs: dict[str, int]
+    rule_of: dict[Path, str]  # job log -> rule
+    run_ids: list[str]
+    killed_output: str
+    finished_at_kill: dict[Path, int]
+    leftover_jobs: list[str]
+    resume_output: str
+    fail_marker: Path
+    plan_after_kill: dict[str, int] = field(default_factory=dict)
+
+
+@pytest.fixture(scope="module")
+def slurm_run(slurm_cluster, tmp_path_factory) -> SlurmRun:
+    base = tmp_path_factory.mktemp("slurm")
+    workdir = make_workdir(base / "run", SMALL)
+    marker = base / "failed_once"
+    _write_fail_once_shim(base / "bin", marker)
+    env = _slurm_env(base / "bin")
+    expected = planned_jobs(workdir)
+    expected.pop("all", None)  # the target rule runs inside snakemake, not as a job
+    dag = _dag_jobs(workdir)
+    assert dag["logs/seed0/train_fold_model/fold0.log"][0] == "train_fold_model"
+    log_of = {out: log for log, (_, outputs) in dag.items() for out in outputs}
+
+    # 1. Start, and SIGKILL the submitting snakemake once SLURM reports a fold
+    #    model's job COMPLETED (outputs of a job SLURM still runs can be
+    #    removed when that job is cancelled, even if its command had finished).
+    first_log = base / "first_run.log"
+    with open(first_log, "w") as out:
+        proc = subprocess.Popen(
+            snakemake_command(workdir, *SLURM_ARGS), stdout=out, stderr=subprocess.STDOUT,
+            env=env, start_new_session=True,
+        )
+    fold_logs = [workdir / f"logs/seed0/train_fold_model/fold{k}.log" for k in range(K)]
+    deadline = time.time() + 300
+    while proc.poll() is None and time.time() < deadline:
+        states = _job_states()
+        if any(states.get(_log_job_id(log)) == "COMPLETED" for log in fold_logs):
+            break
+        time.sleep(0.2)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    candidates = {p: p.stat().st_mtime_ns for p in _finished(workdir, _results_files(workdir))}
+    states = _job_states()
+    log_jobs = {log: _log_job_id(log) for log in (workdir / "logs").rglob("*.log")}
+    killed_output = first_log.read_text()
+    run_ids = re.findall(r"SLURM run ID: (\S+)", killed_output)
+    assert len(run_ids) == 1, killed_output
+
+    # 2. As docs/slurm.md says: cancel the run's leftover jobs, unlock, rerun.
+    leftover = _squeue_ids(run_ids[0])
+    subprocess.run(["scancel", f"--name={run_ids[0]}"], check=True)
+    deadline = time.time() + 60
+    while _squeue_ids(run_ids[0]) and time.time() < deadline:
+        time.sleep(0.5)
+    assert not _squeue_ids(run_ids[0]), "leftover jobs did not go away after scancel"
+    run_snakemake(workdir, "--unlock")
+    # finished before the kill = written by a job that SLURM had as COMPLETED
+    finished = {
+        p: mtime for p, mtime in candidates.items()
+        if states.get(log_jobs.get(workdir / log_of.get(str(p.relative_to(workdir)), "-"))) == "COMPLETED"
+    }
+    plan = planned_jobs(workdir, "--rerun-incomplete")
+    resume = subprocess.run(
+        snakemake_command(workdir, *SLURM_ARGS), capture_output=True, text=True, env=env,
+    )
+    output = resume.stdout + resume.stderr
+    if resume.returncode != 0:
+        pytest.fail(f"resumed SLURM run failed:\n{output[-8000:]}")
+    run_ids += re.findall(r"SLURM run ID: (\S+)", output)
+    rule_of = {workdir / log: rule for log, (rule, _) in dag.items()}
+    return SlurmRun(workdir, expected, rule_of, run_ids, killed_output, finished, leftover, output, marker, plan)
+
+
+@pytest.fixture(scope="module")
+def local_run(tmp_path_factory) -> Path:
+    workdir = make_workdir(tmp_path_factory.mktemp("local"), SMALL)
+    run_snakemake(workdir, "--cores", "2")
+    return workdir
+
+
+def test_every_job_ran_as_its_own_slurm_job(slurm_run):
+    workdir = slurm_run.workdir
+    assert (workdir / "results/summary.parquet").exists()
+    assert len(slurm_run.run_ids) == 2 and slurm_run.run_ids[0] != slurm_run.run_ids[1]
+    logs = _job_logs(workdir)
+    ids = [job_id for job_id, _ in logs.values()]
+    assert "none" not in ids, "a job ran outside SLURM"
+    assert len(set(ids)) == len(ids), "two jobs share one SLURM job"
+    assert len(ids) == sum(slurm_run.expected_jobs.values())
+    per_rule: dict[str, int] = {}
+    for log in logs:
+        rule = slurm_run.rule_of[log]
+        per_rule[rule] = per_rule.get(rule, 0) + 1
+    assert per_rule == slurm_run.expected_jobs
+    # each fold model, score shard, stage model and retrain is there
+    assert per_rule["train_fold_model"] == per_rule["score_fold"] == K
+    assert per_rule["train_stage_model"] == per_rule["score_stage"] == 1
+    assert per_rule["retrain"] == 2 and per_rule["retrain_full"] == 1
+    # and SLURM knows each of them as a finished job of one of the two runs
+    # (a leftover job of the killed run may have finished its work just before
+    # it was cancelled; its outputs were then kept)
+    for job_id in ids:
+        info = _scontrol_job(job_id)
+        run_id = re.search(r"JobName=(\S+)", info).group(1)
+        assert run_id in slurm_run.run_ids
+        ok = ("COMPLETED", "CANCELLED") if job_id in slurm_run.leftover_jobs else ("COMPLETED",)
+        assert re.search(r"JobState=(\S+)", info).group(1) in ok, info
+
+
+def _comparable(run: Path) -> dict[str, pd.DataFrame]:
+    res = run / "results/seed0"
+    out = {
+        "folds": pd.read_parquet(res / "split/folds.parquet"),
+        "oof/el2n": pd.read_parquet(res / "scores/oof/el2n.parquet"),
+    }
+    for path in sorted(res.glob("scores/oof/fold*/*.parquet")):
+        out[str(path.relative_to(res))] = pd.read_parquet(path)
+    for path in sorted(res.glob("coresets/**/*.parquet")):
+        out[str(path.relative_to(res))] = pd.read_parquet(path)
+    out["summary"] = pd.read_parquet(run / "results/summary.parquet").drop(
+        columns=["wall_seconds", "train_samples_per_s"]
+    )
+    return out
+
+
+def test_results_equal_a_local_run(slurm_run, local_run):
+    slurm, local = _comparable(slurm_run.workdir), _comparable(local_run)
+    assert slurm.keys() == local.keys()
+    assert any(k.endswith("stage2.parquet") for k in slurm)
+    for key in slurm:
+        pd.testing.assert_frame_equal(slurm[key], local[key], obj=key)
+    for selection in ("random", "unseen-el2n"):
+        rel = f"results/seed0/coresets/{selection}/rate0.5/coreset.txt"
+        assert (slurm_run.workdir / rel).read_text() == (local_run / rel).read_text()
+
+
+def test_resume_after_killing_snakemake_reruns_nothing_finished(slurm_run):
+    finished = slurm_run.finished_at_kill
+    folds_done = [p for p in finished if p.name == "predictions.npz" and "folds" in p.parts]
+    assert 1 <= len(folds_done) < K, (
+        f"the kill should land after some fold models finished:\n{slurm_run.killed_output[-4000:]}"
+    )
+    # jobs of the killed run were still queued or running in SLURM
+    assert slurm_run.leftover_jobs, "nothing was left to cancel: the kill came too late"
+    assert slurm_run.plan_after_kill.get("train_fold_model", 0) <= K - len(folds_done)
+    for path, mtime in finished.items():
+        assert path.stat().st_mtime_ns == mtime, f"{path} was rebuilt after the resume"
+    # the logs of the finished jobs still name jobs of the killed run
+    logs = _job_logs(slurm_run.workdir)
+    for path in folds_done:
+        fold = path.parent.name
+        job_id, _ = logs[slurm_run.workdir / f"logs/seed0/train_fold_model/{fold}.log"]
+        assert re.search(r"JobName=(\S+)", _scontrol_job(job_id)).group(1) == slurm_run.run_ids[0]
+
+
+def test_a_job_that_fails_once_is_retried(slurm_run):
+    marker = slurm_run.fail_marker
+    assert marker.is_dir(), "the injected failure never happened"
+    failed_job = (marker / "job_id").read_text().strip()
+    assert failed_job.isdigit()
+    workdir = slurm_run.workdir
+    log = workdir / "logs/seed0/finalize/unseen-el2n_rate0.5.log"
+    final_job, _ = _job_logs(workdir)[log]
+    assert final_job != failed_job, "the retry must be a new SLURM job"
+    assert "JobState=FAILED" in _scontrol_job(failed_job)
+    assert "JobState=COMPLETED" in _scontrol_job(final_job)
+    # the failed attempt's SLURM log is kept for the user
+    kept = list((workdir / ".snakemake/slurm_logs/rule_finalize_unseen_coreset").rglob(f"{failed_job}.log"))
+    assert kept, "no SLURM log kept for the failed attempt"
+    assert (workdir / "results/seed0/coresets/unseen-el2n/rate0.5/coreset.parquet").exists()
+
+
+def test_training_jobs_request_the_gpu(slurm_run):
+    workdir = slurm_run.workdir
+    for log, (job_id, cuda) in _job_logs(workdir).items():
+        rule = slurm_run.rule_of[log]
+        info = _scontrol_job(job_id)
+        if rule in TRAINING_RULES:
+            # sbatch --gpus=1 from the profile's set-resources; SLURM binds the
+            # fake GPU and exports it; torch still runs on the CPU (device auto).
+            assert re.search(r"TresPerJob=\S*gpu:1", info), info
+            assert "JOB_GRES=gpu:1" in info, info
+            assert cuda == "0", f"{log}: CUDA_VISIBLE_DEVICES={cuda}"
+            assert re.search(r"\bon cpu\b", log.read_text()), f"{log}: did not train on the CPU"
+        else:
+            assert "gpu" not in info, f"{log}: a light job requested a GPU:\n{info}"
+            assert cuda == "unset", f"{log}: a light job got a GPU ({cuda})"
