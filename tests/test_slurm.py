@@ -6,7 +6,7 @@ and stops it at the end with ``stop_cluster.sh`` (only if it was not already
 running). Where SLURM cannot be had, the tests are skipped with the reason;
 set ``UNSEEN_REQUIRE_SLURM=1`` (CI) to turn such a skip into a failure.
 
-One SLURM pipeline run serves every check, done the way docs/slurm.md tells
+One SLURM pipeline run serves every check, done the way the README ("Running on a SLURM cluster") tells
 users to:
 
 1. ``snakemake --profile profiles/slurm`` is started and SIGKILLed once some
@@ -250,7 +250,7 @@ def slurm_run(slurm_cluster, tmp_path_factory) -> SlurmRun:
     run_ids = re.findall(r"SLURM run ID: (\S+)", killed_output)
     assert len(run_ids) == 1, killed_output
 
-    # 2. As docs/slurm.md says: cancel the run's leftover jobs, unlock, rerun.
+    # 2. As the README ("Running on a SLURM cluster") says: cancel the run's leftover jobs, unlock, rerun.
     leftover = _squeue_ids(run_ids[0])
     subprocess.run(["scancel", f"--name={run_ids[0]}"], check=True)
     deadline = time.time() + 60
