@@ -1,46 +1,128 @@
-"""Datasets: a registry of loaders that all return the same in-memory layout.
+"""Datasets: a registry of loaders that all return the same layout.
 
 A :class:`ImageDataset` holds images as ``uint8`` arrays of shape (N, C, H, W)
 and integer labels of shape (N,). The sample id of a training image is its
-row index in ``train_x``; ids are stable for a given source, so every job of a
-run (and every rerun) refers to the same image by the same id.
+row index in ``train_x``; ids are stable for a given source (files are read in
+sorted order), so every job of a run (and every rerun) refers to the same
+image by the same id.
 
-The workflow decodes a dataset once (``unseen prepare-data``) into a cached
-``.npz`` file that every later job loads with :func:`load_cached`.
+Data that fits in memory is decoded once (``unseen prepare-data``) into a
+cached ``.npz`` file that every later job loads with :func:`load_cached`. Data
+that does not fit (ImageNet) is cached as its sorted file list instead:
+``train_x`` is then an :class:`ImageFiles` that the trainer streams through a
+DataLoader with workers; row ``i`` of the file list is sample id ``i`` on both
+paths.
+
+Every source has a cheap :func:`check_dataset` (run when the Snakefile is
+parsed, so a missing root stops the run before any job starts) and a
+:func:`dataset_fingerprint` of its files' names, sizes and mtimes, stored in
+the cache so a changed source invalidates it.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import gzip
+import hashlib
+import json
+import os
+import pickle
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable, Sequence
 
 import numpy as np
 
 from unseen.io import load_npz, save_npz
 
+CACHE_FORMAT = 2  # bump when the cache layout or a decoder changes
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm")
+
+
+class DatasetError(RuntimeError):
+    """A dataset cannot be loaded; the message says where it looked and what to do."""
+
+
+class ImageFiles:
+    """Images that stay on disk: a sorted list of files decoded on access.
+
+    Behaves like the uint8 array (N, C, H, W) that in-memory data use where the
+    jobs need it: ``len``, ``shape``, indexing by an id array (returns another
+    :class:`ImageFiles`), and ``load(i)`` -> uint8 (C, H, W). Each image is
+    resized (shorter side to ``size * 8 / 7``) and centre-cropped to
+    ``size x size``, the usual ImageNet evaluation transform, so batches have
+    one shape; random crops and flips then happen on batched tensors.
+    """
+
+    def __init__(self, root: str | Path, files: Sequence[str], size: int, channels: int = 3):
+        self.root = Path(root)
+        self.files = np.asarray(files, dtype=str)
+        self.size = int(size)
+        self.channels = int(channels)
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    @property
+    def shape(self) -> tuple[int, int, int, int]:
+        return (len(self.files), self.channels, self.size, self.size)
+
+    def __getitem__(self, ids) -> "ImageFiles":
+        return ImageFiles(self.root, self.files[np.asarray(ids)], self.size, self.channels)
+
+    def load(self, i: int) -> np.ndarray:
+        """Decode image ``i``; uint8 (C, size, size)."""
+        return _decode_image(self.root / self.files[i], self.size, self.channels, crop=True)
+
+
+def _decode_image(path: Path, size: int | None, channels: int, crop: bool) -> np.ndarray:
+    """Decode one image file to uint8 (C, H, W); resize to size x size when ``size``."""
+    from PIL import Image
+
+    with Image.open(path) as img:
+        img = img.convert("RGB" if channels == 3 else "L")
+        if size is not None and img.size != (size, size):
+            if crop:
+                short = round(size * 8 / 7)
+                w, h = img.size
+                scale = short / min(w, h)
+                img = img.resize((max(short, round(w * scale)), max(short, round(h * scale))),
+                                 Image.BILINEAR)
+                w, h = img.size
+                left, top = (w - size) // 2, (h - size) // 2
+                img = img.crop((left, top, left + size, top + size))
+            else:
+                img = img.resize((size, size), Image.BILINEAR)
+        arr = np.asarray(img, dtype=np.uint8)
+    return arr[None] if arr.ndim == 2 else arr.transpose(2, 0, 1)
+
 
 @dataclass(frozen=True)
 class ImageDataset:
-    """Train and test images in memory.
+    """Train and test images with labels.
 
     Attributes:
-        train_x: uint8, shape (N, C, H, W).
+        train_x: uint8, shape (N, C, H, W), or :class:`ImageFiles` when streamed.
         train_y: int64, shape (N,), values in [0, num_classes).
-        test_x: uint8, shape (M, C, H, W).
+        test_x: uint8, shape (M, C, H, W), or :class:`ImageFiles`.
         test_y: int64, shape (M,).
         classes: class names, length num_classes.
+        fingerprint: hash of the source files the data were read from ("" if unknown).
     """
 
-    train_x: np.ndarray
+    train_x: Any
     train_y: np.ndarray
-    test_x: np.ndarray
+    test_x: Any
     test_y: np.ndarray
     classes: tuple[str, ...]
+    fingerprint: str = field(default="", compare=False)
 
     @property
     def num_classes(self) -> int:
         return len(self.classes)
+
+    @property
+    def in_memory(self) -> bool:
+        return isinstance(self.train_x, np.ndarray)
 
     @property
     def sample_ids(self) -> np.ndarray:
@@ -48,11 +130,204 @@ class ImageDataset:
         return np.arange(len(self.train_y), dtype=np.int64)
 
 
-class DatasetError(RuntimeError):
-    """A dataset cannot be loaded; the message says where it looked and what to do."""
+# ---------------------------------------------------------------------------
+# Sources. Each has: files(root) -> the files it reads (for the check and the
+# fingerprint), load(root, options) -> ImageDataset, and a how-to line.
 
 
-def load_digits_dataset(root: str | None = None) -> ImageDataset:
+@dataclass(frozen=True)
+class Source:
+    """One registered data set: where its files are and how to decode them."""
+
+    files: Callable[[Path], list[Path]]
+    load: Callable[[Path, dict[str, Any]], ImageDataset]
+    how_to: str
+    needs_root: bool = True
+
+
+IDX_FILES = (
+    "train-images-idx3-ubyte.gz",
+    "train-labels-idx1-ubyte.gz",
+    "t10k-images-idx3-ubyte.gz",
+    "t10k-labels-idx1-ubyte.gz",
+)
+FASHION_CLASSES = (
+    "T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
+    "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot",
+)
+
+
+def _idx_dir(root: Path, folder: str) -> Path:
+    """The folder holding the four idx files: ``root``, ``root/raw`` or torchvision's ``root/<folder>/raw``."""
+    for cand in (root, root / "raw", root / folder / "raw"):
+        if all((cand / f).is_file() for f in IDX_FILES):
+            return cand
+    return root
+
+
+def read_idx(path: str | Path) -> np.ndarray:
+    """Read an idx file (optionally gzip-compressed) of unsigned bytes into a uint8 array.
+
+    Header: two zero bytes, type code 0x08 (ubyte), number of dims, then one
+    big-endian uint32 per dim; the data follow in C order.
+    """
+    path = Path(path)
+    opener = gzip.open if path.suffix == ".gz" else open
+    with opener(path, "rb") as handle:
+        raw = handle.read()
+    if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] != 0x08:
+        raise DatasetError(f"{path}: not an idx file of unsigned bytes (header {raw[:4].hex()})")
+    ndim = raw[3]
+    dims = np.frombuffer(raw, dtype=">u4", count=ndim, offset=4).astype(np.int64)
+    data = np.frombuffer(raw, dtype=np.uint8, offset=4 + 4 * ndim)
+    if data.size != int(np.prod(dims)):
+        raise DatasetError(f"{path}: header says {dims.tolist()} but holds {data.size} bytes")
+    return data.reshape(dims)
+
+
+def _idx_source(folder: str, classes: tuple[str, ...], url: str) -> Source:
+    def files(root: Path) -> list[Path]:
+        d = _idx_dir(root, folder)
+        return [d / f for f in IDX_FILES]
+
+    def load(root: Path, options: dict[str, Any]) -> ImageDataset:
+        tx, ty, vx, vy = (read_idx(p) for p in files(root))
+        if len(tx) != len(ty) or len(vx) != len(vy):
+            raise DatasetError(f"{root}: image and label counts differ")
+        return ImageDataset(tx[:, None], ty.astype(np.int64), vx[:, None], vy.astype(np.int64),
+                            classes)
+
+    return Source(files, load, f"download the four idx .gz files from {url} into it")
+
+
+def _cifar_dir(root: Path, folder: str) -> Path:
+    return root if (root / "batches.meta").is_file() or (root / "meta").is_file() else root / folder
+
+
+def _unpickle(path: Path) -> dict:
+    with open(path, "rb") as handle:
+        return pickle.load(handle, encoding="latin1")
+
+
+def _cifar_source(folder: str, train: list[str], test: str, meta: str, label_key: str,
+                  names_key: str, tv_class: str) -> Source:
+    def files(root: Path) -> list[Path]:
+        d = _cifar_dir(root, folder)
+        return [d / f for f in [*train, test, meta]]
+
+    def load(root: Path, options: dict[str, Any]) -> ImageDataset:
+        if options.get("download"):
+            # torchvision downloads and checks the md5 sums; we read its layout below.
+            import torchvision
+
+            getattr(torchvision.datasets, tv_class)(str(root), train=True, download=True)
+        d = _cifar_dir(root, folder)
+
+        def part(names: list[str]) -> tuple[np.ndarray, np.ndarray]:
+            batches = [_unpickle(d / n) for n in names]
+            x = np.concatenate([b["data"] for b in batches]).reshape(-1, 3, 32, 32)
+            y = np.concatenate([np.asarray(b[label_key]) for b in batches])
+            return np.ascontiguousarray(x, dtype=np.uint8), y.astype(np.int64)
+
+        tx, ty = part(train)
+        vx, vy = part([test])
+        classes = tuple(_unpickle(d / meta)[names_key])
+        return ImageDataset(tx, ty, vx, vy, classes)
+
+    url = ("https://www.cs.toronto.edu/~kriz/cifar.html (the python version), or set"
+           " dataset.download: true")
+    return Source(files, load, f"extract {folder} from {url}")
+
+
+def _list_tree(split_dir: Path, classes: Sequence[str] | None = None):
+    """Sorted (relative path, label) pairs of ``split_dir/<class>/<image>``; and the class names."""
+    if classes is None:
+        classes = sorted(e.name for e in os.scandir(split_dir) if e.is_dir())
+    index = {c: i for i, c in enumerate(classes)}
+    pairs = []
+    for entry in sorted(e.name for e in os.scandir(split_dir) if e.is_dir()):
+        if entry not in index:
+            raise DatasetError(f"{split_dir / entry}: class {entry!r} is not a training class")
+        for name in sorted(os.listdir(split_dir / entry)):
+            if name.lower().endswith(IMAGE_SUFFIXES):
+                pairs.append((f"{split_dir.name}/{entry}/{name}", index[entry]))
+    return pairs, list(classes)
+
+
+def _imagefolder_test_dir(root: Path) -> Path:
+    return root / "test" if (root / "test").is_dir() else root / "val"
+
+
+def _imagefolder_files(root: Path) -> list[Path]:
+    # The class folders themselves (their mtime changes when files are added or
+    # removed) keep the parse-time check and fingerprint cheap for ImageNet.
+    out = [root / "train", _imagefolder_test_dir(root)]
+    for split in out[:]:
+        if split.is_dir():
+            # A split without class folders is incomplete: name the folder we expected.
+            out += sorted(Path(e.path) for e in os.scandir(split) if e.is_dir()) or [
+                split / "<class>"
+            ]
+    return out
+
+
+def _imagefolder_load(root: Path, options: dict[str, Any]) -> ImageDataset:
+    train_pairs, classes = _list_tree(root / "train")
+    test_pairs, _ = _list_tree(_imagefolder_test_dir(root), classes)
+    if not train_pairs:
+        raise DatasetError(f"{root / 'train'}: no image files in its class folders")
+    size = options.get("image_size")
+    channels = int(options.get("channels", 3))
+    train_files = [p for p, _ in train_pairs]
+    test_files = [p for p, _ in test_pairs]
+    ty = np.array([y for _, y in train_pairs], dtype=np.int64)
+    vy = np.array([y for _, y in test_pairs], dtype=np.int64)
+    if not _decide_in_memory(options, len(train_files) + len(test_files), channels, size):
+        if size is None:
+            raise DatasetError("dataset.image_size is required when the data are streamed")
+        return ImageDataset(ImageFiles(root, train_files, size, channels), ty,
+                            ImageFiles(root, test_files, size, channels), vy, tuple(classes))
+    tx = _decode_all(root, train_files, size, channels, options.get("workers", 0))
+    vx = _decode_all(root, test_files, size, channels, options.get("workers", 0))
+    return ImageDataset(tx, ty, vx, vy, tuple(classes))
+
+
+def _decode_all(root: Path, files: list[str], size: int | None, channels: int,
+                workers: int) -> np.ndarray:
+    """Decode every file into one uint8 (N, C, H, W) array, in parallel processes."""
+    paths = [root / f for f in files]
+    args = [(p, size, channels, False) for p in paths]
+    workers = workers or min(8, os.cpu_count() or 1)
+    if workers > 1 and len(paths) > 2000:
+        from multiprocessing import get_context
+
+        with get_context("spawn").Pool(workers) as pool:
+            images = pool.starmap(_decode_image, args, chunksize=256)
+    else:
+        images = [_decode_image(*a) for a in args]
+    if not images:
+        return np.zeros((0, channels, size or 1, size or 1), dtype=np.uint8)
+    shapes = {im.shape for im in images}
+    if len(shapes) > 1:
+        raise DatasetError(
+            f"{root}: images have different sizes {sorted(shapes)[:3]}...; set dataset.image_size"
+        )
+    return np.stack(images)
+
+
+def _decide_in_memory(options: dict[str, Any], n: int, channels: int, size: int | None) -> bool:
+    """``in_memory``: true, false, or auto (decoded size under ``memory_limit_mb``)."""
+    mode = options.get("in_memory", "auto")
+    if mode in (True, "true"):
+        return True
+    if mode in (False, "false"):
+        return False
+    if size is None:
+        return True  # small native-size images (e.g. CIFAR as JPEG); decoded as they are
+    return n * channels * size * size <= options.get("memory_limit_mb", 8000) * 2**20
+
+
+def _digits_load(root: Path, options: dict[str, Any]) -> ImageDataset:
     """scikit-learn's 8x8 handwritten digits (1,797 images, 10 classes), no download.
 
     Pixel values 0..16 are scaled to 0..255. The test split is a fixed stratified
@@ -70,50 +345,160 @@ def load_digits_dataset(root: str | None = None) -> ImageDataset:
     )
     train_idx.sort()
     test_idx.sort()
-    return ImageDataset(
-        train_x=images[train_idx],
-        train_y=labels[train_idx],
-        test_x=images[test_idx],
-        test_y=labels[test_idx],
-        classes=tuple(str(c) for c in range(10)),
-    )
+    return ImageDataset(images[train_idx], labels[train_idx], images[test_idx], labels[test_idx],
+                        tuple(str(c) for c in range(10)))
 
 
-DATASETS: dict[str, Callable[..., ImageDataset]] = {
-    "digits": load_digits_dataset,
+DATASETS: dict[str, Source] = {
+    "cifar10": _cifar_source(
+        "cifar-10-batches-py", [f"data_batch_{i}" for i in range(1, 6)], "test_batch",
+        "batches.meta", "labels", "label_names", "CIFAR10"),
+    "cifar100": _cifar_source(
+        "cifar-100-python", ["train"], "test", "meta", "fine_labels", "fine_label_names",
+        "CIFAR100"),
+    "imagefolder": Source(
+        _imagefolder_files, _imagefolder_load,
+        "arrange it as train/<class>/<image> plus test/<class>/<image> (or val/); for"
+        " ImageNet-1K extract ILSVRC2012 train and val and sort val into class folders"
+        " (e.g. with the valprep.sh script of the PyTorch ImageNet example)"),
+    "fashion_mnist": _idx_source(
+        "FashionMNIST", FASHION_CLASSES,
+        "https://github.com/zalandoresearch/fashion-mnist (or on Debian/Ubuntu: apt-get install"
+        " dataset-fashion-mnist, then root: /usr/share/datasets/fashion-mnist)"),
+    "mnist": _idx_source(
+        "MNIST", tuple(str(c) for c in range(10)),
+        "https://yann.lecun.com/exdb/mnist/ (torchvision's MNIST/raw layout works too)"),
+    "digits": Source(lambda root: [], _digits_load, "", needs_root=False),
 }
 
 
-def load_dataset(name: str, root: str | None = None) -> ImageDataset:
-    """Load dataset ``name`` from ``root`` (ignored for embedded data sets)."""
+def _source(name: str) -> Source:
     try:
-        loader = DATASETS[name]
+        return DATASETS[name]
     except KeyError:
+        raise DatasetError(f"unknown dataset {name!r}; choose one of {sorted(DATASETS)}") from None
+
+
+def check_dataset(spec: dict[str, Any]) -> None:
+    """Cheap check that ``spec``'s root holds the data (stats a few paths, decodes nothing).
+
+    Args:
+        spec: the config's ``dataset`` section: name, root, download, ...
+
+    Raises:
+        DatasetError: naming the path it looked at and how to obtain the data.
+    """
+    name = spec.get("name", "digits")
+    source = _source(name)
+    if not source.needs_root or spec.get("download"):
+        return
+    root = spec.get("root")
+    if not root:
+        raise DatasetError(f"dataset {name!r} needs dataset.root: a folder; {source.how_to}")
+    root_path = Path(root).expanduser().resolve()
+    missing = [p for p in source.files(root_path) if not p.exists()]
+    if not root_path.is_dir() or missing:
+        looked = root_path if not root_path.is_dir() else missing[0]
         raise DatasetError(
-            f"unknown dataset {name!r}; choose one of {sorted(DATASETS)}"
-        ) from None
-    return loader(root)
+            f"dataset {name!r}: {looked} does not exist (root {root_path} is missing or"
+            f" incomplete). To obtain the data: {source.how_to}"
+        )
+
+
+def dataset_fingerprint(spec: dict[str, Any]) -> str:
+    """Hex digest of the dataset spec and the names, sizes and mtimes of its source files.
+
+    Cheap (a few stats; class folders for ImageFolder trees), so the Snakefile
+    can pass it to ``prepare_data`` as a param: a changed source reruns it.
+    """
+    name = spec.get("name", "digits")
+    root = spec.get("root")
+    parts: list[Any] = [CACHE_FORMAT, name, _options(spec)]
+    if root:
+        root_path = Path(root).expanduser().resolve()
+        parts.append(str(root_path))
+        for path in _source(name).files(root_path):
+            try:
+                st = path.stat()
+                parts.append((str(path), st.st_size, st.st_mtime_ns))
+            except FileNotFoundError:
+                parts.append((str(path), None))
+    text = json.dumps(parts, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def _options(spec: dict[str, Any]) -> dict[str, Any]:
+    """The spec keys that change the decoded data (not name/root)."""
+    return {k: v for k, v in sorted(spec.items()) if k not in ("name", "root", "download")}
+
+
+def load_dataset(name: str | dict[str, Any], root: str | None = None) -> ImageDataset:
+    """Decode dataset ``name`` (or a full spec dict) from ``root``.
+
+    Raises:
+        DatasetError: if the root is missing or incomplete.
+    """
+    spec = dict(name) if isinstance(name, dict) else {"name": name, "root": root}
+    check_dataset(spec)
+    source = _source(spec.get("name", "digits"))
+    root_path = Path(spec["root"]).expanduser().resolve() if spec.get("root") else Path(".")
+    data = source.load(root_path, spec)
+    return ImageDataset(data.train_x, data.train_y, data.test_x, data.test_y, data.classes,
+                        fingerprint=dataset_fingerprint(spec))
 
 
 def save_cached(dataset: ImageDataset, path: str | Path) -> None:
-    """Write ``dataset`` to one ``.npz`` file that :func:`load_cached` reads back."""
-    save_npz(
-        path,
-        train_x=dataset.train_x,
-        train_y=dataset.train_y,
-        test_x=dataset.test_x,
-        test_y=dataset.test_y,
-        classes=np.array(dataset.classes, dtype=str),
-    )
+    """Write ``dataset`` to one ``.npz`` file that :func:`load_cached` reads back.
+
+    Streamed data store their sorted file lists (relative to the root) instead of pixels.
+    """
+    common = dict(train_y=dataset.train_y, test_y=dataset.test_y,
+                  classes=np.array(dataset.classes, dtype=str),
+                  fingerprint=np.array(dataset.fingerprint))
+    if dataset.in_memory:
+        save_npz(path, train_x=dataset.train_x, test_x=dataset.test_x, **common)
+    else:
+        tr, te = dataset.train_x, dataset.test_x
+        save_npz(path, train_files=tr.files, test_files=te.files, root=np.array(str(tr.root)),
+                 image_size=np.array(tr.size), channels=np.array(tr.channels), **common)
 
 
 def load_cached(path: str | Path) -> ImageDataset:
     """Read a dataset written by :func:`save_cached`."""
-    arrays = load_npz(path)
+    a = load_npz(path)
+    if "train_x" in a:
+        tx, vx = a["train_x"], a["test_x"]
+    else:
+        root, size, ch = str(a["root"]), int(a["image_size"]), int(a["channels"])
+        tx = ImageFiles(root, a["train_files"], size, ch)
+        vx = ImageFiles(root, a["test_files"], size, ch)
     return ImageDataset(
-        train_x=arrays["train_x"],
-        train_y=arrays["train_y"].astype(np.int64),
-        test_x=arrays["test_x"],
-        test_y=arrays["test_y"].astype(np.int64),
-        classes=tuple(str(c) for c in arrays["classes"]),
+        train_x=tx,
+        train_y=a["train_y"].astype(np.int64),
+        test_x=vx,
+        test_y=a["test_y"].astype(np.int64),
+        classes=tuple(str(c) for c in a["classes"]),
+        fingerprint=str(a.get("fingerprint", "")),
     )
+
+
+def cached_fingerprint(path: str | Path) -> str | None:
+    """The fingerprint stored in cache ``path`` without loading its pixels; None if absent."""
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            return str(data["fingerprint"]) if "fingerprint" in data.files else ""
+    except (FileNotFoundError, OSError, ValueError):
+        return None
+
+
+def prepare_cached(spec: dict[str, Any], path: str | Path) -> tuple[ImageDataset, bool]:
+    """Reuse cache ``path`` if it was made from the same source; else decode and write it.
+
+    Returns:
+        (dataset, rebuilt): rebuilt is False when the existing cache was reused.
+    """
+    if cached_fingerprint(path) == dataset_fingerprint(spec):
+        return load_cached(path), False
+    data = load_dataset(spec)
+    save_cached(data, path)
+    return data, True

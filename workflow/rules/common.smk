@@ -6,12 +6,15 @@ import shlex
 from snakemake.utils import validate
 
 from unseen.config import validate_config
+from unseen.data import check_dataset, dataset_fingerprint
 from unseen.scorers import MODEL_SCORERS
 
 # Our validator names the key and the allowed values; Snakemake's validate then
 # re-checks the filled-in config against the same schema.
 validate_config(config)
 validate(config, schema="../schemas/config.schema.yaml")
+# A missing or incomplete data root stops the run here, before any job starts.
+check_dataset(config["dataset"])
 
 # Jobs run this checkout's package (python -m unseen), also inside `--use-conda`
 # environments that hold only the dependencies: always the same code as the Snakefile.

@@ -11,6 +11,9 @@ rule prepare_data:
         runtime=LIGHT["runtime"],
     params:
         dataset=as_json(config["dataset"]),
+        # Names, sizes and mtimes of the source files: a changed source reruns this
+        # rule (Snakemake's params rerun trigger) and so every job after it.
+        fingerprint=dataset_fingerprint(config["dataset"]),
     shell:
         "python -m unseen prepare-data --dataset {params.dataset:q} --output {output:q} > {log:q} 2>&1"
 
