@@ -20,7 +20,7 @@ import numpy as np
 import pandas as pd
 
 from unseen import io
-from unseen.data import load_cached, load_dataset, save_cached
+from unseen.data import load_cached, prepare_cached
 from unseen.folds import assign_folds, fold_training_mask
 from unseen.scorers import (
     MAX_LOGIT_CLASSES,
@@ -54,13 +54,16 @@ def log_job_context() -> None:
 
 
 def prepare_data(dataset: dict[str, Any], output: str) -> None:
-    """Decode dataset ``{"name", "root"}`` once into the cache file every job reads."""
-    data = load_dataset(dataset["name"], dataset.get("root"))
-    save_cached(data, output)
+    """Decode the config's ``dataset`` section once into the cache file every job reads.
+
+    An existing cache made from the same source files (same fingerprint) is reused.
+    """
+    data, rebuilt = prepare_cached(dataset, output)
     log.info(
-        "dataset %s: %d train, %d test, %d classes, image shape %s",
+        "dataset %s: %d train, %d test, %d classes, image shape %s, %s, cache %s (%s)",
         dataset["name"], len(data.train_y), len(data.test_y), data.num_classes,
-        data.train_x.shape[1:],
+        tuple(data.train_x.shape[1:]), "in memory" if data.in_memory else "streamed from files",
+        "written" if rebuilt else "reused", data.fingerprint,
     )
 
 
@@ -109,8 +112,10 @@ def _train_and_record(
         **model_spec.get("options", {}),
     )
     log.info(
-        "training %s on %d samples for %d epochs on %s (seed %d)",
-        model_spec["arch"], len(train_ids), settings.epochs, device, seed,
+        "training %s on %d samples for %s on %s (seed %d)",
+        model_spec["arch"], len(train_ids),
+        f"{settings.iterations} iterations" if settings.iterations else f"{settings.epochs} epochs",
+        device, seed,
     )
     result = train_model(
         model,

@@ -3,7 +3,12 @@
 Data stay as one uint8 tensor in memory (on the GPU when training there); each
 step gathers a batch by index, converts and normalises it, and augments it on
 tensors, so there is no per-sample Python in the loop. On CUDA the trainer
-uses channels_last for convolutional models and bf16 autocast.
+uses channels_last for convolutional models and bf16 autocast. Data too big
+for memory (:class:`unseen.data.ImageFiles`) are decoded by DataLoader workers
+in the same batch order; normalisation and augmentation stay batched.
+
+The length of training is a fixed epoch budget or, for the CCS protocol, a
+fixed iteration budget (every coreset gets the same number of SGD steps).
 """
 
 from __future__ import annotations
@@ -28,12 +33,17 @@ SCHEDULES = ("cosine", "onecycle", "constant")
 
 @dataclass(frozen=True)
 class TrainSettings:
-    """Optimisation settings; units are epochs and samples.
+    """Optimisation settings; units are epochs, steps and samples.
 
     SGD with (Nesterov) momentum and L2 weight decay on weight matrices (not on
     biases or norm parameters), a learning-rate schedule over all steps,
     optional label smoothing, and augmentation by random translation
     (``crop_padding`` pixels, 0 = off) and horizontal flips.
+
+    ``iterations`` > 0 replaces the epoch budget by a fixed number of SGD steps
+    (the last epoch may be partial), so coresets of any size get the same
+    compute; 0 trains for ``epochs`` full passes. ``workers`` is the number of
+    DataLoader processes decoding streamed (not in-memory) images.
     """
 
     epochs: int = 20
@@ -47,6 +57,8 @@ class TrainSettings:
     crop_padding: int = 0
     flip: bool = False
     eval_batch_size: int = 1024
+    iterations: int = 0
+    workers: int = 4
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> "TrainSettings":
@@ -55,6 +67,8 @@ class TrainSettings:
         if unknown:
             raise ValueError(f"unknown training settings {unknown}; known: {sorted(known)}")
         settings = cls(**values)
+        if settings.iterations < 0 or settings.epochs < 1:
+            raise ValueError("epochs must be >= 1 and iterations >= 0")
         if settings.schedule not in SCHEDULES:
             raise ValueError(f"schedule must be one of {SCHEDULES}, got {settings.schedule!r}")
         return settings
@@ -99,7 +113,14 @@ def resolve_device(name: str) -> torch.device:
 
 
 def channel_stats(images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Per-channel mean and std of uint8 images (N, C, H, W) on the 0..1 scale; each (C,)."""
+    """Per-channel mean and std of uint8 images (N, C, H, W) on the 0..1 scale; each (C,).
+
+    For streamed ImageFiles the statistics come from 256 evenly spaced images
+    (decoding all of ImageNet for two numbers per channel is not worth it).
+    """
+    if _is_streamed(images):
+        picks = np.linspace(0, len(images) - 1, min(256, len(images))).astype(int)
+        images = np.stack([images.load(i) for i in np.unique(picks)])
     x = images.astype(np.float64) / 255.0
     mean = x.mean(axis=(0, 2, 3))
     std = x.std(axis=(0, 2, 3))
@@ -176,6 +197,40 @@ class NesterovSGD:
         torch._foreach_add_(self.params, grads, alpha=-lr)
 
 
+def training_length(settings: TrainSettings, steps_per_epoch: int) -> tuple[int, int]:
+    """(total SGD steps, number of epochs, the last possibly partial) under ``settings``."""
+    if settings.iterations > 0:
+        return settings.iterations, math.ceil(settings.iterations / steps_per_epoch)
+    return steps_per_epoch * settings.epochs, settings.epochs
+
+
+def _is_streamed(images: object) -> bool:
+    return hasattr(images, "load") and not isinstance(images, (np.ndarray, torch.Tensor))
+
+
+class _FileImages(torch.utils.data.Dataset):
+    """Map-style view of :class:`unseen.data.ImageFiles` for DataLoader workers; uint8 (C, H, W)."""
+
+    def __init__(self, files):
+        self.files = files
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def __getitem__(self, i: int) -> torch.Tensor:
+        return torch.from_numpy(self.files.load(i))
+
+
+def _streamed_batches(files, batches: list[list[int]], device: torch.device, workers: int):
+    """Yield uint8 (B, C, H, W) batches of ``files`` on ``device``, in the order of ``batches``."""
+    loader = torch.utils.data.DataLoader(
+        _FileImages(files), batch_sampler=batches, num_workers=workers,
+        pin_memory=device.type == "cuda", prefetch_factor=4 if workers else None,
+    )
+    for batch in loader:
+        yield batch.to(device, non_blocking=True)
+
+
 def _lr_factor(schedule: str, step: int, total: int) -> float:
     progress = step / max(1, total)
     if schedule == "cosine":
@@ -194,15 +249,22 @@ def predict_logits(
     std: np.ndarray,
     device: torch.device,
     batch_size: int = 1024,
+    workers: int = 4,
 ) -> np.ndarray:
-    """Logits of ``model`` on uint8 images (N, C, H, W); float32 (N, num_classes)."""
+    """Logits of ``model`` on uint8 images (N, C, H, W) or ImageFiles; float32 (N, num_classes)."""
     model.eval()
     normalize = _Normalizer(mean, std, device)
-    data = torch.as_tensor(images)
     use_cl = device.type == "cuda" and is_convolutional(model)
+    starts = range(0, len(images), batch_size)
+    if _is_streamed(images):
+        spans = [list(range(s, min(s + batch_size, len(images)))) for s in starts]
+        raw_batches = _streamed_batches(images, spans, device, workers)
+    else:
+        data = torch.as_tensor(images)
+        raw_batches = (data[s : s + batch_size].to(device, non_blocking=True) for s in starts)
     outputs = []
-    for start in range(0, len(data), batch_size):
-        batch = normalize(data[start : start + batch_size].to(device, non_blocking=True))
+    for raw in raw_batches:
+        batch = normalize(raw)
         if use_cl:
             batch = batch.contiguous(memory_format=torch.channels_last)
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
@@ -226,6 +288,8 @@ def train_model(
     on_record: Callable[[int, np.ndarray], None] | None = None,
 ) -> TrainResult:
     """Train ``model`` in place on uint8 ``images`` (N, C, H, W) with int ``labels`` (N,).
+
+    ``images`` may also be an :class:`unseen.data.ImageFiles` (streamed).
 
     Args:
         settings: optimisation settings.
@@ -251,32 +315,40 @@ def train_model(
     use_cl = device.type == "cuda" and is_convolutional(model)
     if use_cl:
         model.to(memory_format=torch.channels_last)
-    data = torch.as_tensor(images).to(device)
+    streamed = _is_streamed(images)
+    data = None if streamed else torch.as_tensor(images).to(device)
     targets = torch.as_tensor(labels, dtype=torch.long).to(device)
     normalize = _Normalizer(mean, std, device)
     optimizer = NesterovSGD(
         list(model.parameters()), settings.momentum, settings.weight_decay, settings.nesterov
     )
-    n = len(data)
+    n = len(images)
     batch_size = min(settings.batch_size, n)
     steps_per_epoch = max(1, n // batch_size)  # drop the ragged last batch
-    total_steps = steps_per_epoch * settings.epochs
-    wanted = sorted({e for e in (record_epochs or []) if 1 <= e <= settings.epochs})
+    total_steps, epochs = training_length(settings, steps_per_epoch)
+    wanted = sorted({e for e in (record_epochs or []) if 1 <= e <= epochs})
     if record_images is not None:
-        wanted = sorted(set(wanted) | {settings.epochs})
+        wanted = sorted(set(wanted) | {epochs})
     recorded: list[np.ndarray] = []
     history: list[dict[str, float]] = []
     start_all = time.perf_counter()
     step = 0
-    for epoch in range(1, settings.epochs + 1):
+    for epoch in range(1, epochs + 1):
         model.train()
         t0 = time.perf_counter()
-        order = torch.randperm(n, generator=gen).to(device)
+        steps = min(steps_per_epoch, total_steps - step)
+        order = torch.randperm(n, generator=gen)
         loss_sum = torch.zeros((), device=device)
         correct = torch.zeros((), device=device, dtype=torch.long)
-        for i in range(steps_per_epoch):
-            index = order[i * batch_size : (i + 1) * batch_size]
-            batch = normalize(data[index])
+        if streamed:
+            spans = [order[i * batch_size : (i + 1) * batch_size].tolist() for i in range(steps)]
+            raw_batches = _streamed_batches(images, spans, device, settings.workers)
+        else:
+            order = order.to(device)
+            raw_batches = (data[order[i * batch_size : (i + 1) * batch_size]] for i in range(steps))
+        for i, raw in enumerate(raw_batches):
+            index = order[i * batch_size : (i + 1) * batch_size].to(device)
+            batch = normalize(raw)
             if settings.crop_padding > 0:
                 batch = _random_translate(batch, settings.crop_padding, gen)
             if settings.flip:
@@ -295,7 +367,7 @@ def train_model(
             loss_sum += loss.detach() * len(index)
             correct += (out.argmax(1) == targets[index]).sum()
             step += 1
-        seen = steps_per_epoch * batch_size
+        seen = steps * batch_size
         seconds = time.perf_counter() - t0
         row = {
             "epoch": epoch,
@@ -315,10 +387,10 @@ def train_model(
             else:
                 on_record(epoch, logits_now)
         elapsed = time.perf_counter() - start_all
-        eta = elapsed / epoch * (settings.epochs - epoch)
+        eta = elapsed / step * (total_steps - step)
         log.info(
-            "epoch %d/%d loss %.4f acc %.4f %.0f samples/s eta %.1fs",
-            epoch, settings.epochs, row["loss"], row["accuracy"], row["samples_per_s"], eta,
+            "epoch %d/%d step %d/%d loss %.4f acc %.4f %.0f samples/s eta %.1fs",
+            epoch, epochs, step, total_steps, row["loss"], row["accuracy"], row["samples_per_s"], eta,
         )
     model.eval()
     logits = np.stack(recorded) if recorded else None
