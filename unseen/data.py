@@ -92,7 +92,7 @@ def _decode_image(path: Path, size: int | None, channels: int, crop: bool) -> np
                 img = img.crop((left, top, left + size, top + size))
             else:
                 img = img.resize((size, size), Image.BILINEAR)
-        arr = np.asarray(img, dtype=np.uint8)
+        arr = np.array(img, dtype=np.uint8)  # a writable copy: torch.from_numpy needs one
     return arr[None] if arr.ndim == 2 else arr.transpose(2, 0, 1)
 
 
@@ -182,7 +182,7 @@ def read_idx(path: str | Path) -> np.ndarray:
     data = np.frombuffer(raw, dtype=np.uint8, offset=4 + 4 * ndim)
     if data.size != int(np.prod(dims)):
         raise DatasetError(f"{path}: header says {dims.tolist()} but holds {data.size} bytes")
-    return data.reshape(dims)
+    return data.reshape(dims).copy()  # writable, and not tied to the decompressed buffer
 
 
 def _idx_source(folder: str, classes: tuple[str, ...], url: str) -> Source:
