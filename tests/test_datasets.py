@@ -282,3 +282,13 @@ def test_snakemake_reruns_prepare_data_when_source_changes(tmp_path):
     write_idx_set(root, n_train=40, seed=9)
     changed = _snakemake(work, "-n", target)
     assert changed.returncode == 0 and "prepare_data" in changed.stdout, changed.stdout
+
+
+@pytest.mark.parametrize("path", sorted((REPO / "config").glob("*.yaml")), ids=lambda p: p.name)
+def test_example_configs_are_valid(path):
+    from unseen.config import validate_config
+    from unseen.models import MODELS
+
+    config = validate_config(yaml.safe_load(path.read_text()))
+    assert config["dataset"]["name"] in DATASETS
+    assert {config["scoring_model"]["arch"], config["final_model"]["arch"]} <= set(MODELS)

@@ -533,7 +533,9 @@ def retrain(
         dataset_cache, ids, None, model_spec, train_settings, [], derive_seed(seed, "retrain"),
         device, threads,
     )
-    logits = predict_logits(result.model, data.test_x, mean, std, dev)
+    settings = {"eval_batch_size": 1024, "workers": 4, **train_settings}
+    logits = predict_logits(result.model, data.test_x, mean, std, dev,
+                            settings["eval_batch_size"], settings["workers"])
     pred = logits.argmax(1)
     correct = pred == data.test_y
     per_class = [
