@@ -428,8 +428,9 @@ def dataset_fingerprint(spec: dict[str, Any]) -> str:
 
 
 def _options(spec: dict[str, Any]) -> dict[str, Any]:
-    """The spec keys that change the decoded data (not name/root)."""
-    return {k: v for k, v in sorted(spec.items()) if k not in ("name", "root", "download")}
+    """The spec keys that change the decoded data (not name/root, not how many decode workers)."""
+    skip = ("name", "root", "download", "workers")
+    return {k: v for k, v in sorted(spec.items()) if k not in skip}
 
 
 def load_dataset(name: str | dict[str, Any], root: str | None = None) -> ImageDataset:

@@ -231,6 +231,19 @@ def _streamed_batches(files, batches: list[list[int]], device: torch.device, wor
         yield batch.to(device, non_blocking=True)
 
 
+def _place_data(images: np.ndarray, device: torch.device) -> torch.Tensor:
+    """uint8 images as a tensor on ``device`` if they fit in half its free memory.
+
+    Otherwise (a big data set on a small GPU) they stay in pinned host memory and
+    each gathered batch is copied over; half, to leave room for activations.
+    """
+    data = torch.as_tensor(images)
+    if device.type != "cuda":
+        return data
+    free, _ = torch.cuda.mem_get_info(device)
+    return data.to(device) if data.nbytes < free // 2 else data.pin_memory()
+
+
 def _lr_factor(schedule: str, step: int, total: int) -> float:
     progress = step / max(1, total)
     if schedule == "cosine":
@@ -316,7 +329,7 @@ def train_model(
     if use_cl:
         model.to(memory_format=torch.channels_last)
     streamed = _is_streamed(images)
-    data = None if streamed else torch.as_tensor(images).to(device)
+    data = None if streamed else _place_data(images, device)
     targets = torch.as_tensor(labels, dtype=torch.long).to(device)
     normalize = _Normalizer(mean, std, device)
     optimizer = NesterovSGD(
@@ -344,10 +357,14 @@ def train_model(
             spans = [order[i * batch_size : (i + 1) * batch_size].tolist() for i in range(steps)]
             raw_batches = _streamed_batches(images, spans, device, settings.workers)
         else:
-            order = order.to(device)
-            raw_batches = (data[order[i * batch_size : (i + 1) * batch_size]] for i in range(steps))
+            on_data = order.to(data.device)
+            raw_batches = (
+                data[on_data[i * batch_size : (i + 1) * batch_size]].to(device, non_blocking=True)
+                for i in range(steps)
+            )
+        order = order.to(device)
         for i, raw in enumerate(raw_batches):
-            index = order[i * batch_size : (i + 1) * batch_size].to(device)
+            index = order[i * batch_size : (i + 1) * batch_size]
             batch = normalize(raw)
             if settings.crop_padding > 0:
                 batch = _random_translate(batch, settings.crop_padding, gen)
