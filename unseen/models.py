@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from torch import nn
 
 
-def mlp(in_shape: tuple[int, int, int], num_classes: int, width: int = 256) -> nn.Module:
+def mlp(in_shape: tuple[int, int, int], num_classes: int, width: int = 128) -> nn.Module:
     """Two hidden layers of ``width`` ReLU units on the flattened image."""
     c, h, w = in_shape
     return nn.Sequential(
