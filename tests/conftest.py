@@ -93,3 +93,13 @@ def default_run(tmp_path_factory) -> Path:
     workdir = make_workdir(tmp_path_factory.mktemp("default_run"))
     run_snakemake(workdir, "--cores", "2")
     return workdir
+
+
+def pytest_collection_modifyitems(config, items):
+    """Run the SLURM tests last.
+
+    They install SLURM's client and stop their cluster at the end; from then on
+    the SLURM executor plugin spends ~9 s at every `snakemake` start asking the
+    stopped controller for its settings, which would slow every later workflow test.
+    """
+    items.sort(key=lambda item: item.get_closest_marker("slurm") is not None)
