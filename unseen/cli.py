@@ -35,10 +35,10 @@ def _add_training(p: argparse.ArgumentParser) -> None:
 
 
 def _add_selection(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--keep", choices=["highest", "lowest"], default="highest")
     p.add_argument(
-        "--selection", type=_json, default=None,
-        help="JSON config 'selection' section (strategy, keep, ...); overrides --keep",
+        "--selection", type=_json, default={},
+        help='JSON config "selection" section, e.g. {"strategy": "ccs", "keep": "highest"};'
+        " missing keys take the defaults (top, highest)",
     )
     p.add_argument("--seed", type=int, default=0, help="run seed (CCS sampling)")
     p.add_argument("--class-difficulty", default=None, help="Parquet; hard_class_priority")
@@ -97,18 +97,13 @@ def cmd_class_difficulty(args: argparse.Namespace) -> None:
     jobs.class_difficulty(args.predictions, args.output)
 
 
-def _selection(args: argparse.Namespace) -> dict[str, Any]:
-    """The --selection JSON, or just --keep with the default strategy (top)."""
-    return args.selection if args.selection is not None else {"keep": args.keep}
-
-
 def cmd_aggregate(args: argparse.Namespace) -> None:
     jobs.aggregate(args.shards, args.output)
 
 
 def cmd_select_first(args: argparse.Namespace) -> None:
     jobs.select_first_stage(
-        args.scores, args.rate, args.stages, _selection(args), args.output, args.seed,
+        args.scores, args.rate, args.stages, args.selection, args.output, args.seed,
         args.class_difficulty,
     )
 
@@ -116,14 +111,14 @@ def cmd_select_first(args: argparse.Namespace) -> None:
 def cmd_select_next(args: argparse.Namespace) -> None:
     n_total = len(jobs.io.read_table(args.folds_table))
     jobs.select_next_stage(
-        args.previous, args.stage_scores, n_total, args.rate, args.stages, _selection(args),
+        args.previous, args.stage_scores, n_total, args.rate, args.stages, args.selection,
         args.stage, args.output, args.seed, args.class_difficulty,
     )
 
 
 def cmd_select_top(args: argparse.Namespace) -> None:
     jobs.select_by_scores(
-        args.scores, args.rate, _selection(args), args.output, args.id_list, args.seed,
+        args.scores, args.rate, args.selection, args.output, args.id_list, args.seed,
         args.class_difficulty,
     )
 

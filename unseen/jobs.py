@@ -20,7 +20,7 @@ import numpy as np
 import pandas as pd
 
 from unseen import io
-from unseen.data import load_cached, prepare_cached
+from unseen.data import ImageDataset, load_cached, prepare_cached
 from unseen.folds import assign_folds, fold_training_mask
 from unseen.scorers import (
     MAX_LOGIT_CLASSES,
@@ -77,7 +77,7 @@ def split(dataset_cache: str, k: int, seed: int, output: str) -> None:
 
 
 def _train_and_record(
-    dataset_cache: str,
+    data: ImageDataset,
     train_ids: np.ndarray,
     record_ids: np.ndarray | None,
     model_spec: dict[str, Any],
@@ -86,12 +86,12 @@ def _train_and_record(
     seed: int,
     device_name: str,
     threads: int,
-    make_recorder=None,
+    on_record=None,
 ):
-    """Train a fresh model on ``train_ids``; record logits on ``record_ids``.
+    """Train a fresh model on ``train_ids`` of ``data``; record logits on ``record_ids``.
 
-    ``make_recorder(data)``, if given, returns the ``on_record`` callback of
-    :func:`unseen.train.train_model` (or None to keep float16 logits).
+    ``on_record`` is passed to :func:`unseen.train.train_model` (None keeps
+    float16 logits). Returns (result, (mean, std), device, settings).
     """
     from unseen.models import build_model
     from unseen.train import (
@@ -102,7 +102,6 @@ def _train_and_record(
         train_model,
     )
 
-    data = load_cached(dataset_cache)
     settings = TrainSettings.from_dict(train_settings)
     device = resolve_device(device_name)
     seed_everything(seed, threads)
@@ -128,9 +127,9 @@ def _train_and_record(
         std=std,
         record_images=None if record_ids is None else data.train_x[record_ids],
         record_epochs=record_epochs,
-        on_record=None if make_recorder is None else make_recorder(data),
+        on_record=on_record,
     )
-    return data, result, (mean, std), device
+    return result, (mean, std), device, settings
 
 
 def _save_scoring_model(
@@ -210,21 +209,19 @@ def train_scoring_model(
     """
     train_ids = np.sort(np.asarray(train_ids, dtype=np.int64))
     record_ids = np.sort(np.asarray(record_ids, dtype=np.int64))
-    made: list[StatisticsRecorder] = []
-
-    def make_recorder(data):
-        if not uses_statistics(record_format, data.num_classes):
-            return None
-        made.append(StatisticsRecorder(data.train_y[record_ids]))
-        return made[0]
-
-    data, result, norm, _ = _train_and_record(
-        dataset_cache, train_ids, record_ids, model_spec, train_settings,
-        record_epochs, seed, device, threads, make_recorder=make_recorder,
+    data = load_cached(dataset_cache)
+    recorder = (
+        StatisticsRecorder(data.train_y[record_ids])
+        if uses_statistics(record_format, data.num_classes)
+        else None
+    )
+    result, norm, _, _ = _train_and_record(
+        data, train_ids, record_ids, model_spec, train_settings,
+        record_epochs, seed, device, threads, on_record=recorder,
     )
     _save_scoring_model(
         result, model_spec, train_ids, record_ids, data.train_y, model_name, seed, norm,
-        made[0] if made else None, checkpoint, predictions,
+        recorder, checkpoint, predictions,
     )
 
 
@@ -236,9 +233,11 @@ def fold_ids(folds_table: str, fold: int, mode: str) -> tuple[np.ndarray, np.nda
     return ids[mask], ids[~mask]
 
 
-def read_predictions(path: str) -> PredictionRecord:
-    """Load a predictions file written by :func:`train_scoring_model` (either format)."""
-    arrays = io.load_npz(path)
+def record_from_arrays(arrays: dict[str, np.ndarray]) -> PredictionRecord:
+    """The :class:`PredictionRecord` in the arrays of a predictions file (either format).
+
+    ``arrays`` is ``io.load_npz(path)`` of a file written by :func:`train_scoring_model`.
+    """
     stats = {k[len("stat_"):]: v for k, v in arrays.items() if k.startswith("stat_")}
     return PredictionRecord(
         sample_ids=arrays["sample_ids"],
@@ -269,7 +268,7 @@ def score_shard(
     ``dataset_cache``; other scorers ignore both, so they do not import torch.
     """
     arrays = io.load_npz(predictions)
-    record = read_predictions(predictions)
+    record = record_from_arrays(arrays)
     leaked = np.intersect1d(record.sample_ids, arrays["train_ids"])
     if len(leaked) and not allow_seen:
         raise RuntimeError(f"{predictions}: {len(leaked)} scored samples were trained on")
@@ -307,7 +306,7 @@ def class_difficulty(predictions: list[str], output: str) -> None:
         arrays = io.load_npz(path)
         if np.intersect1d(arrays["sample_ids"], arrays["train_ids"]).size:
             raise RuntimeError(f"{path}: class difficulty must come from unseen samples")
-        record = read_predictions(path)
+        record = record_from_arrays(arrays)
         labels.append(record.labels)
         wrong.append(record.stat("correct")[-1] == 0)
     table = class_error_table(np.concatenate(labels), np.concatenate(wrong))
@@ -529,13 +528,12 @@ def retrain(
         else np.sort(io.read_table(coreset)["sample_id"].to_numpy())
     )
     t0 = time.perf_counter()
-    data, result, (mean, std), dev = _train_and_record(
-        dataset_cache, ids, None, model_spec, train_settings, [], derive_seed(seed, "retrain"),
+    result, (mean, std), dev, settings = _train_and_record(
+        data, ids, None, model_spec, train_settings, [], derive_seed(seed, "retrain"),
         device, threads,
     )
-    settings = {"eval_batch_size": 1024, "workers": 4, **train_settings}
     logits = predict_logits(result.model, data.test_x, mean, std, dev,
-                            settings["eval_batch_size"], settings["workers"])
+                            settings.eval_batch_size, settings.workers)
     pred = logits.argmax(1)
     correct = pred == data.test_y
     per_class = [

@@ -397,7 +397,8 @@ def train_model(
         history.append(row)
         if epoch in wanted:
             logits_now = predict_logits(
-                model, record_images, mean, std, device, settings.eval_batch_size
+                model, record_images, mean, std, device, settings.eval_batch_size,
+                settings.workers,
             )
             if on_record is None:
                 recorded.append(logits_now.astype(np.float16))
