@@ -139,10 +139,10 @@ def _sync(device):
 
 def run_ours(args, device) -> dict:
     from unseen.models import build_model
-    from unseen.train import TrainSettings, channel_stats, predict_logits, train_model
+    from unseen.train import TrainSettings, predict_logits, train_model
 
     data, train, test = _data(args)
-    mean, std = channel_stats(data.train_x)
+    mean, std = data.channel_stats()
     torch.manual_seed(0)
     model = build_model(args.model, data.train_x.shape[1:], data.num_classes)
     settings = TrainSettings(epochs=args.epochs, batch_size=args.batch_size, lr=0.05,
@@ -192,10 +192,9 @@ def run_plain(args, device) -> dict:
     import torchvision.transforms as T
 
     from unseen.models import build_model
-    from unseen.train import channel_stats
 
     data, train, test = _data(args)
-    mean, std = channel_stats(data.train_x)
+    mean, std = data.channel_stats()
     h = data.train_x.shape[2]
     augment = [T.RandomCrop(h, padding=args.padding)] if args.padding else []
     augment += [T.RandomHorizontalFlip()] if args.flip else []

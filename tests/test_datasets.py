@@ -26,6 +26,7 @@ from unseen.data import (
     DatasetError,
     IDX_FILES,
     ImageFiles,
+    channel_stats,
     check_dataset,
     load_cached,
     load_dataset,
@@ -219,6 +220,19 @@ def test_cache_reused_and_invalidated_when_source_changes(tmp_path):
     assert rebuilt
     np.testing.assert_array_equal(changed.train_x[:, 0], tx)
     np.testing.assert_array_equal(load_cached(cache).train_x[:, 0], tx)
+
+
+def test_cache_stores_the_normalisation_of_the_training_images(tmp_path):
+    root = tmp_path / "fm"
+    write_idx_set(root, seed=0)
+    cache = tmp_path / "dataset.npz"
+    data, _ = prepare_cached({"name": "fashion_mnist", "root": str(root)}, cache)
+    cached = load_cached(cache)
+    assert cached.mean is not None and cached.mean.shape == (1,)
+    expected_mean, expected_std = channel_stats(data.train_x)
+    np.testing.assert_array_equal(cached.channel_stats()[0], expected_mean)
+    np.testing.assert_array_equal(cached.channel_stats()[1], expected_std)
+    assert 0 < cached.std[0] < 1
 
 
 @pytest.mark.parametrize("name", ["fashion_mnist", "mnist", "cifar10", "cifar100", "imagefolder"])

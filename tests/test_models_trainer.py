@@ -18,11 +18,10 @@ import torch
 from PIL import Image
 
 from unseen.config import load_schema
-from unseen.data import IDX_FILES, load_dataset
+from unseen.data import IDX_FILES, channel_stats, load_dataset
 from unseen.models import MODELS, build_model, count_parameters
 from unseen.train import (
     TrainSettings,
-    channel_stats,
     predict_logits,
     seed_everything,
     train_model,

@@ -74,6 +74,21 @@ class ImageFiles:
         return _decode_image(self.root / self.files[i], self.size, self.channels, crop=True)
 
 
+def channel_stats(images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per-channel mean and std of uint8 images (N, C, H, W) on the 0..1 scale; each (C,).
+
+    For streamed :class:`ImageFiles` the statistics come from 256 evenly spaced images
+    (decoding all of ImageNet for two numbers per channel is not worth it).
+    """
+    if isinstance(images, ImageFiles):
+        picks = np.linspace(0, len(images) - 1, min(256, len(images))).astype(int)
+        images = np.stack([images.load(i) for i in np.unique(picks)])
+    x = images.astype(np.float64) / 255.0
+    mean = x.mean(axis=(0, 2, 3))
+    std = x.std(axis=(0, 2, 3))
+    return mean.astype(np.float32), np.maximum(std, 1e-3).astype(np.float32)
+
+
 def _decode_image(path: Path, size: int | None, channels: int, crop: bool) -> np.ndarray:
     """Decode one image file to uint8 (C, H, W); resize to size x size when ``size``."""
     from PIL import Image
@@ -107,6 +122,9 @@ class ImageDataset:
         test_y: int64, shape (M,).
         classes: class names, length num_classes.
         fingerprint: hash of the source files the data were read from ("" if unknown).
+        mean, std: per-channel normalisation of the training images on the 0..1
+            scale, each float32 (C,); stored in the cache so that jobs do not
+            recompute them (None: computed on demand by :meth:`channel_stats`).
     """
 
     train_x: Any
@@ -115,6 +133,14 @@ class ImageDataset:
     test_y: np.ndarray
     classes: tuple[str, ...]
     fingerprint: str = field(default="", compare=False)
+    mean: np.ndarray | None = field(default=None, compare=False, repr=False)
+    std: np.ndarray | None = field(default=None, compare=False, repr=False)
+
+    def channel_stats(self) -> tuple[np.ndarray, np.ndarray]:
+        """Per-channel (mean, std) of the training images, each float32 (C,)."""
+        if self.mean is not None and self.std is not None:
+            return self.mean, self.std
+        return channel_stats(self.train_x)
 
     @property
     def num_classes(self) -> int:
@@ -453,9 +479,11 @@ def save_cached(dataset: ImageDataset, path: str | Path) -> None:
 
     Streamed data store their sorted file lists (relative to the root) instead of pixels.
     """
+    mean, std = dataset.channel_stats()
     common = dict(train_y=dataset.train_y, test_y=dataset.test_y,
                   classes=np.array(dataset.classes, dtype=str),
-                  fingerprint=np.array(dataset.fingerprint))
+                  fingerprint=np.array(dataset.fingerprint),
+                  channel_mean=mean, channel_std=std)
     if dataset.in_memory:
         save_npz(path, train_x=dataset.train_x, test_x=dataset.test_x, **common)
     else:
@@ -480,6 +508,8 @@ def load_cached(path: str | Path) -> ImageDataset:
         test_y=a["test_y"].astype(np.int64),
         classes=tuple(str(c) for c in a["classes"]),
         fingerprint=str(a.get("fingerprint", "")),
+        mean=a.get("channel_mean"),
+        std=a.get("channel_std"),
     )
 
 

@@ -96,7 +96,6 @@ def _train_and_record(
     from unseen.models import build_model
     from unseen.train import (
         TrainSettings,
-        channel_stats,
         resolve_device,
         seed_everything,
         train_model,
@@ -105,7 +104,7 @@ def _train_and_record(
     settings = TrainSettings.from_dict(train_settings)
     device = resolve_device(device_name)
     seed_everything(seed, threads)
-    mean, std = channel_stats(data.train_x)
+    mean, std = data.channel_stats()
     model = build_model(
         model_spec["arch"], data.train_x.shape[1:], data.num_classes,
         **model_spec.get("options", {}),

@@ -112,21 +112,6 @@ def resolve_device(name: str) -> torch.device:
     return device
 
 
-def channel_stats(images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Per-channel mean and std of uint8 images (N, C, H, W) on the 0..1 scale; each (C,).
-
-    For streamed ImageFiles the statistics come from 256 evenly spaced images
-    (decoding all of ImageNet for two numbers per channel is not worth it).
-    """
-    if _is_streamed(images):
-        picks = np.linspace(0, len(images) - 1, min(256, len(images))).astype(int)
-        images = np.stack([images.load(i) for i in np.unique(picks)])
-    x = images.astype(np.float64) / 255.0
-    mean = x.mean(axis=(0, 2, 3))
-    std = x.std(axis=(0, 2, 3))
-    return mean.astype(np.float32), np.maximum(std, 1e-3).astype(np.float32)
-
-
 class _Normalizer:
     def __init__(self, mean: np.ndarray, std: np.ndarray, device: torch.device):
         self.scale = torch.as_tensor(1.0 / (255.0 * std), device=device).view(1, -1, 1, 1)
