@@ -132,15 +132,24 @@ def cmd_finalize(args: argparse.Namespace) -> None:
 
 
 def cmd_retrain(args: argparse.Namespace) -> None:
-    labels = {"method": args.method, "scorer": args.scorer, "pruning_rate": args.rate}
+    labels = {"method": args.method, "scorer": args.scorer, "strategy": args.strategy,
+              "pruning_rate": args.rate}
     jobs.retrain(
         args.dataset_cache, args.coreset, args.model, args.train, args.seed, args.device,
         args.threads, labels, args.metrics_json, args.metrics_parquet,
+        args.scoring_predictions,
     )
 
 
 def cmd_summarize(args: argparse.Namespace) -> None:
     jobs.summarize(args.metrics, args.output, args.csv)
+
+
+def cmd_report(args: argparse.Namespace) -> None:
+    jobs.report(
+        args.summary, args.score_table or [], args.out_dir, args.scorer,
+        args.per_class_rate, args.classes_from,
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -238,7 +247,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--coreset", default=None, help="coreset Parquet; omit to train on all")
     p.add_argument("--method", required=True)
     p.add_argument("--scorer", default="none", help="none for full and random")
+    p.add_argument("--strategy", default="none", help="none for full and random")
     p.add_argument("--rate", type=float, default=0.0)
+    p.add_argument(
+        "--scoring-predictions", nargs="*", default=[],
+        help="predictions.npz of every scoring model the coreset needed (its scoring cost)",
+    )
     p.add_argument("--metrics-json", required=True)
     p.add_argument("--metrics-parquet", required=True)
 
@@ -246,6 +260,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--output", required=True)
     p.add_argument("--csv", required=True)
     p.add_argument("metrics", nargs="+")
+
+    p = add("report", cmd_report, "tables and figures of a run (results/report/)")
+    p.add_argument("--summary", required=True, help="results/summary.parquet")
+    p.add_argument(
+        "--score-table", nargs=4, action="append", metavar=("SEED", "SCORER", "KIND", "PATH"),
+        help="a score table (KIND fitting or unseen); repeat for every seed and scorer",
+    )
+    p.add_argument("--scorer", required=True, help="scorer of the histogram and rank figures")
+    p.add_argument("--per-class-rate", type=float, default=None)
+    p.add_argument("--classes-from", default=None, help="a metrics.json holding class names")
+    p.add_argument("--out-dir", required=True)
     return parser
 
 

@@ -86,6 +86,7 @@ def validate_config(config: dict[str, Any], schema: dict[str, Any] | None = None
     """
     schema = load_schema() if schema is None else schema
     _coerce_command_line_strings(config, schema)
+    _strategy_name_as_list(config)
     errors = sorted(
         _DefaultFillingValidator(schema).iter_errors(config),
         key=lambda e: list(map(str, e.absolute_path)),
@@ -129,8 +130,71 @@ def _coerce_command_line_strings(config: dict[str, Any], schema: dict[str, Any])
             return
 
 
+def _strategy_name_as_list(config: dict[str, Any]) -> None:
+    """``selection.strategy: ccs`` means ``[ccs]``: one name is a one-item list."""
+    selection = config.get("selection")
+    if isinstance(selection, dict) and isinstance(selection.get("strategy"), str):
+        selection["strategy"] = [selection["strategy"]]
+
+
+def parse_selection(name: str) -> tuple[str, str, str]:
+    """(method, scorer, strategy) of a coreset name; ``random`` is (random, none, none).
+
+    Names are ``random`` or ``<method>-<scorer>-<strategy>``, e.g.
+    ``unseen-el2n-top``; scorer and strategy names contain no hyphen.
+    """
+    if name == "random":
+        return "random", "none", "none"
+    parts = name.split("-")
+    if len(parts) != 3:
+        raise ValueError(f"coreset name {name!r} is not random or <method>-<scorer>-<strategy>")
+    return parts[0], parts[1], parts[2]
+
+
+def selection_names(config: dict[str, Any]) -> list[str]:
+    """Every pruned coreset a (validated) config asks for, in a stable order.
+
+    ``random``, then the grid of scoring methods x ``scorers`` x
+    ``selection.strategy``, then ``extra_selections`` not already in the grid.
+    """
+    methods = config["methods"]
+    names = ["random"] if "random" in methods else []
+    for method in ("fitting", "unseen_single", "unseen"):
+        if method in methods:
+            names += [
+                f"{method}-{scorer}-{strategy}"
+                for scorer in config["scorers"]
+                for strategy in config["selection"]["strategy"]
+            ]
+    return names + [name for name in config["extra_selections"] if name not in names]
+
+
 def _semantic_problems(config: dict[str, Any]) -> list[str]:
+    from unseen.scorers import SCORERS
+    from unseen.selection import STRATEGIES
+
     problems = []
+    for i, name in enumerate(config["extra_selections"]):
+        _, scorer, strategy = parse_selection(name)
+        if scorer not in SCORERS or strategy not in STRATEGIES:
+            problems.append(
+                f"config key 'extra_selections[{i}]': {name!r} names an unknown "
+                + (f"scorer {scorer!r}; allowed scorers: {', '.join(sorted(SCORERS))}"
+                   if scorer not in SCORERS
+                   else f"strategy {strategy!r}; allowed strategies: {', '.join(sorted(STRATEGIES))}")
+            )
+    report_scorer = config["report"]["scorer"]
+    if report_scorer is not None and report_scorer not in config["scorers"]:
+        problems.append(
+            f"config key 'report.scorer': {report_scorer!r} is not in 'scorers'; "
+            f"allowed: one of {config['scorers']} or null"
+        )
+    rate = config["report"]["per_class_rate"]
+    if rate is not None and rate not in config["pruning_rates"]:
+        problems.append(
+            f"config key 'report.per_class_rate': {rate} is not in 'pruning_rates'; "
+            f"allowed: one of {config['pruning_rates']} or null"
+        )
     stages = config["stages"]
     if any(b <= a for a, b in zip(stages, stages[1:])) or stages[-1] != 1.0:
         problems.append(

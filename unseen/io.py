@@ -63,6 +63,7 @@ METRICS_SCHEMA = pa.schema(
     [
         ("method", pa.string()),
         ("scorer", pa.string()),
+        ("strategy", pa.string()),
         ("pruning_rate", pa.float64()),
         ("seed", pa.int64()),
         ("coreset_size", pa.int64()),
@@ -71,7 +72,10 @@ METRICS_SCHEMA = pa.schema(
         ("worst_class_accuracy", pa.float64()),
         ("per_class_accuracy", pa.list_(pa.float64())),
         ("epochs", pa.int64()),
+        ("train_samples_seen", pa.int64()),
         ("wall_seconds", pa.float64()),
+        ("scoring_sample_epochs", pa.int64()),
+        ("scoring_wall_seconds", pa.float64()),
         ("train_samples_per_s", pa.float64()),
         ("model", pa.string()),
         ("device", pa.string()),
@@ -92,6 +96,10 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     )
     os.close(fd)
     tmp = Path(tmp_name)
+    # mkstemp makes the file private (0600); results are shared like any new file.
+    umask = os.umask(0)
+    os.umask(umask)
+    tmp.chmod(0o666 & ~umask)
     try:
         yield tmp
         os.replace(tmp, target)

@@ -162,8 +162,29 @@ def _save_scoring_model(
         labels=labels[record_ids],
         train_ids=np.asarray(train_ids, dtype=np.int64),
         model_name=np.array(model_name),
+        train_samples_seen=np.int64(samples_seen(result)),
+        train_wall_seconds=np.float64(result.wall_seconds),
         **record,
     )
+
+
+def samples_seen(result) -> int:
+    """Training samples processed by a run (sample-epochs: N samples for E epochs = N * E)."""
+    return int(sum(h["samples"] for h in result.history))
+
+
+def scoring_cost(predictions: list[str]) -> tuple[int, float]:
+    """(sample-epochs, wall seconds) spent training the scoring models behind ``predictions``.
+
+    Shared models (the K fold models) count fully for every coreset that uses
+    them: the cost is what producing that one coreset from scratch takes.
+    """
+    sample_epochs, seconds = 0, 0.0
+    for path in predictions:
+        with np.load(path, allow_pickle=False) as arrays:
+            sample_epochs += int(arrays["train_samples_seen"])
+            seconds += float(arrays["train_wall_seconds"])
+    return sample_epochs, seconds
 
 
 RECORD_FORMATS = ("auto", "logits", "stats")
@@ -200,7 +221,8 @@ def train_scoring_model(
     """Train a scoring model and save it plus its per-epoch record on ``record_ids``.
 
     The predictions file (``.npz``) holds: sample_ids (R,), labels (R,),
-    epochs (E,), train_ids (T,), model_name, and either logits float16
+    epochs (E,), train_ids (T,), model_name, train_samples_seen (sample-epochs
+    of training), train_wall_seconds (training plus recording), and either logits float16
     (E, R, C) or, in the statistics format, ``stat_<name>`` (E, R) for every
     name in :data:`unseen.scorers.STAT_NAMES` (see :func:`uses_statistics`).
     The checkpoint holds the state dict, model spec, train ids, seed, name and
@@ -511,12 +533,14 @@ def retrain(
     labels: dict[str, Any],
     metrics_json: str,
     metrics_parquet: str,
+    scoring_predictions: list[str] = (),
 ) -> None:
     """Train a fresh model on the coreset (or all data if ``coreset`` is None); evaluate on test.
 
-    ``labels`` (method, scorer, pruning_rate) are copied into the metrics. All
-    retrains of a run share one initialisation seed, so methods differ only in
-    their training data.
+    ``labels`` (method, scorer, strategy, pruning_rate) are copied into the
+    metrics, and so is the scoring cost of the coreset (:func:`scoring_cost`
+    of ``scoring_predictions``; 0 for full and random). All retrains of a run
+    share one initialisation seed, so methods differ only in their training data.
     """
     from unseen.train import predict_logits
 
@@ -526,6 +550,7 @@ def retrain(
         if coreset is None
         else np.sort(io.read_table(coreset)["sample_id"].to_numpy())
     )
+    cost = scoring_cost(list(scoring_predictions))
     t0 = time.perf_counter()
     result, (mean, std), dev, settings = _train_and_record(
         data, ids, None, model_spec, train_settings, [], derive_seed(seed, "retrain"),
@@ -549,7 +574,10 @@ def retrain(
         "per_class_accuracy": per_class,
         "classes": list(data.classes),
         "epochs": int(len(result.history)),
+        "train_samples_seen": samples_seen(result),
         "wall_seconds": float(time.perf_counter() - t0),
+        "scoring_sample_epochs": cost[0],
+        "scoring_wall_seconds": cost[1],
         "train_samples_per_s": float(result.samples_per_second),
         "model": model_spec["arch"],
         "device": str(dev),
@@ -563,14 +591,40 @@ def retrain(
 def summarize(metrics: list[str], parquet: str, csv: str) -> None:
     """Concatenate every retrain's metrics into one table (Parquet and CSV)."""
     table = pd.concat([io.read_table(m) for m in metrics], ignore_index=True)
-    table = table.sort_values(["seed", "method", "scorer", "pruning_rate"], ignore_index=True)
+    table = table.sort_values(["seed", "method", "scorer", "strategy", "pruning_rate"], ignore_index=True)
     io.write_table(table, parquet, io.METRICS_SCHEMA)
     flat = table.assign(per_class_accuracy=table["per_class_accuracy"].map(lambda v: json.dumps([float(x) for x in v])))
     with io.atomic_path(csv) as tmp:
         flat.to_csv(tmp, index=False)
     for row in table.itertuples():
         log.info(
-            "%-8s %-16s rate %-4s size %5d test acc %.4f",
-            row.method, row.scorer, row.pruning_rate, row.coreset_size, row.test_accuracy,
+            "%-13s %-16s %-19s rate %-4s size %6d test acc %.4f",
+            row.method, row.scorer, row.strategy, row.pruning_rate, row.coreset_size,
+            row.test_accuracy,
         )
 
+
+
+def report(
+    summary: str,
+    score_tables: list[tuple[str, str, str, str]],
+    out_dir: str,
+    scorer: str,
+    per_class_rate: float | None = None,
+    classes_from: str | None = None,
+) -> None:
+    """Write results/report/: summary and diagnostics tables plus the four figures.
+
+    ``score_tables`` holds (seed, scorer, kind, path) with kind fitting or unseen.
+    See :func:`unseen.report.write_report`.
+    """
+    from unseen.report import write_report
+
+    tables = {(int(seed), name, kind): io.read_table(path)
+              for seed, name, kind, path in score_tables}
+    classes = None
+    if classes_from:
+        with open(classes_from) as handle:
+            classes = json.load(handle).get("classes")
+    written = write_report(io.read_table(summary), tables, out_dir, scorer, per_class_rate, classes)
+    log.info("wrote %s", ", ".join(str(p) for p in written.values()))

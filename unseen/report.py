@@ -397,30 +397,21 @@ def summary_table(metrics: pd.DataFrame, compute: pd.DataFrame | None) -> pd.Dat
 # --------------------------------------------------------------------------- #
 
 
-def _pyplot():
-    """matplotlib.pyplot on the non-interactive Agg backend (never opens a window)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
 @contextlib.contextmanager
 def _figure(path: str | Path, **subplot_kw) -> Iterator[tuple]:
-    """Yield ``(fig, axes)``; on success save ``path`` as PNG atomically; always close.
+    """Yield ``(fig, axes)``; on success save ``path`` as PNG atomically.
 
+    Uses a bare :class:`matplotlib.figure.Figure` (Agg canvas), not pyplot, so
+    importing this module never changes the backend of an interactive session.
     Constrained layout makes room for legends placed outside the axes.
     """
-    plt = _pyplot()
-    fig, axes = plt.subplots(layout="constrained", **subplot_kw)
-    try:
-        yield fig, axes
-        with atomic_path(path) as tmp:
-            fig.savefig(tmp, format="png", dpi=DPI)
-    finally:
-        plt.close(fig)
+    from matplotlib.figure import Figure
+
+    fig = Figure(layout="constrained", figsize=subplot_kw.pop("figsize", None))
+    axes = fig.subplots(**subplot_kw)
+    yield fig, axes
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=DPI)
 
 
 def _legend_below(fig, n_entries: int) -> None:
@@ -434,8 +425,9 @@ def _legend_below(fig, n_entries: int) -> None:
 
 def _line_styles(n: int) -> list[dict]:
     """n distinguishable (colour, marker, linestyle) combinations."""
-    plt = _pyplot()
-    colours = plt.get_cmap("tab10").colors
+    from matplotlib import colormaps
+
+    colours = colormaps["tab10"].colors
     markers = ["o", "s", "^", "D", "v", "P", "X", "*"]
     dashes = ["-", "--", ":", "-."]
     return [
@@ -677,3 +669,127 @@ def placeholder_plot(message: str, path: str | Path) -> None:
         ax.set_axis_off()
         ax.text(0.5, 0.5, wrapped, ha="center", va="center", fontsize="large",
                 wrap=True, transform=ax.transAxes)
+
+
+# --------------------------------------------------------------------------- #
+# The report job: every table and figure of one run
+# --------------------------------------------------------------------------- #
+
+REPORT_TABLES = ("summary", "diagnostics")
+REPORT_FIGURES = ("accuracy_vs_rate", "score_histograms", "rank_stability", "per_class_accuracy")
+_UNSEEN_PREFERENCE = ("unseen", "unseen_single", "fitting")
+
+
+def per_class_selections(
+    available: Sequence[tuple[str, str, str]], scorer: str
+) -> list[tuple[str, str, str]]:
+    """The (method, scorer, strategy) triples the per-class figure compares.
+
+    Hard-class priority against class-balanced (plus top) for ``scorer`` under
+    the first of unseen, unseen_single, fitting that has both; without such a
+    pair, the top-strategy coresets of ``scorer``. Random and full are added
+    as references when present.
+    """
+    present = set(available)
+    chosen: list[tuple[str, str, str]] = []
+    for method in _UNSEEN_PREFERENCE:
+        pair = [(method, scorer, "class_balanced"), (method, scorer, "hard_class_priority")]
+        if all(p in present for p in pair):
+            chosen = [s for s in [(method, scorer, "top"), *pair] if s in present]
+            break
+    if not chosen:
+        chosen = [(m, scorer, "top") for m in ("fitting", "unseen_single", "unseen")
+                  if (m, scorer, "top") in present]
+    references = [s for s in [("random", "none", "none"), ("full", "none", "none")] if s in present]
+    return references + chosen
+
+
+def write_report(
+    metrics: pd.DataFrame,
+    score_tables: dict[tuple[int, str, str], pd.DataFrame],
+    out_dir: str | Path,
+    scorer: str,
+    per_class_rate: float | None = None,
+    class_names: Sequence[str] | None = None,
+) -> dict[str, Path]:
+    """Write the run's tables (Parquet + CSV) and figures (PNG) into ``out_dir``.
+
+    Args:
+        metrics: one row per retrained model (``results/summary.parquet``),
+            including ``scoring_sample_epochs`` and ``scoring_wall_seconds``.
+        score_tables: (seed, scorer, kind) -> table with sample_id, score, where
+            kind is "fitting" or "unseen" (out-of-fold aggregate).
+        scorer: the scorer of the histogram and rank-stability figures.
+        per_class_rate: pruning rate of the per-class figure; None = the highest.
+
+    A figure that the run cannot support (one seed for rank stability, no
+    fitting or no UNSEEN scores for the histograms) is written as a placeholder
+    that says why, so the report always has the same files.
+
+    Returns:
+        name -> path of every file written (names in REPORT_TABLES, REPORT_FIGURES).
+    """
+    out = Path(out_dir)
+    paths: dict[str, Path] = {}
+    pruned = metrics[~metrics["method"].isin(UNSCORED_METHODS)]
+    compute = pruned[["seed", *SELECTION_KEYS, "scoring_sample_epochs", "scoring_wall_seconds"]]
+    tables = {
+        "summary": summary_table(metrics, compute),
+        "diagnostics": diagnostics_table(score_tables),
+    }
+    for name, table in tables.items():
+        paths[name] = out / f"{name}.parquet"
+        with atomic_path(paths[name]) as tmp:
+            table.to_parquet(tmp, index=False)
+        with atomic_path(out / f"{name}.csv") as tmp:
+            table.to_csv(tmp, index=False)
+
+    figure = {name: out / f"{name}.png" for name in REPORT_FIGURES}
+    if len(tables["summary"]):
+        plot_accuracy_vs_rate(tables["summary"], figure["accuracy_vs_rate"])
+    else:
+        placeholder_plot("no retrained models", figure["accuracy_vs_rate"])
+
+    seeds = sorted({seed for seed, s, _ in score_tables if s == scorer})
+    kinds = {kind: [seed for seed in seeds if (seed, scorer, kind) in score_tables]
+             for kind in ("fitting", "unseen")}
+    common = sorted(set(kinds["fitting"]) & set(kinds["unseen"]))
+    if common:
+        seed = common[0]
+        plot_score_histograms(
+            score_tables[(seed, scorer, "fitting")]["score"].to_numpy(),
+            score_tables[(seed, scorer, "unseen")]["score"].to_numpy(),
+            scorer, figure["score_histograms"],
+        )
+    else:
+        placeholder_plot(
+            f"score histograms need both fitting and UNSEEN {scorer} scores "
+            "(methods must include fitting and unseen or unseen_single)",
+            figure["score_histograms"],
+        )
+
+    pairs = {
+        label: aligned_ranks(score_tables[(kinds[kind][0], scorer, kind)],
+                             score_tables[(kinds[kind][1], scorer, kind)])
+        for kind, label in (("fitting", "fitting"), ("unseen", "UNSEEN"))
+        if len(kinds[kind]) >= 2
+    }
+    if pairs:
+        first = kinds["unseen"] if len(kinds["unseen"]) >= 2 else kinds["fitting"]
+        plot_rank_stability(pairs, figure["rank_stability"], seeds=(first[0], first[1]))
+    else:
+        placeholder_plot(
+            f"rank stability needs {scorer} scores from at least two seeds "
+            f"(this run has seeds {seeds})",
+            figure["rank_stability"],
+        )
+
+    rates = sorted(pruned["pruning_rate"].unique())
+    rate = max(rates) if per_class_rate is None and rates else per_class_rate
+    available = set(metrics[["method", "scorer", "strategy"]].itertuples(index=False, name=None))
+    chosen = per_class_selections(sorted(available), scorer)
+    if rate is not None and chosen:
+        plot_per_class_accuracy(metrics, chosen, rate, figure["per_class_accuracy"], class_names)
+    else:
+        placeholder_plot("no pruned coresets to compare per class", figure["per_class_accuracy"])
+    return {**paths, **figure}

@@ -63,10 +63,10 @@ rule select_fitting_coreset:
         unpack(difficulty_input),
         scores=rules.score_fitting.output,
     output:
-        parquet=f"{RESULTS}/seed{{seed}}/coresets/fitting-{{scorer}}/rate{{rate}}/coreset.parquet",
-        ids=f"{RESULTS}/seed{{seed}}/coresets/fitting-{{scorer}}/rate{{rate}}/coreset.txt",
+        parquet=f"{RESULTS}/seed{{seed}}/coresets/fitting-{{scorer}}-{{strategy}}/rate{{rate}}/coreset.parquet",
+        ids=f"{RESULTS}/seed{{seed}}/coresets/fitting-{{scorer}}-{{strategy}}/rate{{rate}}/coreset.txt",
     log:
-        "logs/seed{seed}/select_fitting_coreset/{scorer}_rate{rate}.log",
+        "logs/seed{seed}/select_fitting_coreset/{scorer}-{strategy}_rate{rate}.log",
     conda:
         CONDA_ENV_FILE
     threads: LIGHT["threads"]
@@ -74,7 +74,7 @@ rule select_fitting_coreset:
         mem_mb=LIGHT["mem_mb"],
         runtime=LIGHT["runtime"],
     params:
-        selection=selection_json(),
+        selection=selection_json,
         difficulty=difficulty_flag,
     shell:
         "python -m unseen select-top --scores {input.scores:q} --rate {wildcards.rate}"

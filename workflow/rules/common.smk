@@ -5,7 +5,7 @@ import shlex
 
 from snakemake.utils import validate
 
-from unseen.config import validate_config
+from unseen.config import parse_selection, selection_names, validate_config
 from unseen.data import check_dataset, dataset_fingerprint
 from unseen.scorers import MODEL_SCORERS
 
@@ -27,11 +27,12 @@ SEEDS = config["seeds"]
 SCORERS = config["scorers"]
 METHODS = config["methods"]
 RATES = [f"{rate:g}" for rate in config["pruning_rates"]]
-N_STAGES = len(config["stages"])
 FOLDS = list(range(config["folds"]["k"]))
-STAGE_DIR = f"{RESULTS}/seed{{seed}}/coresets/unseen-{{scorer}}/rate{{rate}}"
+# {unseen_method} is unseen (the stages of `stages`) or unseen_single (one step).
+STAGE_DIR = f"{RESULTS}/seed{{seed}}/coresets/{{unseen_method}}-{{scorer}}-{{strategy}}/rate{{rate}}"
 CONDA_ENV_FILE = "../envs/unseen.yaml"
-STRATEGY = config["selection"]["strategy"]
+SELECTIONS = selection_names(config)
+REPORT_SCORER = config["report"]["scorer"] or SCORERS[0]
 TRAIN = config["resources"]["train"]
 LIGHT = config["resources"]["light"]
 
@@ -58,8 +59,13 @@ def score_resource(key):
     ).get(key, 0)
 
 
-def selection_json():
-    return as_json(config["selection"])
+def selection_json(wildcards):
+    """The config's selection section with the coreset's own strategy (a wildcard)."""
+    return as_json({**config["selection"], "strategy": wildcards.strategy})
+
+
+def stage_fractions(wildcards):
+    return [1.0] if wildcards.unseen_method == "unseen_single" else config["stages"]
 
 
 def scorer_options(wildcards):
@@ -68,7 +74,7 @@ def scorer_options(wildcards):
 
 def difficulty_input(wildcards):
     """hard_class_priority reads the out-of-fold class error table; other strategies nothing."""
-    if STRATEGY != "hard_class_priority":
+    if wildcards.strategy != "hard_class_priority":
         return {}
     return {"difficulty": f"{RESULTS}/seed{wildcards.seed}/class_difficulty.parquet"}
 
@@ -78,20 +84,11 @@ def difficulty_flag(wildcards, input):
     return f"--class-difficulty {shlex.quote(str(path))}" if path else ""
 
 
-def selections():
-    """Names of every pruned coreset in the run: random, fitting-<scorer>, unseen-<scorer>."""
-    names = ["random"] if "random" in METHODS else []
-    for method in ("fitting", "unseen"):
-        if method in METHODS:
-            names += [f"{method}-{scorer}" for scorer in SCORERS]
-    return names
-
-
 def all_coresets():
     return expand(
         f"{RESULTS}/seed{{seed}}/coresets/{{selection}}/rate{{rate}}/coreset.parquet",
         seed=SEEDS,
-        selection=selections(),
+        selection=SELECTIONS,
         rate=RATES,
     )
 
@@ -100,7 +97,7 @@ def all_metrics():
     pruned = expand(
         f"{RESULTS}/seed{{seed}}/retrain/{{selection}}/rate{{rate}}/metrics.parquet",
         seed=SEEDS,
-        selection=selections(),
+        selection=SELECTIONS,
         rate=RATES,
     )
     full = expand(f"{RESULTS}/seed{{seed}}/retrain/full/metrics.parquet", seed=SEEDS)
@@ -116,6 +113,21 @@ def previous_stage(wildcards):
     }
 
 
-def selection_parts(wildcards):
-    method, _, scorer = wildcards.selection.partition("-")
-    return method, scorer or "none"
+def scoring_predictions(wildcards):
+    """Predictions of every scoring model a coreset needed (its scoring cost)."""
+    method, scorer, strategy = parse_selection(wildcards.selection)
+    seed_dir = f"{RESULTS}/seed{wildcards.seed}"
+    if method == "random":
+        return []
+    if method == "fitting":
+        return [f"{seed_dir}/fitting/predictions.npz"]
+    folds = [f"{seed_dir}/folds/fold{k}/predictions.npz" for k in FOLDS]
+    n_stages = len(config["stages"]) if method == "unseen" else 1
+    base = f"{seed_dir}/coresets/{wildcards.selection}/rate{wildcards.rate}"
+    return folds + [f"{base}/stage{t}/predictions.npz" for t in range(1, n_stages)]
+
+
+def selection_labels(wildcards):
+    """--method/--scorer/--strategy arguments of a retrain, from the coreset name."""
+    method, scorer, strategy = parse_selection(wildcards.selection)
+    return f"--method {method} --scorer {scorer} --strategy {strategy}"

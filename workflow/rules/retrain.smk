@@ -6,6 +6,7 @@ rule retrain:
     input:
         data=rules.prepare_data.output,
         coreset=f"{RESULTS}/seed{{seed}}/coresets/{{selection}}/rate{{rate}}/coreset.parquet",
+        scoring=scoring_predictions,
     output:
         json=f"{RESULTS}/seed{{seed}}/retrain/{{selection}}/rate{{rate}}/metrics.json",
         parquet=f"{RESULTS}/seed{{seed}}/retrain/{{selection}}/rate{{rate}}/metrics.parquet",
@@ -22,11 +23,10 @@ rule retrain:
         model=model_json("final_model"),
         train=train_json("final_model"),
         device=config["device"],
-        method=lambda wc: selection_parts(wc)[0],
-        scorer=lambda wc: selection_parts(wc)[1],
+        labels=selection_labels,
     shell:
         "python -m unseen retrain --dataset-cache {input.data:q} --coreset {input.coreset:q}"
-        " --method {params.method} --scorer {params.scorer:q} --rate {wildcards.rate}"
+        " {params.labels} --rate {wildcards.rate} --scoring-predictions {input.scoring:q}"
         " --model {params.model:q} --train {params.train:q} --seed {wildcards.seed}"
         " --device {params.device} --threads {threads}"
         " --metrics-json {output.json:q} --metrics-parquet {output.parquet:q} > {log:q} 2>&1"
@@ -52,7 +52,7 @@ rule retrain_full:
         train=train_json("final_model"),
         device=config["device"],
     shell:
-        "python -m unseen retrain --dataset-cache {input.data:q} --method full --scorer none"
+        "python -m unseen retrain --dataset-cache {input.data:q} --method full --scorer none --strategy none"
         " --model {params.model:q} --train {params.train:q} --seed {wildcards.seed}"
         " --device {params.device} --threads {threads}"
         " --metrics-json {output.json:q} --metrics-parquet {output.parquet:q} > {log:q} 2>&1"

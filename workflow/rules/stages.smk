@@ -10,7 +10,7 @@ rule select_first_stage:
     output:
         f"{STAGE_DIR}/stage1.parquet",
     log:
-        "logs/seed{seed}/select_stage/unseen-{scorer}_rate{rate}_stage1.log",
+        "logs/seed{seed}/select_stage/{unseen_method}-{scorer}-{strategy}_rate{rate}_stage1.log",
     conda:
         CONDA_ENV_FILE
     threads: LIGHT["threads"]
@@ -18,8 +18,8 @@ rule select_first_stage:
         mem_mb=LIGHT["mem_mb"],
         runtime=LIGHT["runtime"],
     params:
-        stages=as_json(config["stages"]),
-        selection=selection_json(),
+        stages=lambda wc: as_json(stage_fractions(wc)),
+        selection=selection_json,
         difficulty=difficulty_flag,
     shell:
         "python -m unseen select-first-stage --scores {input.scores:q} --rate {wildcards.rate}"
@@ -36,7 +36,7 @@ rule train_stage_model:
         checkpoint=f"{STAGE_DIR}/stage{{stage}}/model.pt",
         predictions=f"{STAGE_DIR}/stage{{stage}}/predictions.npz",
     log:
-        "logs/seed{seed}/train_stage_model/unseen-{scorer}_rate{rate}_stage{stage}.log",
+        "logs/seed{seed}/train_stage_model/{unseen_method}-{scorer}-{strategy}_rate{rate}_stage{stage}.log",
     conda:
         CONDA_ENV_FILE
     threads: TRAIN["threads"]
@@ -50,7 +50,7 @@ rule train_stage_model:
         record=as_json(config["record_epochs"]),
         record_format=config["record_format"],
         device=config["device"],
-        name=lambda wc: f"stage{wc.stage}-unseen-{wc.scorer}-rate{wc.rate}",
+        name=lambda wc: f"stage{wc.stage}-{wc.unseen_method}-{wc.scorer}-{wc.strategy}-rate{wc.rate}",
     shell:
         "python -m unseen train-stage --dataset-cache {input.data:q} --folds-table {input.folds:q}"
         " --coreset {input.coreset:q} --model-name {params.name} --model {params.model:q}"
@@ -68,7 +68,7 @@ rule score_stage:
     output:
         f"{STAGE_DIR}/stage{{stage}}/scores.parquet",
     log:
-        "logs/seed{seed}/score_stage/unseen-{scorer}_rate{rate}_stage{stage}.log",
+        "logs/seed{seed}/score_stage/{unseen_method}-{scorer}-{strategy}_rate{rate}_stage{stage}.log",
     conda:
         CONDA_ENV_FILE
     threads: score_resource("threads")
@@ -93,7 +93,7 @@ rule select_next_stage:
     output:
         f"{STAGE_DIR}/stage{{stage,[2-9]|[1-9][0-9]+}}.parquet",
     log:
-        "logs/seed{seed}/select_stage/unseen-{scorer}_rate{rate}_stage{stage}.log",
+        "logs/seed{seed}/select_stage/{unseen_method}-{scorer}-{strategy}_rate{rate}_stage{stage}.log",
     conda:
         CONDA_ENV_FILE
     threads: LIGHT["threads"]
@@ -101,8 +101,8 @@ rule select_next_stage:
         mem_mb=LIGHT["mem_mb"],
         runtime=LIGHT["runtime"],
     params:
-        stages=as_json(config["stages"]),
-        selection=selection_json(),
+        stages=lambda wc: as_json(stage_fractions(wc)),
+        selection=selection_json,
         difficulty=difficulty_flag,
     shell:
         "python -m unseen select-next-stage --previous {input.previous:q} --stage-scores {input.scores:q}"
@@ -113,12 +113,12 @@ rule select_next_stage:
 
 rule finalize_unseen_coreset:
     input:
-        f"{STAGE_DIR}/stage{N_STAGES}.parquet",
+        lambda wc: f"{STAGE_DIR}/stage{len(stage_fractions(wc))}.parquet".format(**wc),
     output:
         parquet=f"{STAGE_DIR}/coreset.parquet",
         ids=f"{STAGE_DIR}/coreset.txt",
     log:
-        "logs/seed{seed}/finalize/unseen-{scorer}_rate{rate}.log",
+        "logs/seed{seed}/finalize/{unseen_method}-{scorer}-{strategy}_rate{rate}.log",
     conda:
         CONDA_ENV_FILE
     threads: LIGHT["threads"]

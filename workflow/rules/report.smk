@@ -1,0 +1,89 @@
+# The run's report: mean and std over seeds per method, score diagnostics, and
+# four figures, all registered for `snakemake --report`.
+
+
+def score_table_inputs(wildcards):
+    """Score tables of every seed and grid scorer: fitting and out-of-fold (UNSEEN)."""
+    tables = {}
+    if "fitting" in METHODS:
+        tables["fitting"] = expand(
+            f"{RESULTS}/seed{{seed}}/scores/fitting/{{scorer}}.parquet", seed=SEEDS, scorer=SCORERS
+        )
+    if {"unseen", "unseen_single"} & set(METHODS):
+        tables["unseen"] = expand(
+            f"{RESULTS}/seed{{seed}}/scores/oof/{{scorer}}.parquet", seed=SEEDS, scorer=SCORERS
+        )
+    return tables
+
+
+def score_table_args(wildcards, input):
+    """--score-table SEED SCORER KIND PATH for each table, in expand() order."""
+    args = []
+    for kind in ("fitting", "unseen"):
+        paths = iter(input.get(kind, []))
+        for seed in SEEDS:
+            for scorer in SCORERS:
+                args.append(f"--score-table {seed} {scorer} {kind} {shlex.quote(next(paths))}")
+    return " ".join(args)
+
+
+REPORT_DIR = f"{RESULTS}/report"
+
+
+rule report:
+    input:
+        unpack(score_table_inputs),
+        summary=rules.summarize.output.parquet,
+        classes=all_metrics()[0].replace(".parquet", ".json"),
+    output:
+        summary=report(
+            f"{REPORT_DIR}/summary.csv", category="1. Accuracy", caption="../report/summary.rst"
+        ),
+        summary_parquet=f"{REPORT_DIR}/summary.parquet",
+        diagnostics=report(
+            f"{REPORT_DIR}/diagnostics.csv",
+            category="2. Score diagnostics",
+            caption="../report/diagnostics.rst",
+        ),
+        diagnostics_parquet=f"{REPORT_DIR}/diagnostics.parquet",
+        accuracy=report(
+            f"{REPORT_DIR}/accuracy_vs_rate.png",
+            category="1. Accuracy",
+            caption="../report/accuracy_vs_rate.rst",
+        ),
+        histograms=report(
+            f"{REPORT_DIR}/score_histograms.png",
+            category="2. Score diagnostics",
+            caption="../report/score_histograms.rst",
+        ),
+        ranks=report(
+            f"{REPORT_DIR}/rank_stability.png",
+            category="2. Score diagnostics",
+            caption="../report/rank_stability.rst",
+        ),
+        per_class=report(
+            f"{REPORT_DIR}/per_class_accuracy.png",
+            category="3. Per-class accuracy",
+            caption="../report/per_class_accuracy.rst",
+        ),
+    log:
+        "logs/report.log",
+    conda:
+        CONDA_ENV_FILE
+    threads: LIGHT["threads"]
+    resources:
+        mem_mb=LIGHT["mem_mb"],
+        runtime=LIGHT["runtime"],
+    params:
+        tables=score_table_args,
+        scorer=REPORT_SCORER,
+        per_class_rate=(
+            f"--per-class-rate {config['report']['per_class_rate']}"
+            if config["report"]["per_class_rate"] is not None
+            else ""
+        ),
+        out_dir=REPORT_DIR,
+    shell:
+        "python -m unseen report --summary {input.summary:q} {params.tables}"
+        " --scorer {params.scorer} {params.per_class_rate} --classes-from {input.classes:q}"
+        " --out-dir {params.out_dir:q} > {log:q} 2>&1"
