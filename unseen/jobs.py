@@ -169,7 +169,11 @@ def _save_scoring_model(
 
 
 def samples_seen(result) -> int:
-    """Training samples processed by a run (sample-epochs: N samples for E epochs = N * E)."""
+    """Training samples processed by a run, in sample-epochs.
+
+    An epoch drops the last incomplete batch, so N samples for E epochs at
+    batch size B count ``(N // B) * B * E`` (at most N * E).
+    """
     return int(sum(h["samples"] for h in result.history))
 
 

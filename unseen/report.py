@@ -418,8 +418,10 @@ def _legend_below(fig, n_entries: int) -> None:
     """Figure legend under the axes, wrapped into rows so long label lists stay legible."""
     if n_entries == 0:
         return
+    labels = [text for ax in fig.axes for text in ax.get_legend_handles_labels()[1]]
+    columns = 2 if max(map(len, labels), default=0) > 40 else 3
     fig.legend(
-        loc="outside lower center", ncol=min(n_entries, 3), fontsize="small", frameon=False
+        loc="outside lower center", ncol=min(n_entries, columns), fontsize="small", frameon=False
     )
 
 

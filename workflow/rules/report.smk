@@ -19,8 +19,8 @@ def score_table_inputs(wildcards):
 def score_table_args(wildcards, input):
     """--score-table SEED SCORER KIND PATH for each table, in expand() order."""
     args = []
-    for kind in ("fitting", "unseen"):
-        paths = iter(input.get(kind, []))
+    for kind in score_table_inputs(wildcards):
+        paths = iter(input[kind])
         for seed in SEEDS:
             for scorer in SCORERS:
                 args.append(f"--score-table {seed} {scorer} {kind} {shlex.quote(next(paths))}")
