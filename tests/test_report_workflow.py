@@ -20,7 +20,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from conftest import DEFAULT_CONFIG, deep_update, make_workdir, run_snakemake
+from conftest import DEFAULT_CONFIG, deep_update, make_workdir, planned_jobs, run_snakemake
 from unseen import report
 from unseen.selection import coreset_size
 
@@ -334,3 +334,10 @@ def test_snakemake_report_bundles_tables_and_figures(two_seed_run, tmp_path):
             assert archive.read(files[name]) == (two_seed_run / f"results/report/{name}").read_bytes()
         html = archive.read("report/report.html").decode()
         assert "digits" in html
+
+
+@pytest.mark.parametrize("methods", [["full", "random", "unseen"], ["full", "random", "fitting"]])
+def test_the_report_rule_plans_without_fitting_or_without_unseen(tmp_path, methods):
+    # the report draws placeholders for what a run lacks; planning must not fail
+    workdir = make_workdir(tmp_path, {"methods": methods, "scorers": ["el2n"]})
+    assert planned_jobs(workdir).get("report") == 1
