@@ -3,10 +3,13 @@
 import pytest
 
 from conftest import make_workdir, run_snakemake
-from unseen.config import ConfigError, load_schema, validate_config
+from unseen.config import (
+    ConfigError, load_schema, parse_selection, selection_names, validate_config,
+)
 from unseen.data import DATASETS
 from unseen.models import MODELS
 from unseen.scorers import SCORERS
+from unseen.selection import STRATEGIES
 
 INVALID = [
     ({"folds": {"k": 1}}, ["folds.k", ">= 2"]),
@@ -21,6 +24,11 @@ INVALID = [
     ({"scoring_model": {"train": {"epochs": 0}}}, ["scoring_model.train.epochs", ">= 1"]),
     ({"selection": {"keep": "middle"}}, ["selection.keep", "'highest'", "'lowest'"]),
     ({"prunning_rates": [0.5]}, ["prunning_rates", "allowed keys", "pruning_rates"]),
+    ({"selection": {"strategy": ["top", "greedy"]}},
+     ["selection.strategy[1]", "'greedy'", "'hard_class_priority'"]),
+    ({"extra_selections": ["unseen-el2n-top", "unseen-grandiose-top"]},
+     ["extra_selections[1]", "unknown scorer 'grandiose'", "el2n_avg"]),
+    ({"report": {"scorer": "forgetting"}}, ["report.scorer", "'forgetting'", "'el2n'"]),
 ]
 
 
@@ -43,6 +51,62 @@ def test_defaults_fill_a_minimal_config():
     assert config["scoring_model"]["train"]["epochs"] >= 1
     assert config["final_model"]["train"] is not config["scoring_model"]["train"]
     assert config["stages"][-1] == 1.0
+
+
+def test_a_single_strategy_name_is_a_one_item_list():
+    assert validate_config({"selection": {"strategy": "ccs"}})["selection"]["strategy"] == ["ccs"]
+    assert validate_config({})["selection"]["strategy"] == ["top"]
+    both = validate_config({"selection": {"strategy": ["ccs", "top"]}})
+    assert both["selection"]["strategy"] == ["ccs", "top"]
+
+
+def test_selection_names_are_the_grid_plus_extra_selections():
+    config = validate_config({
+        "methods": ["full", "random", "fitting", "unseen_single", "unseen"],
+        "scorers": ["el2n", "loss"],
+        "selection": {"strategy": ["top", "ccs"]},
+        "extra_selections": ["unseen-aum-hard_class_priority", "fitting-loss-ccs"],
+    })
+    grid = [f"{m}-{s}-{t}" for m in ("fitting", "unseen_single", "unseen")
+            for s in ("el2n", "loss") for t in ("top", "ccs")]
+    # fitting-loss-ccs is already in the grid: listed once
+    assert selection_names(config) == ["random", *grid, "unseen-aum-hard_class_priority"]
+    assert parse_selection("random") == ("random", "none", "none")
+    assert parse_selection("unseen_single-el2n_avg-class_balanced") == (
+        "unseen_single", "el2n_avg", "class_balanced")
+    assert selection_names(validate_config({"methods": ["full", "unseen"], "scorers": ["el2n"]})) == [
+        "unseen-el2n-top"]
+
+
+@pytest.mark.parametrize("changes, key, words", [
+    ({"extra_selections": ["unseen_single-el2n-top", "unseen-nonsense-top"]},
+     "extra_selections[1]", ["'nonsense'", *sorted(SCORERS)]),
+    ({"extra_selections": ["unseen-el2n-greedy"]},
+     "extra_selections[0]", ["'greedy'", *sorted(STRATEGIES)]),
+    ({"scorers": ["el2n", "loss"], "report": {"scorer": "aum"}},
+     "report.scorer", ["'aum'", "['el2n', 'loss']"]),
+    ({"pruning_rates": [0.3, 0.7], "report": {"per_class_rate": 0.5}},
+     "report.per_class_rate", ["0.5", "[0.3, 0.7]"]),
+    ({"extra_selections": ["oracle-el2n-top"]}, "extra_selections[0]", ["a string matching"]),
+    ({"methods": ["unseen_single", "oracle"]}, "methods[1]", ["'oracle'", "'unseen_single'"]),
+])
+def test_matrix_keys_are_checked_by_name(changes, key, words):
+    with pytest.raises(ConfigError) as err:
+        validate_config(changes)
+    message = str(err.value)
+    assert f"config key '{key}'" in message
+    for word in words:
+        assert word in message, f"{word!r} missing from {message}"
+
+
+def test_valid_report_and_extra_selections_pass():
+    config = validate_config({
+        "scorers": ["el2n", "loss"], "pruning_rates": [0.3, 0.7],
+        "report": {"scorer": "loss", "per_class_rate": 0.7},
+        "extra_selections": ["unseen_single-aum-ccs"],
+    })
+    assert config["report"] == {"scorer": "loss", "per_class_rate": 0.7}
+    assert validate_config({})["report"] == {"scorer": None, "per_class_rate": None}
 
 
 def test_every_problem_is_listed():

@@ -53,7 +53,9 @@ def test_schema_scorer_enum_is_exactly_the_registry():
 
 def test_schema_strategy_enum_is_exactly_the_registry():
     props = load_schema()["properties"]["selection"]["properties"]
-    assert props["strategy"]["enum"] == sorted(STRATEGIES)
+    # selection.strategy is a list of strategy names (one name is read as a one-item list)
+    assert props["strategy"]["type"] == "array"
+    assert props["strategy"]["items"]["enum"] == sorted(STRATEGIES)
 
 
 def test_schema_record_formats_are_the_ones_jobs_know():

@@ -322,7 +322,7 @@ def _comparable(run: Path) -> dict[str, pd.DataFrame]:
     for path in sorted(res.glob("coresets/**/*.parquet")):
         out[str(path.relative_to(res))] = pd.read_parquet(path)
     out["summary"] = pd.read_parquet(run / "results/summary.parquet").drop(
-        columns=["wall_seconds", "train_samples_per_s"]
+        columns=["wall_seconds", "train_samples_per_s", "scoring_wall_seconds"]
     )
     return out
 
@@ -333,7 +333,7 @@ def test_results_equal_a_local_run(slurm_run, local_run):
     assert any(k.endswith("stage2.parquet") for k in slurm)
     for key in slurm:
         pd.testing.assert_frame_equal(slurm[key], local[key], obj=key)
-    for selection in ("random", "unseen-el2n"):
+    for selection in ("random", "unseen-el2n-top"):
         rel = f"results/seed0/coresets/{selection}/rate0.5/coreset.txt"
         assert (slurm_run.workdir / rel).read_text() == (local_run / rel).read_text()
 
@@ -363,7 +363,7 @@ def test_a_job_that_fails_once_is_retried(slurm_run):
     failed_job = (marker / "job_id").read_text().strip()
     assert failed_job.isdigit()
     workdir = slurm_run.workdir
-    log = workdir / "logs/seed0/finalize/unseen-el2n_rate0.5.log"
+    log = workdir / "logs/seed0/finalize/unseen-el2n-top_rate0.5.log"
     final_job, _ = _job_logs(workdir)[log]
     assert final_job != failed_job, "the retry must be a new SLURM job"
     assert "JobState=FAILED" in _scontrol_job(failed_job)
@@ -371,7 +371,7 @@ def test_a_job_that_fails_once_is_retried(slurm_run):
     # the failed attempt's SLURM log is kept for the user
     kept = list((workdir / ".snakemake/slurm_logs/rule_finalize_unseen_coreset").rglob(f"{failed_job}.log"))
     assert kept, "no SLURM log kept for the failed attempt"
-    assert (workdir / "results/seed0/coresets/unseen-el2n/rate0.5/coreset.parquet").exists()
+    assert (workdir / "results/seed0/coresets/unseen-el2n-top/rate0.5/coreset.parquet").exists()
 
 
 def test_training_jobs_request_the_gpu(slurm_run):

@@ -69,7 +69,10 @@ def test_coreset_sizes_exact_and_stages_nested(default_run):
     base = default_run / "results/seed0/coresets"
     for rate in RATES:
         target = coreset_size(n_total, float(rate))
-        for selection in ["random"] + [f"{m}-{s}" for m in ("fitting", "unseen") for s in SCORERS]:
+        # default strategy list [top]: coresets are named <method>-<scorer>-<strategy>
+        selections = ["random"] + [f"{m}-{s}-top" for m in ("fitting", "unseen") for s in SCORERS]
+        assert sorted(p.name for p in base.iterdir()) == sorted(selections)
+        for selection in selections:
             coreset = read(base / f"{selection}/rate{rate}/coreset.parquet")
             assert len(coreset) == target, selection
             assert coreset["sample_id"].is_unique
@@ -79,18 +82,18 @@ def test_coreset_sizes_exact_and_stages_nested(default_run):
             sizes = stage_sizes(target, DEFAULT_CONFIG["stages"])
             previous: set[int] = set()
             for t in range(1, N_STAGES + 1):
-                stage = read(base / f"unseen-{scorer}/rate{rate}/stage{t}.parquet")
+                stage = read(base / f"unseen-{scorer}-top/rate{rate}/stage{t}.parquet")
                 assert len(stage) == sizes[t - 1]
                 assert previous <= set(stage["sample_id"])
                 assert set(stage.loc[stage.stage < t, "sample_id"]) == previous
                 previous = set(stage["sample_id"])
                 if t < N_STAGES:
                     # The stage model scores exactly the samples it did not train on.
-                    pred = load_npz(base / f"unseen-{scorer}/rate{rate}/stage{t}/predictions.npz")
+                    pred = load_npz(base / f"unseen-{scorer}-top/rate{rate}/stage{t}/predictions.npz")
                     assert set(pred["train_ids"]) == previous
                     assert not set(pred["sample_ids"]) & previous
                     assert len(pred["sample_ids"]) == n_total - len(previous)
-            final = read(base / f"unseen-{scorer}/rate{rate}/coreset.parquet")
+            final = read(base / f"unseen-{scorer}-top/rate{rate}/coreset.parquet")
             assert set(final["sample_id"]) == previous
 
 
@@ -100,11 +103,27 @@ def test_metrics_and_summary(default_run):
     assert len(summary) == n_selections * len(RATES) + 1
     full = summary[summary.method == "full"].iloc[0]
     assert full.coreset_size == full.n_train_total == 1347
+    # strategy: the selection's strategy, "none" where nothing was selected by score
+    assert set(summary.loc[summary.method.isin(["full", "random"]), "strategy"]) == {"none"}
+    assert set(summary.loc[summary.method.isin(["fitting", "unseen"]), "strategy"]) == {"top"}
+    assert set(summary.loc[summary.method.isin(["full", "random"]), "scorer"]) == {"none"}
+    expected_rows = {("full", "none", "none", 0.0)} | {
+        (m, s, "top", float(r)) for m in ("fitting", "unseen") for s in SCORERS for r in RATES
+    } | {("random", "none", "none", float(r)) for r in RATES}
+    got_rows = set(summary[["method", "scorer", "strategy", "pruning_rate"]].itertuples(index=False, name=None))
+    assert got_rows == expected_rows
     # A model trained on digits is far better than chance (10 %).
     assert (summary["test_accuracy"] > 0.5).all()
     assert all(len(pcs) == 10 for pcs in summary["per_class_accuracy"])
-    metrics = json.loads((default_run / "results/seed0/retrain/unseen-el2n/rate0.7/metrics.json").read_text())
+    metrics = json.loads((default_run / "results/seed0/retrain/unseen-el2n-top/rate0.7/metrics.json").read_text())
+    assert (metrics["method"], metrics["scorer"], metrics["strategy"]) == ("unseen", "el2n", "top")
     assert metrics["coreset_size"] == coreset_size(1347, 0.7)
+    # sample-epochs of the retrain: every epoch sees the coreset minus the ragged last batch
+    batch = DEFAULT_CONFIG["final_model"]["train"]["batch_size"]
+    epochs = DEFAULT_CONFIG["final_model"]["train"]["epochs"]
+    assert metrics["epochs"] == epochs
+    assert metrics["train_samples_seen"] == metrics["coreset_size"] // batch * batch * epochs
+    assert metrics["scoring_sample_epochs"] > 0 and metrics["scoring_wall_seconds"] > 0
     assert metrics["train_samples_per_s"] > 0 and metrics["wall_seconds"] > 0
     assert min(metrics["per_class_accuracy"]) == pytest.approx(metrics["worst_class_accuracy"])
 
@@ -114,6 +133,15 @@ def test_one_log_per_job(default_run):
     assert len(logs) >= K + K * len(SCORERS) + len(SCORERS)
     assert all(p.stat().st_size > 0 for p in logs)
     assert "samples/s" in (default_run / "logs/seed0/train_fold_model/fold0.log").read_text()
+    # log names follow the coreset names
+    for rate in RATES:
+        for scorer in SCORERS:
+            assert (default_run / f"logs/seed0/finalize/unseen-{scorer}-top_rate{rate}.log").stat().st_size
+            assert (default_run / f"logs/seed0/select_fitting_coreset/{scorer}-top_rate{rate}.log").exists()
+            for t in range(1, N_STAGES):
+                log = f"logs/seed0/train_stage_model/unseen-{scorer}-top_rate{rate}_stage{t}.log"
+                assert "samples/s" in (default_run / log).read_text()
+    assert (default_run / "logs/report.log").exists()
 
 
 def test_changing_scorer_or_rate_retrains_no_fold_model(default_run):
@@ -126,6 +154,16 @@ def test_changing_scorer_or_rate_retrains_no_fold_model(default_run):
     assert plan.get("retrain", 0) > 0
     plan = planned_jobs(default_run, "--config", "stages=[1.0]")
     assert "train_fold_model" not in plan and "aggregate_scores" not in plan
+    # A second strategy adds its own coresets and retrains, on the same scores.
+    plan = planned_jobs(default_run, "--config", 'selection={"strategy": ["top", "ccs"]}')
+    assert not {"train_fold_model", "score_fold", "train_fitting_model", "score_fitting"} & set(plan)
+    assert plan.get("select_fitting_coreset") == len(SCORERS) * len(RATES)
+    assert plan.get("finalize_unseen_coreset") == len(SCORERS) * len(RATES)
+    assert plan.get("retrain") == 2 * len(SCORERS) * len(RATES)
+    # Single-step UNSEEN reuses the fold models' scores and trains no stage model.
+    plan = planned_jobs(default_run, "--config", "methods=[full, random, fitting, unseen, unseen_single]")
+    assert not {"train_fold_model", "score_fold", "train_stage_model", "score_stage"} & set(plan)
+    assert plan.get("finalize_unseen_coreset") == plan.get("retrain") == len(SCORERS) * len(RATES)
     # A change of the scoring model's training does retrain the fold models.
     plan = planned_jobs(default_run, "--config", 'scoring_model={"train": {"epochs": 5}}')
     assert plan.get("train_fold_model") == K
@@ -139,7 +177,7 @@ def _comparable_outputs(run: Path) -> dict[str, object]:
     for path in sorted(res.glob("coresets/*/rate*/coreset.parquet")):
         out[str(path.relative_to(res))] = read(path)
     out["summary"] = read(run / "results/summary.parquet").drop(
-        columns=["wall_seconds", "train_samples_per_s"]
+        columns=["wall_seconds", "train_samples_per_s", "scoring_wall_seconds"]
     )
     return out
 
@@ -222,7 +260,7 @@ def test_holdout_mode_scores_each_sample_once(tmp_path):
         assert trained_on == set(folds.loc[folds.fold != k, "sample_id"])
         shard = read(workdir / f"results/seed0/scores/oof/fold{k}/el2n.parquet")
         assert set(shard["sample_id"]) == set(folds.loc[folds.fold == k, "sample_id"])
-    coreset = read(workdir / "results/seed0/coresets/unseen-el2n/rate0.5/coreset.parquet")
+    coreset = read(workdir / "results/seed0/coresets/unseen-el2n-top/rate0.5/coreset.parquet")
     assert len(coreset) == coreset_size(len(folds), 0.5) and (coreset["stage"] == 1).all()
     # Single-step selection keeps exactly the top aggregated scores.
     top = agg.sort_values(["score", "sample_id"], ascending=[False, True]).head(len(coreset))

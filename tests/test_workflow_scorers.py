@@ -1,14 +1,14 @@
 """Every scorer and every selection strategy end to end in real Snakemake runs.
 
 Two reduced runs on the default data (digits): one with every scorer (UNSEEN
-and fitting, strategy top, float16 logit records) and one that goes through
-the other strategies in turn (two UNSEEN stages, statistics records, retrain
-and summary), reusing its fold models between strategies.
+and fitting, strategy top, float16 logit records) and one with the other
+strategies together in one strategy list (two UNSEEN stages, statistics
+records, retrain and summary): each strategy gets its own coresets,
+``<method>-<scorer>-<strategy>``, from the same fold and fitting models.
 """
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
 import numpy as np
@@ -72,7 +72,7 @@ def scorer_run(tmp_path_factory) -> Path:
     config = {**SMALL, "scorers": sorted(SCORERS), "methods": ["unseen", "fitting"],
               "stages": [1.0], "record_format": "logits"}
     write_config(workdir, config)
-    targets = [f"results/seed0/coresets/{method}-{scorer}/rate{RATE:g}/coreset.parquet"
+    targets = [f"results/seed0/coresets/{method}-{scorer}-top/rate{RATE:g}/coreset.parquet"
                for method in ("unseen", "fitting") for scorer in sorted(SCORERS)]
     snakemake(workdir, *targets)
     return workdir
@@ -96,7 +96,7 @@ def test_unseen_scores_come_from_every_model_that_never_saw_the_sample(scorer_ru
 @pytest.mark.parametrize("scorer", sorted(SCORERS))
 def test_every_scorer_gives_an_exact_top_coreset(scorer_run, scorer, method):
     scores = read(scorer_run, f"scores/{'oof' if method == 'unseen' else 'fitting'}/{scorer}.parquet")
-    coreset = read(scorer_run, f"coresets/{method}-{scorer}/rate{RATE:g}/coreset.parquet")
+    coreset = read(scorer_run, f"coresets/{method}-{scorer}-top/rate{RATE:g}/coreset.parquet")
     n = coreset_size(n_train(scorer_run), RATE)
     assert_exact_coreset(coreset, n)
     expected = scores["sample_id"].to_numpy()[
@@ -107,7 +107,7 @@ def test_every_scorer_gives_an_exact_top_coreset(scorer_run, scorer, method):
 
 def test_scorers_disagree_with_each_other(scorer_run):
     def ids(scorer):
-        path = f"coresets/unseen-{scorer}/rate{RATE:g}/coreset.parquet"
+        path = f"coresets/unseen-{scorer}-top/rate{RATE:g}/coreset.parquet"
         return set(read(scorer_run, path)["sample_id"])
 
     # the dynamics and gradient scorers are not relabelled copies of one another
@@ -118,7 +118,7 @@ def test_scorers_disagree_with_each_other(scorer_run):
 def test_hard_samples_by_loss_are_kept_first(scorer_run):
     # direction end to end: the kept samples have higher out-of-fold loss
     oof = read(scorer_run, "scores/oof/loss.parquet")
-    kept = set(read(scorer_run, f"coresets/unseen-loss/rate{RATE:g}/coreset.parquet")["sample_id"])
+    kept = set(read(scorer_run, f"coresets/unseen-loss-top/rate{RATE:g}/coreset.parquet")["sample_id"])
     inside = oof["sample_id"].isin(kept)
     assert oof.loc[inside, "score"].min() >= oof.loc[~inside, "score"].max()
 
@@ -126,58 +126,69 @@ def test_hard_samples_by_loss_are_kept_first(scorer_run):
 # --- every strategy --------------------------------------------------------------------------
 
 
+STRATEGIES = ["hard_class_priority", "class_balanced", "ccs"]
+
+
 @pytest.fixture(scope="module")
-def strategy_runs(tmp_path_factory) -> dict[str, Path]:
-    """One workdir per strategy; folds and fitting model are trained once and copied.
-
-    The first run (hard_class_priority) goes on to retrain and the summary.
-    """
-    base = tmp_path_factory.mktemp("strategies")
-    runs = {}
-    first = None
-    for strategy in ("hard_class_priority", "class_balanced", "ccs"):
-        workdir = base / strategy
-        if first is not None:  # reuse the trained scoring models; selections start fresh
-            shutil.copytree(first, workdir, ignore=shutil.ignore_patterns(
-                "coresets", "retrain", "summary.*", ".snakemake"))
-        config = {**SMALL, "scorers": ["el2n_avg"], "methods": ["unseen", "fitting"],
-                  "stages": [0.5, 1.0], "record_format": "stats",
-                  "selection": {"strategy": strategy, "ccs_beta": 0.1, "ccs_bins": 10,
-                                "priority_lambda": 2.0}}
-        write_config(workdir, config)
-        # retrain and summary do not depend on the strategy: run them once
-        targets = [] if first is None else [
-            f"results/seed0/coresets/{m}-el2n_avg/rate{RATE:g}/coreset.parquet"
-            for m in ("unseen", "fitting")
-        ]
-        snakemake(workdir, *targets)
-        runs[strategy] = workdir
-        first = first or workdir
-    return runs
+def strategy_run(tmp_path_factory) -> Path:
+    """One run with every strategy in the list, through retrain to the summary."""
+    workdir = tmp_path_factory.mktemp("strategies")
+    config = {**SMALL, "scorers": ["el2n_avg"], "methods": ["unseen", "fitting"],
+              "stages": [0.5, 1.0], "record_format": "stats",
+              "selection": {"strategy": STRATEGIES, "ccs_beta": 0.1, "ccs_bins": 10,
+                            "priority_lambda": 2.0}}
+    write_config(workdir, config)
+    snakemake(workdir, "results/summary.parquet")
+    return workdir
 
 
-def test_a_strategy_run_goes_through_retrain_to_the_summary(strategy_runs):
-    workdir = strategy_runs["hard_class_priority"]
-    summary = pd.read_parquet(workdir / "results" / "summary.parquet")
-    assert sorted(summary["method"]) == ["fitting", "unseen"]
-    assert (summary["coreset_size"] == coreset_size(n_train(workdir), RATE)).all()
+def test_every_strategy_goes_through_retrain_to_the_summary(strategy_run):
+    summary = pd.read_parquet(strategy_run / "results" / "summary.parquet")
+    got = sorted(zip(summary["method"], summary["scorer"], summary["strategy"]))
+    assert got == sorted((m, "el2n_avg", s) for m in ("fitting", "unseen") for s in STRATEGIES)
+    assert (summary["coreset_size"] == coreset_size(n_train(strategy_run), RATE)).all()
     assert summary["test_accuracy"].between(0, 1).all()
+    # each retrain trained on its own strategy's coreset
+    for row in summary.itertuples():
+        coreset = read(strategy_run, f"coresets/{row.method}-el2n_avg-{row.strategy}/rate{RATE:g}/coreset.parquet")
+        assert len(coreset) == row.coreset_size
+    # one set of scoring models serves every strategy
+    assert sorted(p.name for p in (strategy_run / "results/seed0/folds").iterdir()) == ["fold0", "fold1"]
+    assert sorted(p.name for p in (strategy_run / "results/seed0/coresets").iterdir()) == sorted(
+        f"{m}-el2n_avg-{s}" for m in ("fitting", "unseen") for s in STRATEGIES
+    )
 
 
-@pytest.mark.parametrize("strategy", ["hard_class_priority", "class_balanced", "ccs"])
-def test_every_strategy_gives_exact_coresets_at_every_stage(strategy_runs, strategy):
-    workdir = strategy_runs[strategy]
+@pytest.mark.parametrize("strategy", STRATEGIES)
+def test_every_strategy_gives_exact_coresets_at_every_stage(strategy_run, strategy):
+    workdir = strategy_run
     n = coreset_size(n_train(workdir), RATE)
     sizes = stage_sizes(n, [0.5, 1.0])
     for method in ("unseen", "fitting"):
-        coreset = read(workdir, f"coresets/{method}-el2n_avg/rate{RATE:g}/coreset.parquet")
+        coreset = read(workdir, f"coresets/{method}-el2n_avg-{strategy}/rate{RATE:g}/coreset.parquet")
         assert_exact_coreset(coreset, n)
-    stages = read(workdir, f"coresets/unseen-el2n_avg/rate{RATE:g}/coreset.parquet")
+    folder = f"coresets/unseen-el2n_avg-{strategy}/rate{RATE:g}"
+    stages = read(workdir, f"{folder}/coreset.parquet")
     assert (stages["stage"] == 1).sum() == sizes[0]
+    stage1 = read(workdir, f"{folder}/stage1.parquet")
+    assert_exact_coreset(stage1, sizes[0])
+    assert set(stage1["sample_id"]) == set(stages.loc[stages["stage"] == 1, "sample_id"])
+    # the strategy's own stage model trained on its own stage 1
+    with np.load(workdir / "results/seed0" / folder / "stage1/predictions.npz") as npz:
+        assert set(npz["train_ids"]) == set(stage1["sample_id"])
 
 
-def test_the_record_holds_statistics_not_logits(strategy_runs):
-    with np.load(strategy_runs["ccs"] / "results/seed0/folds/fold0/predictions.npz") as npz:
+def test_strategies_select_different_coresets(strategy_run):
+    for method in ("unseen", "fitting"):
+        ids = {
+            s: frozenset(read(strategy_run, f"coresets/{method}-el2n_avg-{s}/rate{RATE:g}/coreset.parquet")["sample_id"])
+            for s in STRATEGIES
+        }
+        assert len(set(ids.values())) == len(STRATEGIES), method
+
+
+def test_the_record_holds_statistics_not_logits(strategy_run):
+    with np.load(strategy_run / "results/seed0/folds/fold0/predictions.npz") as npz:
         assert "logits" not in npz.files
         assert npz["stat_target_logit"].shape[0] == 5  # epochs 2..5 and the last (6)
 
@@ -188,31 +199,31 @@ def _class_counts(workdir: Path, selection: str) -> np.ndarray:
 
 
 @pytest.mark.parametrize("method", ["unseen", "fitting"])
-def test_class_balanced_keeps_every_class_in_proportion(strategy_runs, method):
-    workdir = strategy_runs["class_balanced"]
+def test_class_balanced_keeps_every_class_in_proportion(strategy_run, method):
+    workdir = strategy_run
     population = np.bincount(read(workdir, "split/folds.parquet")["label"], minlength=10)
-    got = _class_counts(workdir, f"{method}-el2n_avg")
+    got = _class_counts(workdir, f"{method}-el2n_avg-class_balanced")
     share = got.sum() * population / population.sum()
     assert np.all(np.abs(got - share) <= 1.5), (got, share)
 
 
 @pytest.mark.parametrize("method", ["unseen", "fitting"])
-def test_hard_class_priority_follows_out_of_fold_error(strategy_runs, method):
-    workdir = strategy_runs["hard_class_priority"]
+def test_hard_class_priority_follows_out_of_fold_error(strategy_run, method):
+    workdir = strategy_run
     population = np.bincount(read(workdir, "split/folds.parquet")["label"], minlength=10)
     difficulty = pd.read_parquet(workdir / "results/seed0/class_difficulty.parquet")
     assert (difficulty["n_predictions"] == population * (K - 1)).all()
     weights = hard_class_weights(population, difficulty["error_rate"].to_numpy(), 2.0)
-    got = _class_counts(workdir, f"{method}-el2n_avg")
+    got = _class_counts(workdir, f"{method}-el2n_avg-hard_class_priority")
     wish = np.minimum(got.sum() * weights / weights.sum(), population)
     assert np.all(np.abs(got - wish) <= 1.5), (got, wish)
     assert not np.allclose(wish, got.sum() * population / population.sum(), atol=2)
 
 
-def test_ccs_leaves_out_the_hardest_unseen_samples(strategy_runs):
-    workdir = strategy_runs["ccs"]
+def test_ccs_leaves_out_the_hardest_unseen_samples(strategy_run):
+    workdir = strategy_run
     oof = read(workdir, "scores/oof/el2n_avg.parquet")
-    stage1 = set(read(workdir, f"coresets/unseen-el2n_avg/rate{RATE:g}/stage1.parquet")["sample_id"])
+    stage1 = set(read(workdir, f"coresets/unseen-el2n_avg-ccs/rate{RATE:g}/stage1.parquet")["sample_id"])
     n_drop = int(0.1 * len(oof))
     hardest = oof["sample_id"].to_numpy()[
         select_top(oof["sample_id"].to_numpy(), oof["score"].to_numpy(), n_drop)
