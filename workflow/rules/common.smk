@@ -33,6 +33,7 @@ STAGE_DIR = f"{RESULTS}/seed{{seed}}/coresets/{{unseen_method}}-{{scorer}}-{{str
 CONDA_ENV_FILE = "../envs/unseen.yaml"
 SELECTIONS = selection_names(config)
 REPORT_SCORER = config["report"]["scorer"] or SCORERS[0]
+REPORT_DIR = f"{RESULTS}/report"
 TRAIN = config["resources"]["train"]
 LIGHT = config["resources"]["light"]
 
@@ -131,3 +132,28 @@ def selection_labels(wildcards):
     """--method/--scorer/--strategy arguments of a retrain, from the coreset name."""
     method, scorer, strategy = parse_selection(wildcards.selection)
     return f"--method {method} --scorer {scorer} --strategy {strategy}"
+
+
+def score_table_inputs(wildcards):
+    """Score tables of every seed and grid scorer: fitting and out-of-fold (UNSEEN)."""
+    tables = {}
+    if "fitting" in METHODS:
+        tables["fitting"] = expand(
+            f"{RESULTS}/seed{{seed}}/scores/fitting/{{scorer}}.parquet", seed=SEEDS, scorer=SCORERS
+        )
+    if {"unseen", "unseen_single"} & set(METHODS):
+        tables["unseen"] = expand(
+            f"{RESULTS}/seed{{seed}}/scores/oof/{{scorer}}.parquet", seed=SEEDS, scorer=SCORERS
+        )
+    return tables
+
+
+def score_table_args(wildcards, input):
+    """--score-table SEED SCORER KIND PATH for each table, in expand() order."""
+    args = []
+    for kind in score_table_inputs(wildcards):
+        paths = iter(input[kind])
+        for seed in SEEDS:
+            for scorer in SCORERS:
+                args.append(f"--score-table {seed} {scorer} {kind} {shlex.quote(next(paths))}")
+    return " ".join(args)

@@ -2,34 +2,6 @@
 # four figures, all registered for `snakemake --report`.
 
 
-def score_table_inputs(wildcards):
-    """Score tables of every seed and grid scorer: fitting and out-of-fold (UNSEEN)."""
-    tables = {}
-    if "fitting" in METHODS:
-        tables["fitting"] = expand(
-            f"{RESULTS}/seed{{seed}}/scores/fitting/{{scorer}}.parquet", seed=SEEDS, scorer=SCORERS
-        )
-    if {"unseen", "unseen_single"} & set(METHODS):
-        tables["unseen"] = expand(
-            f"{RESULTS}/seed{{seed}}/scores/oof/{{scorer}}.parquet", seed=SEEDS, scorer=SCORERS
-        )
-    return tables
-
-
-def score_table_args(wildcards, input):
-    """--score-table SEED SCORER KIND PATH for each table, in expand() order."""
-    args = []
-    for kind in score_table_inputs(wildcards):
-        paths = iter(input[kind])
-        for seed in SEEDS:
-            for scorer in SCORERS:
-                args.append(f"--score-table {seed} {scorer} {kind} {shlex.quote(next(paths))}")
-    return " ".join(args)
-
-
-REPORT_DIR = f"{RESULTS}/report"
-
-
 rule report:
     input:
         unpack(score_table_inputs),
@@ -82,7 +54,7 @@ rule report:
             if config["report"]["per_class_rate"] is not None
             else ""
         ),
-        out_dir=REPORT_DIR,
+        out_dir=lambda wildcards, output: os.path.dirname(output.summary_parquet),
     shell:
         "python -m unseen report --summary {input.summary:q} {params.tables}"
         " --scorer {params.scorer} {params.per_class_rate} --classes-from {input.classes:q}"
