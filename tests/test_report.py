@@ -197,12 +197,14 @@ def test_diagnostics_table_averages_over_seeds_and_pairs():
 # --------------------------------------------------------------------------- #
 
 
-def model_row(method, scorer, strategy, rate, seed, size, acc, worst, per_class, wall):
+def model_row(method, scorer, strategy, rate, seed, size, acc, worst, per_class, wall,
+              scoring=(0, 0.0)):
     return {
         "method": method, "scorer": scorer, "strategy": strategy, "pruning_rate": rate,
         "seed": seed, "coreset_size": size, "n_train_total": 1000, "test_accuracy": acc,
         "worst_class_accuracy": worst, "per_class_accuracy": per_class, "epochs": 5,
-        "wall_seconds": wall, "model": "mlp", "device": "cpu",
+        "wall_seconds": wall, "scoring_sample_epochs": scoring[0],
+        "scoring_wall_seconds": scoring[1], "model": "mlp", "device": "cpu",
     }
 
 
@@ -212,31 +214,18 @@ def metrics() -> pd.DataFrame:
         [
             model_row("full", "none", "none", 0.0, 0, 1000, 0.90, 0.80, [0.80, 1.00], 100.0),
             model_row("full", "none", "none", 0.0, 1, 1000, 0.92, 0.84, [0.84, 1.00], 110.0),
-            model_row("unseen", "el2n", "top", 0.5, 0, 500, 0.80, 0.60, [0.60, 1.00], 50.0),
-            model_row("unseen", "el2n", "top", 0.5, 1, 500, 0.84, 0.70, [0.70, 0.90, np.nan], 60.0),
+            model_row("unseen", "el2n", "top", 0.5, 0, 500, 0.80, 0.60, [0.60, 1.00], 50.0,
+                      scoring=(1000, 10.0)),
+            model_row("unseen", "el2n", "top", 0.5, 1, 500, 0.84, 0.70, [0.70, 0.90, np.nan], 60.0,
+                      scoring=(1200, 20.0)),
             model_row("random", "none", "none", 0.5, 0, 500, 0.70, 0.50, [0.50, 0.90], 40.0),
             model_row("random", "none", "none", 0.5, 1, 500, 0.74, 0.50, [0.50, 0.98], 44.0),
         ]
     )
 
 
-@pytest.fixture
-def compute() -> pd.DataFrame:
-    return pd.DataFrame(
-        {
-            "seed": [0, 1, 0],
-            "method": ["unseen", "unseen", "unseen"],
-            "scorer": ["el2n", "el2n", "el2n"],
-            "strategy": ["top", "top", "top"],
-            "pruning_rate": [0.5, 0.5, 0.7],  # the 0.7 row has no model and must not leak in
-            "scoring_sample_epochs": [1000, 1200, 99999],
-            "scoring_wall_seconds": [10.0, 20.0, 999.0],
-        }
-    )
-
-
-def test_summary_table_means_stds_and_compute(metrics, compute):
-    summary = report.summary_table(metrics, compute)
+def test_summary_table_means_stds_and_compute(metrics):
+    summary = report.summary_table(metrics)
     assert list(summary.columns) == list(report.SUMMARY_COLUMNS)
     # sorted by rate, then method: full (0.0), random (0.5), unseen (0.5)
     assert summary["method"].tolist() == ["full", "random", "unseen"]
@@ -268,7 +257,8 @@ def test_summary_table_means_stds_and_compute(metrics, compute):
 
 def test_summary_table_single_seed_std_is_nan_and_missing_compute_is_nan(metrics):
     one_seed = metrics[metrics["seed"] == 0]
-    summary = report.summary_table(one_seed, None).set_index("method")
+    without_cost = one_seed.drop(columns=["scoring_sample_epochs", "scoring_wall_seconds"])
+    summary = report.summary_table(without_cost).set_index("method")
     assert (summary["n_seeds"] == 1).all()
     assert summary["test_accuracy_std"].isna().all()
     assert summary.loc["random", "scoring_sample_epochs"] == 0
@@ -276,14 +266,14 @@ def test_summary_table_single_seed_std_is_nan_and_missing_compute_is_nan(metrics
     assert math.isnan(summary.loc["unseen", "scoring_sample_epochs"])
 
 
-def test_summary_table_rejects_duplicate_models(metrics, compute):
+def test_summary_table_rejects_duplicate_models(metrics):
     with pytest.raises(ValueError, match="more than one row"):
-        report.summary_table(pd.concat([metrics, metrics.iloc[[0]]]), compute)
+        report.summary_table(pd.concat([metrics, metrics.iloc[[0]]]))
 
 
-def test_summary_table_float_coreset_size_when_seeds_disagree(metrics, compute):
+def test_summary_table_float_coreset_size_when_seeds_disagree(metrics):
     metrics.loc[3, "coreset_size"] = 501
-    summary = report.summary_table(metrics, compute).set_index("method")
+    summary = report.summary_table(metrics).set_index("method")
     assert summary.loc["unseen", "coreset_size"] == pytest.approx(500.5)
 
 
@@ -325,7 +315,7 @@ def test_plot_accuracy_vs_rate_with_many_methods(tmp_path):
             rows.append(model_row(method, scorer, strategy, rate, seed, int(1000 * (1 - rate)),
                                   0.9 - 0.3 * rate + rng.normal(scale=0.01), 0.5,
                                   [0.5, 0.9], 1.0))
-    summary = report.summary_table(pd.DataFrame(rows), None)
+    summary = report.summary_table(pd.DataFrame(rows))
     path = tmp_path / "plots" / "accuracy.png"
     report.plot_accuracy_vs_rate(summary, path)
     assert_png(path)

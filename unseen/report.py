@@ -5,19 +5,17 @@ DataFrames:
 
 * ``metrics``: one row per retrained model (``method, scorer, strategy,
   pruning_rate, seed, coreset_size, n_train_total, test_accuracy,
-  worst_class_accuracy, per_class_accuracy, epochs, wall_seconds, ...``).
-* ``compute``: one row per pruned coreset (``seed, method, scorer, strategy,
-  pruning_rate, scoring_sample_epochs, scoring_wall_seconds``); the ``full``
-  and ``random`` baselines have no rows because they need no scoring.
+  worst_class_accuracy, per_class_accuracy, epochs, wall_seconds,
+  scoring_sample_epochs, scoring_wall_seconds, ...``; ``results/summary.parquet``).
 * score tables: ``sample_id`` (int64) and ``score`` (float64), one per
   (seed, scorer, kind) with kind ``"fitting"`` or ``"unseen"``.
 
 Scores follow the package convention: higher = more important to keep. Ranks
 are 1..n with 1 = lowest score (least important).
 
-Plots use matplotlib's non-interactive Agg backend, are written atomically
-through :func:`unseen.io.atomic_path` and their figures are always closed, so
-a long report run neither opens windows nor accumulates memory.
+Plots draw on bare matplotlib ``Figure`` objects (Agg canvas, no pyplot state),
+are written atomically through :func:`unseen.io.atomic_path` and never open
+windows.
 """
 
 from __future__ import annotations
@@ -304,15 +302,14 @@ def _coreset_size_column(sizes) -> pd.Series:
     return sizes.mean()
 
 
-def summary_table(metrics: pd.DataFrame, compute: pd.DataFrame | None) -> pd.DataFrame:
+def summary_table(metrics: pd.DataFrame) -> pd.DataFrame:
     """Mean and spread over seeds of accuracy and compute for every selection.
 
     Args:
         metrics: one row per retrained model (see module docstring); accuracies in
-            [0, 1], ``wall_seconds`` = retraining wall time in seconds.
-        compute: one row per (seed, method, scorer, strategy, pruning_rate) of a
-            pruned coreset, with ``scoring_sample_epochs`` and
-            ``scoring_wall_seconds``; None or empty when nothing was scored.
+            [0, 1], ``wall_seconds`` = retraining wall time in seconds,
+            ``scoring_sample_epochs`` / ``scoring_wall_seconds`` = the scoring
+            cost of the model's coreset (optional columns).
 
     Returns:
         One row per (method, scorer, strategy, pruning_rate), sorted by
@@ -324,9 +321,8 @@ def summary_table(metrics: pd.DataFrame, compute: pd.DataFrame | None) -> pd.Dat
         seed), ``per_class_accuracy_std_mean`` (per model the population std over
         classes of its per-class accuracies ignoring NaN, then the mean over
         seeds), ``scoring_sample_epochs`` and ``scoring_wall_seconds`` (mean over
-        the seeds that have a compute row; 0 for full/random; NaN for a scored
-        selection without any compute row, so the gap stays visible),
-        ``retrain_wall_seconds_mean``.
+        seeds; 0 for full/random; NaN for a scored selection whose metrics lack
+        the scoring cost, so the gap stays visible), ``retrain_wall_seconds_mean``.
 
     Raises:
         ValueError: missing columns, or two rows for the same selection and seed.
@@ -342,34 +338,12 @@ def summary_table(metrics: pd.DataFrame, compute: pd.DataFrame | None) -> pd.Dat
         dup = metrics.loc[metrics.duplicated(model_keys), model_keys].iloc[0].to_dict()
         raise ValueError(f"metrics has more than one row for {dup}")
     compute_cols = ["scoring_sample_epochs", "scoring_wall_seconds"]
-    if compute is None:
-        compute = pd.DataFrame(columns=[*model_keys, *compute_cols])
-    _require_columns(compute, [*model_keys, *compute_cols], "compute")
-    if compute.duplicated(model_keys).any():
-        dup = compute.loc[compute.duplicated(model_keys), model_keys].iloc[0].to_dict()
-        raise ValueError(f"compute has more than one row for {dup}")
-
     models = metrics[model_keys + ["coreset_size", "test_accuracy",
                                    "worst_class_accuracy", "wall_seconds"]].copy()
     models["per_class_std"] = _nan_row_std(per_class_matrix(metrics["per_class_accuracy"]))
-    # Rates come from the same config but pass through float parsing in
-    # different jobs; a rounded join key tolerates last-bit differences.
-    models["_rate_key"] = models["pruning_rate"].astype(float).round(9)
-    # Explicit key dtypes: an empty compute table has object columns, which
-    # pandas refuses to join against integer seeds.
-    key_types = {"method": str, "scorer": str, "strategy": str, "seed": np.int64}
-    models = models.astype(key_types)
-    scored = compute[model_keys + compute_cols].astype(
-        {**key_types, **{c: np.float64 for c in compute_cols}}
-    )
-    scored["_rate_key"] = scored["pruning_rate"].astype(float).round(9)
-    models = models.merge(
-        scored.drop(columns="pruning_rate"),
-        on=["method", "scorer", "strategy", "_rate_key", "seed"],
-        how="left", validate="one_to_one",
-    )
-    unscored = models["method"].isin(UNSCORED_METHODS)
-    models.loc[unscored, compute_cols] = 0.0
+    for column in compute_cols:
+        models[column] = metrics[column].astype(np.float64) if column in metrics else np.nan
+    models.loc[models["method"].isin(UNSCORED_METHODS), compute_cols] = 0.0
 
     grouped = models.groupby(list(SELECTION_KEYS), sort=False, dropna=False)
     out = pd.DataFrame(
@@ -734,9 +708,8 @@ def write_report(
     out = Path(out_dir)
     paths: dict[str, Path] = {}
     pruned = metrics[~metrics["method"].isin(UNSCORED_METHODS)]
-    compute = pruned[["seed", *SELECTION_KEYS, "scoring_sample_epochs", "scoring_wall_seconds"]]
     tables = {
-        "summary": summary_table(metrics, compute),
+        "summary": summary_table(metrics),
         "diagnostics": diagnostics_table(score_tables),
     }
     for name, table in tables.items():
