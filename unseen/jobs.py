@@ -162,19 +162,10 @@ def _save_scoring_model(
         labels=labels[record_ids],
         train_ids=np.asarray(train_ids, dtype=np.int64),
         model_name=np.array(model_name),
-        train_samples_seen=np.int64(samples_seen(result)),
+        train_samples_seen=np.int64(result.samples_seen),
         train_wall_seconds=np.float64(result.wall_seconds),
         **record,
     )
-
-
-def samples_seen(result) -> int:
-    """Training samples processed by a run, in sample-epochs.
-
-    An epoch drops the last incomplete batch, so N samples for E epochs at
-    batch size B count ``(N // B) * B * E`` (at most N * E).
-    """
-    return int(sum(h["samples"] for h in result.history))
 
 
 def scoring_cost(predictions: list[str]) -> tuple[int, float]:
@@ -578,7 +569,7 @@ def retrain(
         "per_class_accuracy": per_class,
         "classes": list(data.classes),
         "epochs": int(len(result.history)),
-        "train_samples_seen": samples_seen(result),
+        "train_samples_seen": result.samples_seen,
         "wall_seconds": float(time.perf_counter() - t0),
         "scoring_sample_epochs": cost[0],
         "scoring_wall_seconds": cost[1],
@@ -606,7 +597,6 @@ def summarize(metrics: list[str], parquet: str, csv: str) -> None:
             row.method, row.scorer, row.strategy, row.pruning_rate, row.coreset_size,
             row.test_accuracy,
         )
-
 
 
 def report(

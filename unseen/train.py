@@ -96,10 +96,18 @@ class TrainResult:
     wall_seconds: float = 0.0
 
     @property
+    def samples_seen(self) -> int:
+        """Training samples processed, in sample-epochs.
+
+        An epoch drops the last incomplete batch, so N samples for E epochs at
+        batch size B count ``(N // B) * B * E`` (at most N * E).
+        """
+        return int(sum(h["samples"] for h in self.history))
+
+    @property
     def samples_per_second(self) -> float:
-        seen = sum(h["samples"] for h in self.history)
         train_seconds = sum(h["seconds"] for h in self.history)
-        return seen / train_seconds if train_seconds > 0 else float("nan")
+        return self.samples_seen / train_seconds if train_seconds > 0 else float("nan")
 
 
 def resolve_device(name: str) -> torch.device:
