@@ -1,4 +1,5 @@
 # Helpers for every rule file. Config validation, targets, job parameters.
+import itertools
 import json
 import os
 import shlex
@@ -8,6 +9,7 @@ from snakemake.utils import validate
 from unseen.config import parse_selection, selection_names, validate_config
 from unseen.data import check_dataset, dataset_fingerprint
 from unseen.scorers import MODEL_SCORERS
+from unseen.selection import STRATEGIES
 
 # Our validator names the key and the allowed values; Snakemake's validate then
 # re-checks the filled-in config against the same schema.
@@ -34,6 +36,7 @@ CONDA_ENV_FILE = "../envs/unseen.yaml"
 SELECTIONS = selection_names(config)
 REPORT_SCORER = config["report"]["scorer"] or SCORERS[0]
 REPORT_DIR = f"{RESULTS}/report"
+STRATEGY_PATTERN = "|".join(sorted(STRATEGIES))
 TRAIN = config["resources"]["train"]
 LIGHT = config["resources"]["light"]
 
@@ -65,8 +68,13 @@ def selection_json(wildcards):
     return as_json({**config["selection"], "strategy": wildcards.strategy})
 
 
+def stages_of(method):
+    """Stage fractions of an UNSEEN method: single-step is one stage of the full target."""
+    return [1.0] if method == "unseen_single" else config["stages"]
+
+
 def stage_fractions(wildcards):
-    return [1.0] if wildcards.unseen_method == "unseen_single" else config["stages"]
+    return stages_of(wildcards.unseen_method)
 
 
 def scorer_options(wildcards):
@@ -123,9 +131,8 @@ def scoring_predictions(wildcards):
     if method == "fitting":
         return [f"{seed_dir}/fitting/predictions.npz"]
     folds = [f"{seed_dir}/folds/fold{k}/predictions.npz" for k in FOLDS]
-    n_stages = len(config["stages"]) if method == "unseen" else 1
     base = f"{seed_dir}/coresets/{wildcards.selection}/rate{wildcards.rate}"
-    return folds + [f"{base}/stage{t}/predictions.npz" for t in range(1, n_stages)]
+    return folds + [f"{base}/stage{t}/predictions.npz" for t in range(1, len(stages_of(method)))]
 
 
 def selection_labels(wildcards):
@@ -150,10 +157,8 @@ def score_table_inputs(wildcards):
 
 def score_table_args(wildcards, input):
     """--score-table SEED SCORER KIND PATH for each table, in expand() order."""
-    args = []
-    for kind in score_table_inputs(wildcards):
-        paths = iter(input[kind])
-        for seed in SEEDS:
-            for scorer in SCORERS:
-                args.append(f"--score-table {seed} {scorer} {kind} {shlex.quote(next(paths))}")
-    return " ".join(args)
+    return " ".join(
+        f"--score-table {seed} {scorer} {kind} {shlex.quote(path)}"
+        for kind in score_table_inputs(wildcards)
+        for (seed, scorer), path in zip(itertools.product(SEEDS, SCORERS), input[kind])
+    )
