@@ -552,7 +552,8 @@ def retrain(
         device, threads,
     )
     logits = predict_logits(result.model, data.test_x, mean, std, dev,
-                            settings.eval_batch_size, settings.workers)
+                            settings.eval_batch_size, settings.workers,
+                            flip=settings.test_time_flip)
     pred = logits.argmax(1)
     correct = pred == data.test_y
     per_class = [
