@@ -74,11 +74,13 @@ def main(argv: list[str] | None = None) -> Path:
                    help="config whose final_model (arch, options, train) is trained")
     p.add_argument("--epochs", type=int, default=None, help="override the preset's epochs")
     p.add_argument("--batch-size", type=int, default=None, help="override the preset's batch")
+    p.add_argument("--lr", type=float, default=None,
+                   help="override the preset's lr (scale it with the batch size)")
     p.add_argument("--width", type=int, default=None, help="override the model's width option")
     p.add_argument("--torch-compile", choices=COMPILE_MODES, default=None,
                    help="override the preset's torch_compile")
     p.add_argument("--limit", type=int, default=None,
-                   help="use only the first N training and N test images (CPU checks)")
+                   help="use a seeded random N training and N test images (CPU checks)")
     p.add_argument("--runs", type=int, default=3, help="timed trainings, seeds 0..runs-1")
     p.add_argument("--warmup-steps", type=int, default=60,
                    help="SGD steps of the untimed warm-up (cuDNN search, torch.compile)")
@@ -92,7 +94,7 @@ def main(argv: list[str] | None = None) -> Path:
     device = resolve_device(args.device)
     config = yaml.safe_load(Path(args.config).read_text())
     spec = config["final_model"]
-    overrides = {k: v for k, v in (("epochs", args.epochs), ("batch_size", args.batch_size),
+    overrides = {k: v for k, v in (("epochs", args.epochs), ("batch_size", args.batch_size), ("lr", args.lr),
                                    ("torch_compile", args.torch_compile)) if v is not None}
     settings = TrainSettings.from_dict({**spec.get("train", {}), **overrides})
     options = {**spec.get("options", {}), **({"width": args.width} if args.width else {})}
@@ -101,8 +103,12 @@ def main(argv: list[str] | None = None) -> Path:
     train_x, train_y = data.train_x, data.train_y
     test_x, test_y = data.test_x, data.test_y
     if args.limit:
-        train_x, train_y = train_x[: args.limit], train_y[: args.limit]
-        test_x, test_y = test_x[: args.limit], test_y[: args.limit]
+        # a random subset, not the first N: ImageFolder ids are sorted by class
+        rng = np.random.default_rng(0)
+        keep = np.sort(rng.permutation(len(train_y))[: args.limit])
+        keep_test = np.sort(rng.permutation(len(test_y))[: args.limit])
+        train_x, train_y = train_x[keep], train_y[keep]
+        test_x, test_y = test_x[keep_test], test_y[keep_test]
     mean, std = data.channel_stats()
     in_shape = train_x.shape[1:]
     print(f"{args.dataset_label}: {len(train_y)} train / {len(test_y)} test images "
