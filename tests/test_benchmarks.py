@@ -73,3 +73,21 @@ def test_speedrun_writes_accuracy_time_and_device(image_tree, tmp_path):
     assert "speedrun" in result["command"] and result["goal"]["test_accuracy"] == 0.94
     # different seeds, different trainings
     assert result["runs"][0]["final_train_loss"] != result["runs"][1]["final_train_loss"]
+
+
+def test_trainer_throughput_compares_our_trainer_with_the_plain_loop(tmp_path):
+    proc = __import__("subprocess").run(
+        [sys.executable, str(BENCHMARKS / "trainer_throughput.py"), "--dataset", "digits",
+         "--root", "unused", "--model", "mlp", "--n-train", "256", "--n-test", "100",
+         "--epochs", "1", "--batch-size", "32", "--rounds", "1", "--plain-workers", "0",
+         "--device", "cpu", "--results-dir", str(tmp_path), "--markdown", str(tmp_path / "b.md")],
+        capture_output=True, text=True, cwd=REPO,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    result = json.loads((tmp_path / "trainer_throughput_cpu.json").read_text())
+    ours, plain = result["methods"]["unseen trainer"], result["methods"][
+        "plain DataLoader loop (0 workers)"]
+    assert ours["train_samples_per_s"] > 0 and plain["speedup_vs_plain"] == 1.0
+    assert ours["gpu_busy_fraction_train"] is None  # CPU: no GPU to be busy
+    assert "trainer_throughput.py" in result["command"]
+    assert "| unseen trainer |" in (tmp_path / "b.md").read_text()
