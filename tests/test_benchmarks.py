@@ -91,3 +91,33 @@ def test_trainer_throughput_compares_our_trainer_with_the_plain_loop(tmp_path):
     assert ours["gpu_busy_fraction_train"] is None  # CPU: no GPU to be busy
     assert "trainer_throughput.py" in result["command"]
     assert "| unseen trainer |" in (tmp_path / "b.md").read_text()
+
+
+@pytest.mark.workflow
+def test_pipeline_times_a_whole_seed_through_snakemake(tmp_path):
+    config = {
+        "dataset": {"name": "digits"}, "seeds": [0], "folds": {"k": 3, "mode": "paper"},
+        "scoring_model": {"arch": "mlp", "options": {"width": 32},
+                          "train": {"epochs": 3, "batch_size": 64}},
+        "final_model": {"arch": "mlp", "options": {"width": 32},
+                        "train": {"epochs": 3, "batch_size": 64, "test_time_flip": True}},
+        "record_epochs": [], "scorers": ["el2n"],
+        "methods": ["random", "fitting", "unseen_single", "unseen"],
+        "pruning_rates": [0.3, 0.7], "stages": [0.5, 1.0], "device": "cpu",
+    }
+    config_file = tmp_path / "tiny.yaml"
+    config_file.write_text(__import__("yaml").safe_dump(config))
+    pipeline = _script("pipeline")
+    out = pipeline.main(["--config", str(config_file), "--workdir", str(tmp_path / "run"),
+                         "--cores", "2", "--gpu-slots", "2", "--device", "cpu",
+                         "--results-dir", str(tmp_path)])
+    result = json.loads(out.read_text())
+    assert out.name == "pipeline_cpu.json" and result["machine"]["device"] == "cpu"
+    per_rule = result["jobs_per_rule"]
+    assert per_rule["train_fold_model"] == 3 and per_rule["train_stage_model"] == 2
+    assert per_rule["retrain"] == 8 and "prepare_data" not in per_rule  # timed apart
+    assert result["jobs"] == sum(per_rule.values()) and result["training_jobs"] == 14
+    assert result["wall_seconds_per_seed"] == result["wall_seconds"] > 0
+    assert result["job_startup_seconds"] > 0 and result["knobs"]["gpu_slots"] == 2
+    assert "pipeline.py" in result["command"] and result["seeds"] == [0]
+    assert len(list((tmp_path / "run" / "results" / "seed0" / "retrain").rglob("metrics.json"))) == 8
