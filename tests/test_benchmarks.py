@@ -76,6 +76,8 @@ def test_speedrun_writes_accuracy_time_and_device(image_tree, tmp_path):
 
 
 def test_trainer_throughput_compares_our_trainer_with_the_plain_loop(tmp_path):
+    throughput = _script("trainer_throughput")
+    (tmp_path / "b.md").write_text(f"old table\n{throughput.GENERATED_END}\n## Checklist\nkeep me\n")
     proc = __import__("subprocess").run(
         [sys.executable, str(BENCHMARKS / "trainer_throughput.py"), "--dataset", "digits",
          "--root", "unused", "--model", "mlp", "--n-train", "256", "--n-test", "100",
@@ -90,7 +92,9 @@ def test_trainer_throughput_compares_our_trainer_with_the_plain_loop(tmp_path):
     assert ours["train_samples_per_s"] > 0 and plain["speedup_vs_plain"] == 1.0
     assert ours["gpu_busy_fraction_train"] is None  # CPU: no GPU to be busy
     assert "trainer_throughput.py" in result["command"]
-    assert "| unseen trainer |" in (tmp_path / "b.md").read_text()
+    markdown = (tmp_path / "b.md").read_text()
+    assert "| unseen trainer |" in markdown and "old table" not in markdown
+    assert markdown.endswith(f"{throughput.GENERATED_END}\n## Checklist\nkeep me\n")
 
 
 @pytest.mark.workflow
