@@ -87,6 +87,7 @@ def validate_config(config: dict[str, Any], schema: dict[str, Any] | None = None
     schema = load_schema() if schema is None else schema
     _coerce_command_line_strings(config, schema)
     _strategy_name_as_list(config)
+    _budget_values(config)
     errors = sorted(
         _DefaultFillingValidator(schema).iter_errors(config),
         key=lambda e: list(map(str, e.absolute_path)),
@@ -135,6 +136,21 @@ def _strategy_name_as_list(config: dict[str, Any]) -> None:
     selection = config.get("selection")
     if isinstance(selection, dict) and isinstance(selection.get("strategy"), str):
         selection["strategy"] = [selection["strategy"]]
+
+
+def _budget_values(config: dict[str, Any]) -> None:
+    """``budget.retrain: epochs`` means ``[epochs]``; ``budget.scoring: "0.5"`` (from --config) is 0.5."""
+    budget = config.get("budget")
+    if not isinstance(budget, dict):
+        return
+    if isinstance(budget.get("retrain"), str):
+        budget["retrain"] = [budget["retrain"]]
+    scoring = budget.get("scoring")
+    if isinstance(scoring, str) and scoring != "epochs":
+        try:
+            budget["scoring"] = float(scoring)
+        except ValueError:
+            pass
 
 
 def parse_selection(name: str) -> tuple[str, str, str]:
@@ -194,6 +210,12 @@ def _semantic_problems(config: dict[str, Any]) -> list[str]:
         problems.append(
             f"config key 'report.per_class_rate': {rate} is not in 'pruning_rates'; "
             f"allowed: one of {config['pruning_rates']} or null"
+        )
+    scoring = config["budget"]["scoring"]
+    if scoring != "epochs" and not (isinstance(scoring, (int, float)) and scoring > 0):
+        problems.append(
+            f"config key 'budget.scoring': {scoring!r} is invalid; allowed: \"epochs\" or a "
+            "number > 0 (a fraction of the fitting model's SGD steps, e.g. 1.0 or 0.5)"
         )
     stages = config["stages"]
     if any(b <= a for a, b in zip(stages, stages[1:])) or stages[-1] != 1.0:

@@ -470,8 +470,50 @@ def load_dataset(name: str | dict[str, Any], root: str | None = None) -> ImageDa
     source = _source(spec.get("name", "digits"))
     root_path = Path(spec["root"]).expanduser().resolve() if spec.get("root") else Path(".")
     data = source.load(root_path, spec)
-    return ImageDataset(data.train_x, data.train_y, data.test_x, data.test_y, data.classes,
+    train_x, train_y = data.train_x, data.train_y
+    if spec.get("subset") is not None:
+        keep = stratified_subset(train_y, spec["subset"], spec.get("subset_seed", 0))
+        train_x, train_y = train_x[keep], train_y[keep]
+    return ImageDataset(train_x, train_y, data.test_x, data.test_y, data.classes,
                         fingerprint=dataset_fingerprint(spec))
+
+
+def stratified_subset(labels: np.ndarray, subset: int | float, seed: int) -> np.ndarray:
+    """Sorted positions of a seeded, stratified subset of a training set.
+
+    Args:
+        labels: int (N,) class labels.
+        subset: an int >= 1 (that many samples) or a float in (0, 1) (that
+            fraction of N, rounded half up).
+        seed: which subset; the same seed always gives the same samples.
+
+    Returns:
+        int64 (n,) increasing positions. Every class keeps its share of the
+        training set (largest-remainder rounding), so class frequencies are
+        preserved to within one sample. The test split is never subset.
+    """
+    from unseen.selection import apportion
+
+    labels = np.asarray(labels, dtype=np.int64)
+    n_total = len(labels)
+    if isinstance(subset, float) and not float(subset).is_integer():
+        if not 0.0 < subset < 1.0:
+            raise ValueError(f"dataset.subset must be a count >= 1 or a fraction in (0, 1), got {subset}")
+        size = max(1, int(np.floor(subset * n_total + 0.5)))
+    else:
+        size = int(subset)
+    if not 1 <= size <= n_total:
+        raise ValueError(
+            f"dataset.subset asks for {size} training samples but the training set has "
+            f"{n_total}; use a count from 1 to {n_total} or a fraction in (0, 1)"
+        )
+    counts = np.bincount(labels)
+    per_class = apportion(counts.astype(np.float64), size, counts)
+    rng = np.random.default_rng(seed)
+    keep = [
+        rng.permutation(np.flatnonzero(labels == c))[: per_class[c]] for c in range(len(counts))
+    ]
+    return np.sort(np.concatenate(keep)).astype(np.int64)
 
 
 def save_cached(dataset: ImageDataset, path: str | Path) -> None:

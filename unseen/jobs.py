@@ -20,6 +20,12 @@ import numpy as np
 import pandas as pd
 
 from unseen import io
+from unseen.budget import (
+    NO_SCORING,
+    retrain_train_settings,
+    scoring_budget_label,
+    scoring_train_settings,
+)
 from unseen.data import ImageDataset, load_cached, prepare_cached
 from unseen.folds import assign_folds, fold_training_mask
 from unseen.scorers import (
@@ -133,7 +139,7 @@ def _train_and_record(
 
 def _save_scoring_model(
     result, model_spec, train_ids, record_ids, labels, model_name, seed, norm,
-    recorder, checkpoint: str, predictions: str,
+    recorder, checkpoint: str, predictions: str, budget_label: str,
 ) -> None:
     import torch
 
@@ -164,22 +170,34 @@ def _save_scoring_model(
         model_name=np.array(model_name),
         train_samples_seen=np.int64(result.samples_seen),
         train_wall_seconds=np.float64(result.wall_seconds),
+        train_steps=np.int64(result.steps),
+        scoring_budget=np.array(budget_label),
         **record,
     )
 
 
-def scoring_cost(predictions: list[str]) -> tuple[int, float]:
-    """(sample-epochs, wall seconds) spent training the scoring models behind ``predictions``.
+def scoring_cost(predictions: list[str]) -> dict[str, Any]:
+    """What training the scoring models behind ``predictions`` cost, and under which budget.
 
+    Returns a dict with ``scoring_sample_epochs`` (training samples processed),
+    ``scoring_wall_seconds``, ``scoring_steps`` (SGD steps, summed over the
+    models) and ``scoring_budget`` (the budget label of the fold and stage
+    models, ``"1"`` for the fitting model, ``"none"`` without predictions).
     Shared models (the K fold models) count fully for every coreset that uses
     them: the cost is what producing that one coreset from scratch takes.
     """
-    sample_epochs, seconds = 0, 0.0
+    cost = {"scoring_sample_epochs": 0, "scoring_wall_seconds": 0.0, "scoring_steps": 0}
+    labels = []
     for path in predictions:
         with np.load(path, allow_pickle=False) as arrays:
-            sample_epochs += int(arrays["train_samples_seen"])
-            seconds += float(arrays["train_wall_seconds"])
-    return sample_epochs, seconds
+            cost["scoring_sample_epochs"] += int(arrays["train_samples_seen"])
+            cost["scoring_wall_seconds"] += float(arrays["train_wall_seconds"])
+            cost["scoring_steps"] += int(arrays["train_steps"])
+            labels.append(str(arrays["scoring_budget"]))
+    # The fitting model is the reference (budget 1); fold and stage models carry the run's budget.
+    distinct = sorted(set(labels) - {"1"}) or sorted(set(labels))
+    cost["scoring_budget"] = "/".join(distinct) if distinct else NO_SCORING
+    return cost
 
 
 RECORD_FORMATS = ("auto", "logits", "stats")
@@ -212,12 +230,18 @@ def train_scoring_model(
     checkpoint: str,
     predictions: str,
     record_format: str = "auto",
+    scoring_budget: float | str | None = None,
 ) -> None:
     """Train a scoring model and save it plus its per-epoch record on ``record_ids``.
 
+    ``scoring_budget`` sets the length of a fold or stage model's training
+    relative to the fitting model (:func:`unseen.budget.scoring_train_settings`);
+    None trains for ``train_settings`` as written (the fitting model itself).
+
     The predictions file (``.npz``) holds: sample_ids (R,), labels (R,),
     epochs (E,), train_ids (T,), model_name, train_samples_seen (sample-epochs
-    of training), train_wall_seconds (training plus recording), and either logits float16
+    of training), train_wall_seconds (training plus recording), train_steps (SGD
+    steps), scoring_budget (its budget label, "1" for the fitting model), and either logits float16
     (E, R, C) or, in the statistics format, ``stat_<name>`` (E, R) for every
     name in :data:`unseen.scorers.STAT_NAMES` (see :func:`uses_statistics`).
     The checkpoint holds the state dict, model spec, train ids, seed, name and
@@ -226,6 +250,8 @@ def train_scoring_model(
     train_ids = np.sort(np.asarray(train_ids, dtype=np.int64))
     record_ids = np.sort(np.asarray(record_ids, dtype=np.int64))
     data = load_cached(dataset_cache)
+    if scoring_budget is not None:
+        train_settings = scoring_train_settings(train_settings, len(data.train_y), scoring_budget)
     recorder = (
         StatisticsRecorder(data.train_y[record_ids])
         if uses_statistics(record_format, data.num_classes)
@@ -238,6 +264,7 @@ def train_scoring_model(
     _save_scoring_model(
         result, model_spec, train_ids, record_ids, data.train_y, model_name, seed, norm,
         recorder, checkpoint, predictions,
+        "1" if scoring_budget is None else scoring_budget_label(scoring_budget),
     )
 
 
@@ -374,6 +401,7 @@ def choose(
     seed: int,
     class_difficulty: str | None = None,
     base_labels: np.ndarray | None = None,
+    pruning_rate: float | None = None,
 ) -> np.ndarray:
     """Positions of the ``n`` rows of a score table to add, by the configured strategy.
 
@@ -386,12 +414,13 @@ def choose(
             hard_class_priority, ignored otherwise.
         base_labels: labels of the samples already in the coreset (later UNSEEN
             stages), so class quotas refer to the whole coreset.
+        pruning_rate: the coreset's pruning rate (the rate-aware ``auto`` strategy).
     """
     from unseen.selection import select_coreset
 
     strategy = selection.get("strategy", "top")
-    options: dict[str, Any] = {"seed": seed}
-    for key in ("ccs_beta", "ccs_bins", "priority_lambda"):
+    options: dict[str, Any] = {"seed": seed, "pruning_rate": pruning_rate}
+    for key in ("ccs_beta", "ccs_bins", "priority_lambda", "auto_ccs_rate"):
         if key in selection:
             options[key] = selection[key]
     if strategy == "hard_class_priority":
@@ -425,7 +454,7 @@ def select_first_stage(
     table = io.read_table(scores)
     n = stage_target(len(table), pruning_rate, fractions, 1)
     pos = choose(table, n, selection, derive_seed(seed, "select", pruning_rate, 1),
-                 class_difficulty)
+                 class_difficulty, pruning_rate=pruning_rate)
     chosen = table.iloc[pos]
     frame = _coreset_frame(chosen["sample_id"], chosen["label"], 1, chosen["score"])
     io.write_table(frame, output, io.CORESET_SCHEMA)
@@ -456,7 +485,8 @@ def select_next_stage(
     n = stage_target(n_total, pruning_rate, fractions, stage)
     add = n - len(prev)
     pos = choose(scored, add, selection, derive_seed(seed, "select", pruning_rate, stage),
-                 class_difficulty, base_labels=prev["label"].to_numpy())
+                 class_difficulty, base_labels=prev["label"].to_numpy(),
+                 pruning_rate=pruning_rate)
     chosen = scored.iloc[pos]
     frame = pd.concat(
         [prev, _coreset_frame(chosen["sample_id"], chosen["label"], stage, chosen["score"])],
@@ -486,7 +516,7 @@ def select_by_scores(
     table = io.read_table(scores)
     n = coreset_size(len(table), pruning_rate)
     pos = choose(table, n, selection, derive_seed(seed, "select", pruning_rate, 1),
-                 class_difficulty)
+                 class_difficulty, pruning_rate=pruning_rate)
     chosen = table.iloc[pos]
     frame = _coreset_frame(chosen["sample_id"], chosen["label"], 1, chosen["score"])
     publish_coreset(frame, output, id_list)
@@ -529,13 +559,17 @@ def retrain(
     metrics_json: str,
     metrics_parquet: str,
     scoring_predictions: list[str] = (),
+    retrain_budget: str = "full_steps",
 ) -> None:
     """Train a fresh model on the coreset (or all data if ``coreset`` is None); evaluate on test.
 
     ``labels`` (method, scorer, strategy, pruning_rate) are copied into the
     metrics, and so is the scoring cost of the coreset (:func:`scoring_cost`
-    of ``scoring_predictions``; 0 for full and random). All retrains of a run
-    share one initialisation seed, so methods differ only in their training data.
+    of ``scoring_predictions``; 0 for full and random). ``retrain_budget``
+    (:data:`unseen.budget.RETRAIN_BUDGETS`) sets how long a coreset trains; the
+    full-data model trains for ``train_settings`` as written under either. All
+    retrains of a run share one initialisation seed, so methods differ only in
+    their training data.
     """
     from unseen.train import predict_logits
 
@@ -546,6 +580,8 @@ def retrain(
         else np.sort(io.read_table(coreset)["sample_id"].to_numpy())
     )
     cost = scoring_cost(list(scoring_predictions))
+    if coreset is not None:
+        train_settings = retrain_train_settings(train_settings, len(data.train_y), retrain_budget)
     t0 = time.perf_counter()
     result, (mean, std), dev, settings = _train_and_record(
         data, ids, None, model_spec, train_settings, [], derive_seed(seed, "retrain"),
@@ -571,8 +607,9 @@ def retrain(
         "epochs": int(len(result.history)),
         "train_samples_seen": result.samples_seen,
         "wall_seconds": float(time.perf_counter() - t0),
-        "scoring_sample_epochs": cost[0],
-        "scoring_wall_seconds": cost[1],
+        "retrain_budget": retrain_budget,
+        "train_steps": int(result.steps),
+        **cost,
         "train_samples_per_s": float(result.samples_per_second),
         "model": model_spec["arch"],
         "device": str(dev),
@@ -586,7 +623,9 @@ def retrain(
 def summarize(metrics: list[str], parquet: str, csv: str) -> None:
     """Concatenate every retrain's metrics into one table (Parquet and CSV)."""
     table = pd.concat([io.read_table(m) for m in metrics], ignore_index=True)
-    table = table.sort_values(["seed", "method", "scorer", "strategy", "pruning_rate"], ignore_index=True)
+    table = table.sort_values(
+        ["seed", "retrain_budget", "method", "scorer", "strategy", "pruning_rate"], ignore_index=True
+    )
     io.write_table(table, parquet, io.METRICS_SCHEMA)
     flat = table.assign(per_class_accuracy=table["per_class_accuracy"].map(lambda v: json.dumps([float(x) for x in v])))
     with io.atomic_path(csv) as tmp:

@@ -223,6 +223,10 @@ class SelectionContext:
         ccs_bins: number of score bins (strata) for CCS.
         priority_lambda: how strongly quotas grow with class error (hard-class priority).
         seed: seeds CCS's sampling within bins.
+        pruning_rate: the pruning rate of the coreset being built, in (0, 1), or
+            None; the rate-aware ``auto`` strategy needs it.
+        auto_ccs_rate: ``auto`` keeps the top scores below this pruning rate and
+            switches to CCS from it on.
     """
 
     keep: str = "highest"
@@ -233,6 +237,8 @@ class SelectionContext:
     ccs_bins: int = 50
     priority_lambda: float = 1.0
     seed: int = 0
+    pruning_rate: float | None = None
+    auto_ccs_rate: float = 0.8
 
 
 def strategy_top(ids, scores, labels, n, ctx: SelectionContext) -> np.ndarray:
@@ -357,6 +363,31 @@ def _id_keys(ids: np.ndarray, seed: int) -> np.ndarray:
     return np.random.default_rng(seed).random(int(ids.max()) + 1)[ids]
 
 
+def auto_strategy_name(pruning_rate: float, auto_ccs_rate: float) -> str:
+    """The strategy ``auto`` applies at ``pruning_rate``: ``"top"`` below ``auto_ccs_rate``, else ``"ccs"``.
+
+    Why: with a fair training budget the hardest samples make the best coreset
+    while most of the data is kept, but a small coreset of only the hardest
+    samples loses the easy, typical ones and collapses (Sorscher et al.,
+    NeurIPS 2022; CCS, Zheng et al., ICLR 2023). The rule depends on the
+    pruning rate only, never on test data (docs/results.md gives the evidence).
+    """
+    if not 0.0 < pruning_rate < 1.0:
+        raise ValueError(f"pruning rate must lie in (0, 1), got {pruning_rate}")
+    return "ccs" if pruning_rate >= auto_ccs_rate else "top"
+
+
+def strategy_auto(ids, scores, labels, n, ctx: SelectionContext) -> np.ndarray:
+    """Rate-aware selection: top scores at low pruning rates, CCS from ``ctx.auto_ccs_rate`` on.
+
+    See :func:`auto_strategy_name`. Needs ``ctx.pruning_rate``.
+    """
+    if ctx.pruning_rate is None:
+        raise ValueError("the auto strategy needs pruning_rate (the coreset's pruning rate)")
+    name = auto_strategy_name(ctx.pruning_rate, ctx.auto_ccs_rate)
+    return STRATEGIES[name](ids, scores, labels, n, ctx)
+
+
 StrategyFn = Callable[[np.ndarray, np.ndarray, np.ndarray, int, SelectionContext], np.ndarray]
 
 #: name -> fn(sample_ids, scores, labels, n, ctx) -> int64 (n,) positions, best first.
@@ -365,6 +396,7 @@ STRATEGIES: dict[str, StrategyFn] = {
     "class_balanced": strategy_class_balanced,
     "ccs": strategy_ccs,
     "hard_class_priority": strategy_hard_class_priority,
+    "auto": strategy_auto,
 }
 
 
@@ -391,7 +423,7 @@ def select_coreset(
         **options: further :class:`SelectionContext` fields, e.g.
             ``class_error`` (float (C,)) for hard_class_priority, ``ccs_beta``,
             ``ccs_bins``, ``priority_lambda``, ``seed``, ``base_counts``,
-            ``population_counts``.
+            ``population_counts``, ``pruning_rate`` and ``auto_ccs_rate`` (auto).
 
     Returns:
         int64 (n,) distinct positions into ``scores``, best first.

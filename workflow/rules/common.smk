@@ -6,6 +6,7 @@ import shlex
 
 from snakemake.utils import validate
 
+from unseen.budget import RETRAIN_BUDGETS as RETRAIN_BUDGET_NAMES
 from unseen.config import parse_selection, selection_names, validate_config
 from unseen.data import check_dataset, dataset_fingerprint
 from unseen.scorers import MODEL_SCORERS
@@ -37,8 +38,10 @@ SELECTIONS = selection_names(config)
 REPORT_SCORER = config["report"]["scorer"] or SCORERS[0]
 REPORT_DIR = f"{RESULTS}/report"
 STRATEGY_PATTERN = "|".join(sorted(STRATEGIES))
+RETRAIN_BUDGET_PATTERN = "|".join(RETRAIN_BUDGET_NAMES)
 TRAIN = config["resources"]["train"]
 LIGHT = config["resources"]["light"]
+RETRAIN_BUDGETS = config["budget"]["retrain"]
 
 
 def as_json(obj):
@@ -104,8 +107,9 @@ def all_coresets():
 
 def all_metrics():
     pruned = expand(
-        f"{RESULTS}/seed{{seed}}/retrain/{{selection}}/rate{{rate}}/metrics.parquet",
+        f"{RESULTS}/seed{{seed}}/retrain/{{retrain_budget}}/{{selection}}/rate{{rate}}/metrics.parquet",
         seed=SEEDS,
+        retrain_budget=RETRAIN_BUDGETS,
         selection=SELECTIONS,
         rate=RATES,
     )
