@@ -316,7 +316,7 @@ def summary_table(metrics: pd.DataFrame) -> pd.DataFrame:
     Returns:
         One row per (retrain_budget, scoring_budget, method, scorer, strategy,
         pruning_rate), sorted by retrain_budget, pruning_rate, method, scorer,
-        strategy, with columns
+        strategy, scoring_budget, with columns
         :data:`SUMMARY_COLUMNS`:
         ``coreset_size`` (int64 when all seeds of every row agree, else the float
         mean), ``n_seeds``, ``test_accuracy_mean/_std`` and
@@ -368,7 +368,7 @@ def summary_table(metrics: pd.DataFrame) -> pd.DataFrame:
         }
     ).reset_index()
     out = out.sort_values(
-        ["retrain_budget", "scoring_budget", "pruning_rate", "method", "scorer", "strategy"],
+        ["retrain_budget", "pruning_rate", "method", "scorer", "strategy", "scoring_budget"],
         kind="stable",
     ).reset_index(drop=True)
     return out[list(SUMMARY_COLUMNS)]

@@ -372,19 +372,29 @@ def auto_strategy_name(pruning_rate: float, auto_ccs_rate: float) -> str:
     NeurIPS 2022; CCS, Zheng et al., ICLR 2023). The rule depends on the
     pruning rate only, never on test data (docs/results.md gives the evidence).
     """
-    if not 0.0 < pruning_rate < 1.0:
-        raise ValueError(f"pruning rate must lie in (0, 1), got {pruning_rate}")
+    if not 0.0 <= pruning_rate <= 1.0:
+        raise ValueError(f"pruning rate must lie in [0, 1], got {pruning_rate}")
     return "ccs" if pruning_rate >= auto_ccs_rate else "top"
 
 
 def strategy_auto(ids, scores, labels, n, ctx: SelectionContext) -> np.ndarray:
     """Rate-aware selection: top scores at low pruning rates, CCS from ``ctx.auto_ccs_rate`` on.
 
-    See :func:`auto_strategy_name`. Needs ``ctx.pruning_rate``.
+    See :func:`auto_strategy_name`. Without ``ctx.pruning_rate`` the rate is
+    what this call prunes: ``1 - (n + already selected) / population``, where
+    the population is ``ctx.population_counts`` summed or, without it, the
+    candidates plus ``ctx.base_counts``. Later UNSEEN stages pass the
+    coreset's rate explicitly, since their candidates are only the rest.
     """
-    if ctx.pruning_rate is None:
-        raise ValueError("the auto strategy needs pruning_rate (the coreset's pruning rate)")
-    name = auto_strategy_name(ctx.pruning_rate, ctx.auto_ccs_rate)
+    rate = ctx.pruning_rate
+    if rate is None:
+        base = 0 if ctx.base_counts is None else int(np.sum(ctx.base_counts))
+        population = (
+            int(np.sum(ctx.population_counts)) if ctx.population_counts is not None
+            else len(ids) + base
+        )
+        rate = 1.0 - (n + base) / population if population else 0.0
+    name = auto_strategy_name(rate, ctx.auto_ccs_rate)
     return STRATEGIES[name](ids, scores, labels, n, ctx)
 
 
