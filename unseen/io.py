@@ -232,6 +232,8 @@ def read_npz_member(path: str | os.PathLike, key: str) -> np.ndarray | None:
 
 def open_npz(path: str | os.PathLike) -> np.lib.npyio.NpzFile:
     """``np.load`` of an ``.npz`` archive; ValueError for anything else (e.g. a bare ``.npy``)."""
+    if not zipfile.is_zipfile(path):  # else numpy's error speaks of pickled data
+        raise ValueError("not an .npz archive (no complete zip directory at its end)")
     data = np.load(path, allow_pickle=False)
     if not isinstance(data, np.lib.npyio.NpzFile):
         raise ValueError("not an .npz archive")
@@ -253,9 +255,9 @@ class DamagedFileError(RuntimeError):
         self.path = Path(path)
         self.problem = problem
         super().__init__(
-            f"{path} is damaged: {problem}. Delete it and rerun the same snakemake command:"
-            f" rm {path}  (the job that writes it runs again, and so do the jobs after it;"
-            " every other finished output is kept)"
+            f"{path} is damaged: {problem.rstrip('.')}. Rebuild it and what was made from it:"
+            f" rerun the same snakemake command with --forcerun {path}  (the job that writes"
+            " it runs again, and so do the jobs after it; every other finished output is kept)"
         )
 
 

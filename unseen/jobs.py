@@ -359,7 +359,7 @@ def read_scores(path: str, schema) -> pd.DataFrame:
     """A score table (``schema``: shard or aggregate) whose scores are all finite."""
     table = io.read_table(path, schema)
     check_finite_scores(table["score"].to_numpy(), table["sample_id"].to_numpy(), path,
-                        f"rm {path} and rerun the same snakemake command (it is rebuilt)")
+                        f"rerun the same snakemake command with --forcerun {path} (it is rebuilt)")
     return table
 
 

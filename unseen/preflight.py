@@ -36,12 +36,14 @@ class PreflightError(RuntimeError):
     """The run cannot succeed as configured, or a finished output is damaged."""
 
 
-def preflight(config: dict[str, Any], results: str | Path = "results", dry_run: bool = False) -> None:
+def preflight(config: dict[str, Any], results: str | Path = "results", argv: list[str] = ()) -> None:
     """Run every check on a validated ``config`` and the outputs under ``results``.
 
-    ``dry_run``: report a damaged dataset cache instead of removing it.
+    ``argv``: the snakemake command line; in a dry run a damaged dataset cache is
+    only reported, and damaged files it names (``--forcerun FILE``) are being rebuilt.
     """
-    check_outputs(results, dry_run=dry_run)
+    check_outputs(results, dry_run=invocation(list(argv)) == "dry-run",
+                  rebuilding=[Path(a) for a in argv])
     check_splits(config, Path(results) / "data" / "dataset.npz")
     check_device(config["device"])
 
@@ -90,15 +92,19 @@ def damaged_outputs(results: str | Path) -> list[tuple[Path, str]]:
     return found
 
 
-def check_outputs(results: str | Path, dry_run: bool = False) -> None:
+def check_outputs(results: str | Path, dry_run: bool = False, rebuilding: list[Path] = ()) -> None:
     """Stop on a damaged output, naming it and the command that repairs it.
 
-    The dataset cache (``results/data/dataset.npz``) is only a decoded copy of
-    the source, so a damaged one is removed and rebuilt by ``prepare_data``
-    (every job after it then reruns, with the same results); in a dry run it
-    is only reported.
+    Snakemake does not rebuild a missing intermediate file whose products are
+    up to date, so deleting a damaged file is no fix; ``--forcerun FILE``
+    reruns its job and every job after it. Files in ``rebuilding`` (the
+    command line's words) are being forced and pass. The dataset cache
+    (``results/data/dataset.npz``) is only a decoded copy of the source, so a
+    damaged one is removed (in a dry run: reported); ``prepare_data`` rebuilds
+    it when a job next needs it, and the jobs after it rerun, with the same results.
     """
-    damaged = damaged_outputs(results)
+    forced = {path.absolute() for path in rebuilding}
+    damaged = [(p, why) for p, why in damaged_outputs(results) if p.absolute() not in forced]
     cache = Path(results) / "data" / "dataset.npz"
     for path, problem in [d for d in damaged if d[0] == cache]:
         damaged.remove((path, problem))
@@ -109,16 +115,17 @@ def check_outputs(results: str | Path, dry_run: bool = False) -> None:
             path.unlink()
     if damaged:
         listing = "\n".join(f"  {path}: {problem}" for path, problem in damaged)
-        files = " ".join(str(path.absolute()) for path, _ in damaged)
+        files = " ".join(str(path) for path, _ in damaged)
         raise PreflightError(
             f"{len(damaged)} finished output(s) are damaged (cut short or edited by hand), so no"
-            f" job was started:\n{listing}\nDelete them and rerun the same command; the jobs that"
-            f" write them run again, and so do the jobs after them (every other finished output"
-            f" is kept):\n  rm {files}"
+            f" job was started:\n{listing}\nRebuild them by rerunning the same command with"
+            f"\n  --forcerun {files}\n(paths relative to the working directory {Path.cwd()}: the"
+            " jobs that write them run again, and so do the jobs after them; every other finished"
+            " output is kept)"
         )
     leftovers = io.partial_files(results)
     if leftovers:
-        log.info(
+        log.warning(
             "%d temporary file(s) of killed jobs under %s (e.g. %s); each is removed when its"
             " job next succeeds, or now: find %s -name '.*.partial' -delete",
             len(leftovers), results, leftovers[0], results,
@@ -147,11 +154,11 @@ def check_splits(config: dict[str, Any], cache: str | Path | None = None) -> Non
         smallest = min(n for _, n in small)
         raise PreflightError(
             f"config key 'folds.k': {k} folds need at least {k} training samples in every class,"
-            f" but in dataset {name!r} {shown}" + (" ..." if len(small) > 5 else "")
+            f" but in dataset {name!r} {shown}" + (" and more" if len(small) > 5 else "")
             + ". Some folds would hold no sample of such a class, so its fold models never see it."
-            + (f" Fix: set folds.k to at most {smallest}" if smallest >= 2 else
-               " Fix: add images to that class or remove its folder")
-            + " (a class with fewer than 2 samples cannot be split at all)."
+            + (f" Fix: set folds.k to at most {smallest}." if smallest >= 2 else
+               " Fix: add images to that class or remove its folder (a class needs at least"
+               " 2 samples to be split).")
         )
     strategies = set(config["selection"]["strategy"])
     strategies |= {name.split("-")[-1] for name in config.get("extra_selections", [])}

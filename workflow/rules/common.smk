@@ -22,7 +22,7 @@ check_dataset(config["dataset"])
 # So do damaged outputs, classes too small for the folds or a class-aware coreset,
 # and device: cuda without CUDA; once, in the main Snakemake process (unseen.preflight).
 if workflow.is_main_process and invocation(sys.argv) != "other":
-    preflight(config, "results", dry_run=invocation(sys.argv) == "dry-run")
+    preflight(config, "results", sys.argv)
 
 # Jobs run this checkout's package (python -m unseen), also inside `--use-conda`
 # environments that hold only the dependencies: always the same code as the Snakefile.
