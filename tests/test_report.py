@@ -198,12 +198,15 @@ def test_diagnostics_table_averages_over_seeds_and_pairs():
 
 
 def model_row(method, scorer, strategy, rate, seed, size, acc, worst, per_class, wall,
-              scoring=(0, 0.0)):
+              scoring=(0, 0.0), retrain_budget="full_steps", train_steps=40):
+    scored = method not in ("full", "random")
     return {
         "method": method, "scorer": scorer, "strategy": strategy, "pruning_rate": rate,
         "seed": seed, "coreset_size": size, "n_train_total": 1000, "test_accuracy": acc,
         "worst_class_accuracy": worst, "per_class_accuracy": per_class, "epochs": 5,
-        "wall_seconds": wall, "scoring_sample_epochs": scoring[0],
+        "wall_seconds": wall, "retrain_budget": retrain_budget, "train_steps": train_steps,
+        "scoring_budget": "1" if scored else "none", "scoring_steps": 10 * scored,
+        "scoring_sample_epochs": scoring[0],
         "scoring_wall_seconds": scoring[1], "model": "mlp", "device": "cpu",
     }
 
@@ -257,7 +260,8 @@ def test_summary_table_means_stds_and_compute(metrics):
 
 def test_summary_table_single_seed_std_is_nan_and_missing_compute_is_nan(metrics):
     one_seed = metrics[metrics["seed"] == 0]
-    without_cost = one_seed.drop(columns=["scoring_sample_epochs", "scoring_wall_seconds"])
+    without_cost = one_seed.drop(
+        columns=["scoring_sample_epochs", "scoring_wall_seconds", "scoring_steps"])
     summary = report.summary_table(without_cost).set_index("method")
     assert (summary["n_seeds"] == 1).all()
     assert summary["test_accuracy_std"].isna().all()

@@ -45,6 +45,11 @@ TWO_SEEDS = {
     "record_epochs": [5],
     "scoring_model": {"train": {"epochs": SCORING_EPOCHS}},
     "final_model": {"train": {"epochs": 10}},
+    # Epoch budgets for every model, so the scoring cost below is a count of
+    # passes over each model's own training set (the budget rules have their
+    # own tests in test_budget.py and test_workflow.py).
+    "budget": {"scoring": "epochs", "retrain": ["epochs"]},
+    "selection": {"strategy": ["top"]},
 }
 TWO_SEED_SELECTIONS = [
     "random", "fitting-el2n-top", "unseen_single-el2n-top", "unseen-el2n-top",
@@ -277,7 +282,7 @@ def test_scoring_cost_of_every_method(two_seed_run, seed):
     n = len(pd.read_parquet(two_seed_run / f"results/seed{seed}/split/folds.parquet"))
     batch = train["batch_size"]
     for selection in ["full", *TWO_SEED_SELECTIONS]:
-        folder = "full" if selection == "full" else f"{selection}/rate{RATE:g}"
+        folder = "full" if selection == "full" else f"epochs/{selection}/rate{RATE:g}"
         metrics = json.loads(
             (two_seed_run / f"results/seed{seed}/retrain/{folder}/metrics.json").read_text()
         )
@@ -314,7 +319,7 @@ def test_scoring_cost_of_every_method(two_seed_run, seed):
             assert full_pass + extra - (K2 + 1) * batch * SCORING_EPOCHS < cost <= full_pass + extra
     # single-step UNSEEN costs the same whatever the strategy: the same fold models
     costs = {
-        s: json.loads((two_seed_run / f"results/seed{seed}/retrain/{s}/rate{RATE:g}/metrics.json")
+        s: json.loads((two_seed_run / f"results/seed{seed}/retrain/epochs/{s}/rate{RATE:g}/metrics.json")
                       .read_text())["scoring_sample_epochs"]
         for s in TWO_SEED_SELECTIONS if s.startswith("unseen_single")
     }

@@ -25,6 +25,8 @@ K = DEFAULT_CONFIG["folds"]["k"]
 SCORERS = DEFAULT_CONFIG["scorers"]
 RATES = [f"{r:g}" for r in DEFAULT_CONFIG["pruning_rates"]]
 N_STAGES = len(DEFAULT_CONFIG["stages"])
+STRATEGY = DEFAULT_CONFIG["selection"]["strategy"]  # the default recipe's strategy (auto)
+SCORED_METHODS = ("fitting", "unseen_single", "unseen")
 
 
 def read(path: Path) -> pd.DataFrame:
@@ -69,8 +71,8 @@ def test_coreset_sizes_exact_and_stages_nested(default_run):
     base = default_run / "results/seed0/coresets"
     for rate in RATES:
         target = coreset_size(n_total, float(rate))
-        # default strategy list [top]: coresets are named <method>-<scorer>-<strategy>
-        selections = ["random"] + [f"{m}-{s}-top" for m in ("fitting", "unseen") for s in SCORERS]
+        # coresets are named <method>-<scorer>-<strategy>
+        selections = ["random"] + [f"{m}-{s}-{STRATEGY}" for m in SCORED_METHODS for s in SCORERS]
         assert sorted(p.name for p in base.iterdir()) == sorted(selections)
         for selection in selections:
             coreset = read(base / f"{selection}/rate{rate}/coreset.parquet")
@@ -82,47 +84,56 @@ def test_coreset_sizes_exact_and_stages_nested(default_run):
             sizes = stage_sizes(target, DEFAULT_CONFIG["stages"])
             previous: set[int] = set()
             for t in range(1, N_STAGES + 1):
-                stage = read(base / f"unseen-{scorer}-top/rate{rate}/stage{t}.parquet")
+                stage = read(base / f"unseen-{scorer}-{STRATEGY}/rate{rate}/stage{t}.parquet")
                 assert len(stage) == sizes[t - 1]
                 assert previous <= set(stage["sample_id"])
                 assert set(stage.loc[stage.stage < t, "sample_id"]) == previous
                 previous = set(stage["sample_id"])
                 if t < N_STAGES:
                     # The stage model scores exactly the samples it did not train on.
-                    pred = load_npz(base / f"unseen-{scorer}-top/rate{rate}/stage{t}/predictions.npz")
+                    pred = load_npz(base / f"unseen-{scorer}-{STRATEGY}/rate{rate}/stage{t}/predictions.npz")
                     assert set(pred["train_ids"]) == previous
                     assert not set(pred["sample_ids"]) & previous
                     assert len(pred["sample_ids"]) == n_total - len(previous)
-            final = read(base / f"unseen-{scorer}-top/rate{rate}/coreset.parquet")
+            final = read(base / f"unseen-{scorer}-{STRATEGY}/rate{rate}/coreset.parquet")
             assert set(final["sample_id"]) == previous
 
 
 def test_metrics_and_summary(default_run):
     summary = read(default_run / "results/summary.parquet")
-    n_selections = 1 + 2 * len(SCORERS)
+    n_selections = 1 + len(SCORED_METHODS) * len(SCORERS)
     assert len(summary) == n_selections * len(RATES) + 1
     full = summary[summary.method == "full"].iloc[0]
     assert full.coreset_size == full.n_train_total == 1347
     # strategy: the selection's strategy, "none" where nothing was selected by score
     assert set(summary.loc[summary.method.isin(["full", "random"]), "strategy"]) == {"none"}
-    assert set(summary.loc[summary.method.isin(["fitting", "unseen"]), "strategy"]) == {"top"}
+    assert set(summary.loc[summary.method.isin(SCORED_METHODS), "strategy"]) == {STRATEGY}
     assert set(summary.loc[summary.method.isin(["full", "random"]), "scorer"]) == {"none"}
     expected_rows = {("full", "none", "none", 0.0)} | {
-        (m, s, "top", float(r)) for m in ("fitting", "unseen") for s in SCORERS for r in RATES
+        (m, s, STRATEGY, float(r)) for m in SCORED_METHODS for s in SCORERS for r in RATES
     } | {("random", "none", "none", float(r)) for r in RATES}
     got_rows = set(summary[["method", "scorer", "strategy", "pruning_rate"]].itertuples(index=False, name=None))
     assert got_rows == expected_rows
     # A model trained on digits is far better than chance (10 %).
     assert (summary["test_accuracy"] > 0.5).all()
     assert all(len(pcs) == 10 for pcs in summary["per_class_accuracy"])
-    metrics = json.loads((default_run / "results/seed0/retrain/unseen-el2n-top/rate0.7/metrics.json").read_text())
-    assert (metrics["method"], metrics["scorer"], metrics["strategy"]) == ("unseen", "el2n", "top")
+    metrics = json.loads(
+        (default_run / f"results/seed0/retrain/full_steps/unseen-el2n-{STRATEGY}/rate0.7/metrics.json").read_text())
+    assert (metrics["method"], metrics["scorer"], metrics["strategy"]) == ("unseen", "el2n", STRATEGY)
     assert metrics["coreset_size"] == coreset_size(1347, 0.7)
-    # sample-epochs of the retrain: every epoch sees the coreset minus the ragged last batch
+    # full_steps: the retrain takes as many SGD steps as the full-data model,
+    # although its coreset is 30 % of the data (every batch is full).
+    full = json.loads((default_run / "results/seed0/retrain/full/metrics.json").read_text())
     batch = DEFAULT_CONFIG["final_model"]["train"]["batch_size"]
     epochs = DEFAULT_CONFIG["final_model"]["train"]["epochs"]
-    assert metrics["epochs"] == epochs
-    assert metrics["train_samples_seen"] == metrics["coreset_size"] // batch * batch * epochs
+    assert full["train_steps"] == 1347 // batch * epochs and full["epochs"] == epochs
+    assert metrics["retrain_budget"] == "full_steps"
+    assert metrics["train_steps"] == full["train_steps"]
+    assert metrics["train_samples_seen"] == metrics["train_steps"] * batch
+    assert metrics["epochs"] > epochs
+    # scoring: K fold models plus 2 stage models, each with the fitting model's steps
+    assert metrics["scoring_budget"] == "1"
+    assert metrics["scoring_steps"] == (K + N_STAGES - 1) * full["train_steps"]
     assert metrics["scoring_sample_epochs"] > 0 and metrics["scoring_wall_seconds"] > 0
     assert metrics["train_samples_per_s"] > 0 and metrics["wall_seconds"] > 0
     assert min(metrics["per_class_accuracy"]) == pytest.approx(metrics["worst_class_accuracy"])
@@ -136,10 +147,10 @@ def test_one_log_per_job(default_run):
     # log names follow the coreset names
     for rate in RATES:
         for scorer in SCORERS:
-            assert (default_run / f"logs/seed0/finalize/unseen-{scorer}-top_rate{rate}.log").stat().st_size
-            assert (default_run / f"logs/seed0/select_fitting_coreset/{scorer}-top_rate{rate}.log").exists()
+            assert (default_run / f"logs/seed0/finalize/unseen-{scorer}-{STRATEGY}_rate{rate}.log").stat().st_size
+            assert (default_run / f"logs/seed0/select_fitting_coreset/{scorer}-{STRATEGY}_rate{rate}.log").exists()
             for t in range(1, N_STAGES):
-                log = f"logs/seed0/train_stage_model/unseen-{scorer}-top_rate{rate}_stage{t}.log"
+                log = f"logs/seed0/train_stage_model/unseen-{scorer}-{STRATEGY}_rate{rate}_stage{t}.log"
                 assert "samples/s" in (default_run / log).read_text()
     assert (default_run / "logs/report.log").exists()
 
@@ -155,16 +166,21 @@ def test_changing_scorer_or_rate_retrains_no_fold_model(default_run):
     plan = planned_jobs(default_run, "--config", "stages=[1.0]")
     assert "train_fold_model" not in plan and "aggregate_scores" not in plan
     # A second strategy adds its own coresets and retrains, on the same scores.
-    plan = planned_jobs(default_run, "--config", 'selection={"strategy": ["top", "ccs"]}')
+    plan = planned_jobs(default_run, "--config", f'selection={{"strategy": ["{STRATEGY}", "ccs"]}}')
     assert not {"train_fold_model", "score_fold", "train_fitting_model", "score_fitting"} & set(plan)
     assert plan.get("select_fitting_coreset") == len(SCORERS) * len(RATES)
-    assert plan.get("finalize_unseen_coreset") == len(SCORERS) * len(RATES)
-    assert plan.get("retrain") == 2 * len(SCORERS) * len(RATES)
-    # Single-step UNSEEN reuses the fold models' scores and trains no stage model.
-    plan = planned_jobs(default_run, "--config", "methods=[full, random, fitting, unseen, unseen_single]")
-    assert not {"train_fold_model", "score_fold", "train_stage_model", "score_stage"} & set(plan)
-    assert plan.get("finalize_unseen_coreset") == plan.get("retrain") == len(SCORERS) * len(RATES)
-    # A change of the scoring model's training does retrain the fold models.
+    assert plan.get("finalize_unseen_coreset") == 2 * len(SCORERS) * len(RATES)
+    assert plan.get("retrain") == 3 * len(SCORERS) * len(RATES)
+    # A second retrain budget retrains every coreset once more and scores nothing.
+    plan = planned_jobs(default_run, "--config", 'budget={"retrain": ["full_steps", "epochs"]}')
+    assert set(plan) == {"retrain", "summarize", "report", "all"}
+    assert plan["retrain"] == (1 + len(SCORED_METHODS) * len(SCORERS)) * len(RATES)
+    # A change of the scoring budget or of the scoring model's training retrains
+    # the fold models (and the stage models), not the full-data model.
+    plan = planned_jobs(default_run, "--config", 'budget={"scoring": 0.5}')
+    assert plan.get("train_fold_model") == K and "train_fitting_model" not in plan
+    assert plan.get("train_stage_model") == len(SCORERS) * len(RATES) * (N_STAGES - 1)
+    assert "retrain_full" not in plan
     plan = planned_jobs(default_run, "--config", 'scoring_model={"train": {"epochs": 5}}')
     assert plan.get("train_fold_model") == K
 
@@ -249,7 +265,7 @@ def test_holdout_mode_scores_each_sample_once(tmp_path):
     workdir = make_workdir(
         tmp_path,
         {"folds": {"mode": "holdout"}, "methods": ["unseen"], "scorers": ["el2n"],
-         "pruning_rates": [0.5], "stages": [1.0]},
+         "pruning_rates": [0.5], "stages": [1.0], "selection": {"strategy": ["top"]}},
     )
     run_snakemake(workdir, "--cores", "2")
     folds = read(workdir / "results/seed0/split/folds.parquet")

@@ -37,6 +37,7 @@ SMALL = {
     "record_epochs": [2, 3, 4, 5],
     "scorer_options": {"tdds": {"window": 3}, "dyn_unc": {"window": 3}},
     "pruning_rates": [RATE],
+    "selection": {"strategy": ["top"]},
     "device": "cpu",
 }
 

@@ -15,6 +15,7 @@ import sys
 from typing import Any, Callable
 
 from unseen import jobs
+from unseen.budget import RETRAIN_BUDGETS
 from unseen.seeds import derive_seed
 
 
@@ -54,11 +55,30 @@ def _add_scoring_outputs(p: argparse.ArgumentParser) -> None:
     p.add_argument("--predictions", required=True)
 
 
+def _scoring_budget(text: str) -> float | str:
+    from unseen.budget import EPOCHS, check_scoring_budget
+
+    value = text if text == EPOCHS else float(text)
+    try:
+        check_scoring_budget(value)
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
+    return value
+
+
+def _add_scoring_budget(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--scoring-budget", type=_scoring_budget, default=1.0,
+        help="fraction of the fitting model's SGD steps (e.g. 1.0), or 'epochs' (docs: budget.scoring)",
+    )
+
+
 def _train_scoring(args: argparse.Namespace, name: str, train_ids, record_ids) -> None:
     jobs.train_scoring_model(
         args.dataset_cache, train_ids, record_ids, name, args.model, args.train,
         args.record_epochs, derive_seed(args.seed, name), args.device, args.threads,
         args.checkpoint, args.predictions, args.record_format,
+        getattr(args, "scoring_budget", None),
     )
 
 
@@ -137,7 +157,7 @@ def cmd_retrain(args: argparse.Namespace) -> None:
     jobs.retrain(
         args.dataset_cache, args.coreset, args.model, args.train, args.seed, args.device,
         args.threads, labels, args.metrics_json, args.metrics_parquet,
-        args.scoring_predictions,
+        args.scoring_predictions, args.retrain_budget,
     )
 
 
@@ -152,6 +172,28 @@ def cmd_report(args: argparse.Namespace) -> None:
     )
 
 
+def cmd_budget_ablation(args: argparse.Namespace) -> None:
+    import pandas as pd
+
+    from unseen.ablation import write_budget_ablation
+
+    metrics = pd.concat([jobs.io.read_table(path) for path in args.metrics], ignore_index=True)
+    written = write_budget_ablation(metrics, args.out_dir)
+    logging.getLogger("unseen").info("wrote %s", ", ".join(map(str, written.values())))
+
+
+def cmd_check_config(args: argparse.Namespace) -> None:
+    from unseen.config import validate_config
+    from unseen.preflight import check_config_syntax
+
+    import yaml
+
+    for path in args.files:
+        check_config_syntax(path)
+        validate_config(yaml.safe_load(open(path)) or {})
+        print(f"{path}: valid")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="unseen", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -160,6 +202,10 @@ def build_parser() -> argparse.ArgumentParser:
         p = sub.add_parser(name, help=help_text, description=help_text)
         p.set_defaults(func=fn)
         return p
+
+    p = add("check-config", cmd_check_config,
+            "check config files: YAML syntax (with file and line) and every key")
+    p.add_argument("files", nargs="+", help="config YAML files, e.g. my.yaml")
 
     p = add("prepare-data", cmd_prepare_data, "decode a dataset once into the cache file")
     p.add_argument("--dataset", type=_json, required=True, help='JSON {"name": ..., "root": ...}')
@@ -177,6 +223,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--folds-table", required=True)
     p.add_argument("--fold", type=int, required=True)
     p.add_argument("--fold-mode", choices=["paper", "holdout"], default="paper")
+    _add_scoring_budget(p)
 
     p = add("train-fitting", cmd_train_fitting, "train on all data; record all data")
     _add_training(p)
@@ -189,6 +236,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--folds-table", required=True)
     p.add_argument("--coreset", required=True, help="stage table of S_t")
     p.add_argument("--model-name", required=True)
+    _add_scoring_budget(p)
 
     p = add("score", cmd_score, "score recorded predictions with one scorer")
     p.add_argument("--predictions", required=True)
@@ -253,6 +301,10 @@ def build_parser() -> argparse.ArgumentParser:
         "--scoring-predictions", nargs="*", default=[],
         help="predictions.npz of every scoring model the coreset needed (its scoring cost)",
     )
+    p.add_argument(
+        "--retrain-budget", choices=RETRAIN_BUDGETS, default=RETRAIN_BUDGETS[0],
+        help="full_steps: the full-data model's SGD steps; epochs: train.epochs over the coreset",
+    )
     p.add_argument("--metrics-json", required=True)
     p.add_argument("--metrics-parquet", required=True)
 
@@ -271,6 +323,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--per-class-rate", type=float, default=None)
     p.add_argument("--classes-from", default=None, help="a metrics.json holding class names")
     p.add_argument("--out-dir", required=True)
+
+    p = add("budget-ablation", cmd_budget_ablation,
+            "scoring-budget x retrain-budget table and figure from several runs' summaries")
+    p.add_argument("--out-dir", required=True)
+    p.add_argument("metrics", nargs="+",
+                   help="results/summary.parquet of each run (the full-data model once)")
     return parser
 
 

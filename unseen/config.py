@@ -8,6 +8,7 @@ config stops a run before any job starts.
 from __future__ import annotations
 
 import copy
+import re
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -87,6 +88,7 @@ def validate_config(config: dict[str, Any], schema: dict[str, Any] | None = None
     schema = load_schema() if schema is None else schema
     _coerce_command_line_strings(config, schema)
     _strategy_name_as_list(config)
+    _budget_values(config)
     errors = sorted(
         _DefaultFillingValidator(schema).iter_errors(config),
         key=lambda e: list(map(str, e.absolute_path)),
@@ -137,6 +139,21 @@ def _strategy_name_as_list(config: dict[str, Any]) -> None:
         selection["strategy"] = [selection["strategy"]]
 
 
+def _budget_values(config: dict[str, Any]) -> None:
+    """``budget.retrain: epochs`` means ``[epochs]``; ``budget.scoring: "0.5"`` (from --config) is 0.5."""
+    budget = config.get("budget")
+    if not isinstance(budget, dict):
+        return
+    if isinstance(budget.get("retrain"), str):
+        budget["retrain"] = [budget["retrain"]]
+    scoring = budget.get("scoring")
+    if isinstance(scoring, str) and scoring != "epochs":
+        try:
+            budget["scoring"] = float(scoring)
+        except ValueError:
+            pass
+
+
 def parse_selection(name: str) -> tuple[str, str, str]:
     """(method, scorer, strategy) of a coreset name; ``random`` is (random, none, none).
 
@@ -173,7 +190,7 @@ def _semantic_problems(config: dict[str, Any]) -> list[str]:
     from unseen.scorers import SCORERS
     from unseen.selection import STRATEGIES
 
-    problems = []
+    problems = _rate_problems(config["pruning_rates"])
     for i, name in enumerate(config["extra_selections"]):
         _, scorer, strategy = parse_selection(name)
         if scorer not in SCORERS or strategy not in STRATEGIES:
@@ -195,10 +212,44 @@ def _semantic_problems(config: dict[str, Any]) -> list[str]:
             f"config key 'report.per_class_rate': {rate} is not in 'pruning_rates'; "
             f"allowed: one of {config['pruning_rates']} or null"
         )
+    scoring = config["budget"]["scoring"]
+    if scoring != "epochs" and not (isinstance(scoring, (int, float)) and scoring > 0):
+        problems.append(
+            f"config key 'budget.scoring': {scoring!r} is invalid; allowed: \"epochs\" or a "
+            "number > 0 (a fraction of the fitting model's SGD steps, e.g. 1.0 or 0.5)"
+        )
     stages = config["stages"]
     if any(b <= a for a, b in zip(stages, stages[1:])) or stages[-1] != 1.0:
         problems.append(
             f"config key 'stages': {stages} is invalid; allowed: fractions of the target "
             "size that increase strictly and end at 1.0, e.g. [0.5, 0.75, 1.0] or [1.0]"
         )
+    return problems
+
+
+def rate_in_path(rate: float) -> str:
+    """How a pruning rate is written in output paths (``rate0.3``): ``f"{rate:g}"``."""
+    return f"{rate:g}"
+
+
+def _rate_problems(rates: list[float]) -> list[str]:
+    """Rates whose path form is not the rate itself: rounded (0.1234567 -> 0.123457,
+    0.30000001 -> 0.3, colliding with 0.3) or in exponent form (1e-05), which the
+    ``{rate}`` wildcard cannot match.
+    """
+    problems = []
+    for i, rate in enumerate(rates):
+        text = rate_in_path(rate)
+        if not re.fullmatch(r"0\.\d+", text):
+            problems.append(
+                f"config key 'pruning_rates[{i}]': {rate} would be written as 'rate{text}' in"
+                " output paths, which the workflow cannot match; allowed: a rate of at least"
+                " 0.0001 written as a decimal, e.g. 0.001"
+            )
+        elif float(text) != rate:
+            problems.append(
+                f"config key 'pruning_rates[{i}]': {rate} would be written as 'rate{text}' in"
+                f" output paths and run as {text}; allowed: a rate with at most 6 significant"
+                f" digits, e.g. {text}"
+            )
     return problems

@@ -20,6 +20,12 @@ import numpy as np
 import pandas as pd
 
 from unseen import io
+from unseen.budget import (
+    NO_SCORING,
+    retrain_train_settings,
+    scoring_budget_label,
+    scoring_train_settings,
+)
 from unseen.data import ImageDataset, load_cached, prepare_cached
 from unseen.folds import assign_folds, fold_training_mask
 from unseen.scorers import (
@@ -133,7 +139,7 @@ def _train_and_record(
 
 def _save_scoring_model(
     result, model_spec, train_ids, record_ids, labels, model_name, seed, norm,
-    recorder, checkpoint: str, predictions: str,
+    recorder, checkpoint: str, predictions: str, budget_label: str,
 ) -> None:
     import torch
 
@@ -164,22 +170,34 @@ def _save_scoring_model(
         model_name=np.array(model_name),
         train_samples_seen=np.int64(result.samples_seen),
         train_wall_seconds=np.float64(result.wall_seconds),
+        train_steps=np.int64(result.steps),
+        scoring_budget=np.array(budget_label),
         **record,
     )
 
 
-def scoring_cost(predictions: list[str]) -> tuple[int, float]:
-    """(sample-epochs, wall seconds) spent training the scoring models behind ``predictions``.
+def scoring_cost(predictions: list[str]) -> dict[str, Any]:
+    """What training the scoring models behind ``predictions`` cost, and under which budget.
 
+    Returns a dict with ``scoring_sample_epochs`` (training samples processed),
+    ``scoring_wall_seconds``, ``scoring_steps`` (SGD steps, summed over the
+    models) and ``scoring_budget`` (the budget label of the fold and stage
+    models, ``"1"`` for the fitting model, ``"none"`` without predictions).
     Shared models (the K fold models) count fully for every coreset that uses
     them: the cost is what producing that one coreset from scratch takes.
     """
-    sample_epochs, seconds = 0, 0.0
+    cost = {"scoring_sample_epochs": 0, "scoring_wall_seconds": 0.0, "scoring_steps": 0}
+    labels = []
     for path in predictions:
-        with np.load(path, allow_pickle=False) as arrays:
-            sample_epochs += int(arrays["train_samples_seen"])
-            seconds += float(arrays["train_wall_seconds"])
-    return sample_epochs, seconds
+        with io.reading(path), io.open_npz(path) as arrays:
+            cost["scoring_sample_epochs"] += int(arrays["train_samples_seen"])
+            cost["scoring_wall_seconds"] += float(arrays["train_wall_seconds"])
+            cost["scoring_steps"] += int(arrays["train_steps"])
+            labels.append(str(arrays["scoring_budget"]))
+    # The fitting model is the reference (budget 1); fold and stage models carry the run's budget.
+    distinct = sorted(set(labels) - {"1"}) or sorted(set(labels))
+    cost["scoring_budget"] = "/".join(distinct) if distinct else NO_SCORING
+    return cost
 
 
 RECORD_FORMATS = ("auto", "logits", "stats")
@@ -212,12 +230,18 @@ def train_scoring_model(
     checkpoint: str,
     predictions: str,
     record_format: str = "auto",
+    scoring_budget: float | str | None = None,
 ) -> None:
     """Train a scoring model and save it plus its per-epoch record on ``record_ids``.
 
+    ``scoring_budget`` sets the length of a fold or stage model's training
+    relative to the fitting model (:func:`unseen.budget.scoring_train_settings`);
+    None trains for ``train_settings`` as written (the fitting model itself).
+
     The predictions file (``.npz``) holds: sample_ids (R,), labels (R,),
     epochs (E,), train_ids (T,), model_name, train_samples_seen (sample-epochs
-    of training), train_wall_seconds (training plus recording), and either logits float16
+    of training), train_wall_seconds (training plus recording), train_steps (SGD
+    steps), scoring_budget (its budget label, "1" for the fitting model), and either logits float16
     (E, R, C) or, in the statistics format, ``stat_<name>`` (E, R) for every
     name in :data:`unseen.scorers.STAT_NAMES` (see :func:`uses_statistics`).
     The checkpoint holds the state dict, model spec, train ids, seed, name and
@@ -226,6 +250,8 @@ def train_scoring_model(
     train_ids = np.sort(np.asarray(train_ids, dtype=np.int64))
     record_ids = np.sort(np.asarray(record_ids, dtype=np.int64))
     data = load_cached(dataset_cache)
+    if scoring_budget is not None:
+        train_settings = scoring_train_settings(train_settings, len(data.train_y), scoring_budget)
     recorder = (
         StatisticsRecorder(data.train_y[record_ids])
         if uses_statistics(record_format, data.num_classes)
@@ -238,12 +264,13 @@ def train_scoring_model(
     _save_scoring_model(
         result, model_spec, train_ids, record_ids, data.train_y, model_name, seed, norm,
         recorder, checkpoint, predictions,
+        "1" if scoring_budget is None else scoring_budget_label(scoring_budget),
     )
 
 
 def fold_ids(folds_table: str, fold: int, mode: str) -> tuple[np.ndarray, np.ndarray]:
     """(train_ids, scored_ids) of fold model ``fold`` under ``mode`` (paper | holdout)."""
-    table = io.read_table(folds_table)
+    table = io.read_table(folds_table, io.FOLDS_SCHEMA)
     mask = fold_training_mask(table["fold"].to_numpy(), fold, mode)
     ids = table["sample_id"].to_numpy()
     return ids[mask], ids[~mask]
@@ -284,6 +311,8 @@ def score_shard(
     ``dataset_cache``; other scorers ignore both, so they do not import torch.
     """
     arrays = io.load_npz(predictions)
+    if checkpoint is not None:
+        io.check_checkpoint(checkpoint)  # a damaged model.pt must not pass for a finished one
     record = record_from_arrays(arrays)
     leaked = np.intersect1d(record.sample_ids, arrays["train_ids"])
     if len(leaked) and not allow_seen:
@@ -299,6 +328,9 @@ def score_shard(
         )
         record = dataclasses.replace(record, model=model)
     scores = compute_scores(scorer, record, seed, options)
+    check_finite_scores(scores, record.sample_ids, f"scorer {scorer!r} on {predictions}",
+                        "the model's outputs are not finite (its training diverged): lower"
+                        " the learning rate of that model, then rerun")
     table = pd.DataFrame(
         {
             "sample_id": record.sample_ids,
@@ -347,8 +379,27 @@ def class_error_table(labels: np.ndarray, wrong: np.ndarray) -> pd.DataFrame:
 
 def aggregate(shards: list[str], output: str) -> None:
     """Mean, std and count of each sample's out-of-fold scores across ``shards``."""
-    table = pd.concat([io.read_table(s) for s in shards], ignore_index=True)
+    table = pd.concat([io.read_table(s, io.SHARD_SCHEMA) for s in shards], ignore_index=True)
     io.write_table(aggregate_scores(table), output, io.AGGREGATE_SCHEMA)
+
+
+def read_scores(path: str, schema) -> pd.DataFrame:
+    """A score table (``schema``: shard or aggregate) whose scores are all finite."""
+    table = io.read_table(path, schema)
+    check_finite_scores(table["score"].to_numpy(), table["sample_id"].to_numpy(), path,
+                        f"rerun the same snakemake command with --forcerun {path} (it is rebuilt)")
+    return table
+
+
+def check_finite_scores(scores: np.ndarray, sample_ids: np.ndarray, source: str, fix: str) -> None:
+    """Raise ValueError naming ``source``, the first bad sample ids and ``fix`` on NaN or inf."""
+    bad = ~np.isfinite(np.asarray(scores, dtype=np.float64))
+    if bad.any():
+        raise ValueError(
+            f"{source}: {int(bad.sum())} of {len(bad)} scores are NaN or infinite (sample ids"
+            f" {np.asarray(sample_ids)[bad][:5].tolist()}...); selection needs finite scores."
+            f" Fix: {fix}"
+        )
 
 
 def _coreset_frame(ids, labels, stage, scores) -> pd.DataFrame:
@@ -374,6 +425,7 @@ def choose(
     seed: int,
     class_difficulty: str | None = None,
     base_labels: np.ndarray | None = None,
+    pruning_rate: float | None = None,
 ) -> np.ndarray:
     """Positions of the ``n`` rows of a score table to add, by the configured strategy.
 
@@ -386,12 +438,13 @@ def choose(
             hard_class_priority, ignored otherwise.
         base_labels: labels of the samples already in the coreset (later UNSEEN
             stages), so class quotas refer to the whole coreset.
+        pruning_rate: the coreset's pruning rate (the rate-aware ``auto`` strategy).
     """
     from unseen.selection import select_coreset
 
     strategy = selection.get("strategy", "top")
-    options: dict[str, Any] = {"seed": seed}
-    for key in ("ccs_beta", "ccs_bins", "priority_lambda"):
+    options: dict[str, Any] = {"seed": seed, "pruning_rate": pruning_rate}
+    for key in ("ccs_beta", "ccs_bins", "priority_lambda", "auto_ccs_rate"):
         if key in selection:
             options[key] = selection[key]
     if strategy == "hard_class_priority":
@@ -422,10 +475,10 @@ def select_first_stage(
     class_difficulty: str | None = None,
 ) -> None:
     """Stage 1: M1 samples by aggregated out-of-fold score and the configured strategy."""
-    table = io.read_table(scores)
+    table = read_scores(scores, io.AGGREGATE_SCHEMA)
     n = stage_target(len(table), pruning_rate, fractions, 1)
     pos = choose(table, n, selection, derive_seed(seed, "select", pruning_rate, 1),
-                 class_difficulty)
+                 class_difficulty, pruning_rate=pruning_rate)
     chosen = table.iloc[pos]
     frame = _coreset_frame(chosen["sample_id"], chosen["label"], 1, chosen["score"])
     io.write_table(frame, output, io.CORESET_SCHEMA)
@@ -449,14 +502,15 @@ def select_next_stage(
     Class-quota strategies count the samples already selected, so the quotas
     hold for the whole coreset, not only for the samples added now.
     """
-    prev = io.read_table(previous)
-    scored = io.read_table(stage_scores)
+    prev = io.read_table(previous, io.CORESET_SCHEMA)
+    scored = read_scores(stage_scores, io.SHARD_SCHEMA)
     if np.intersect1d(prev["sample_id"], scored["sample_id"]).size:
         raise RuntimeError("stage scores include samples that are already selected")
     n = stage_target(n_total, pruning_rate, fractions, stage)
     add = n - len(prev)
     pos = choose(scored, add, selection, derive_seed(seed, "select", pruning_rate, stage),
-                 class_difficulty, base_labels=prev["label"].to_numpy())
+                 class_difficulty, base_labels=prev["label"].to_numpy(),
+                 pruning_rate=pruning_rate)
     chosen = scored.iloc[pos]
     frame = pd.concat(
         [prev, _coreset_frame(chosen["sample_id"], chosen["label"], stage, chosen["score"])],
@@ -483,10 +537,10 @@ def select_by_scores(
     class_difficulty: str | None = None,
 ) -> None:
     """Single-step selection (the fitting baseline) by ``scores`` and the configured strategy."""
-    table = io.read_table(scores)
+    table = read_scores(scores, io.SHARD_SCHEMA)
     n = coreset_size(len(table), pruning_rate)
     pos = choose(table, n, selection, derive_seed(seed, "select", pruning_rate, 1),
-                 class_difficulty)
+                 class_difficulty, pruning_rate=pruning_rate)
     chosen = table.iloc[pos]
     frame = _coreset_frame(chosen["sample_id"], chosen["label"], 1, chosen["score"])
     publish_coreset(frame, output, id_list)
@@ -529,13 +583,17 @@ def retrain(
     metrics_json: str,
     metrics_parquet: str,
     scoring_predictions: list[str] = (),
+    retrain_budget: str = "full_steps",
 ) -> None:
     """Train a fresh model on the coreset (or all data if ``coreset`` is None); evaluate on test.
 
     ``labels`` (method, scorer, strategy, pruning_rate) are copied into the
     metrics, and so is the scoring cost of the coreset (:func:`scoring_cost`
-    of ``scoring_predictions``; 0 for full and random). All retrains of a run
-    share one initialisation seed, so methods differ only in their training data.
+    of ``scoring_predictions``; 0 for full and random). ``retrain_budget``
+    (:data:`unseen.budget.RETRAIN_BUDGETS`) sets how long a coreset trains; the
+    full-data model trains for ``train_settings`` as written under either. All
+    retrains of a run share one initialisation seed, so methods differ only in
+    their training data.
     """
     from unseen.train import predict_logits
 
@@ -543,9 +601,11 @@ def retrain(
     ids = (
         data.sample_ids
         if coreset is None
-        else np.sort(io.read_table(coreset)["sample_id"].to_numpy())
+        else np.sort(io.read_table(coreset, io.CORESET_SCHEMA)["sample_id"].to_numpy())
     )
     cost = scoring_cost(list(scoring_predictions))
+    if coreset is not None:
+        train_settings = retrain_train_settings(train_settings, len(data.train_y), retrain_budget)
     t0 = time.perf_counter()
     result, (mean, std), dev, settings = _train_and_record(
         data, ids, None, model_spec, train_settings, [], derive_seed(seed, "retrain"),
@@ -572,8 +632,9 @@ def retrain(
         "epochs": int(len(result.history)),
         "train_samples_seen": result.samples_seen,
         "wall_seconds": float(time.perf_counter() - t0),
-        "scoring_sample_epochs": cost[0],
-        "scoring_wall_seconds": cost[1],
+        "retrain_budget": retrain_budget,
+        "train_steps": int(result.steps),
+        **cost,
         "train_samples_per_s": float(result.samples_per_second),
         "model": model_spec["arch"],
         "device": str(dev),
@@ -586,8 +647,10 @@ def retrain(
 
 def summarize(metrics: list[str], parquet: str, csv: str) -> None:
     """Concatenate every retrain's metrics into one table (Parquet and CSV)."""
-    table = pd.concat([io.read_table(m) for m in metrics], ignore_index=True)
-    table = table.sort_values(["seed", "method", "scorer", "strategy", "pruning_rate"], ignore_index=True)
+    table = pd.concat([io.read_table(m, io.METRICS_SCHEMA) for m in metrics], ignore_index=True)
+    table = table.sort_values(
+        ["seed", "retrain_budget", "method", "scorer", "strategy", "pruning_rate"], ignore_index=True
+    )
     io.write_table(table, parquet, io.METRICS_SCHEMA)
     flat = table.assign(per_class_accuracy=table["per_class_accuracy"].map(lambda v: json.dumps([float(x) for x in v])))
     with io.atomic_path(csv) as tmp:

@@ -31,6 +31,7 @@ import numpy as np
 import pandas as pd
 from scipy.stats import rankdata
 
+from unseen.budget import RETRAIN_BUDGETS
 from unseen.io import atomic_path
 
 SPREAD_FIELDS = (
@@ -45,13 +46,14 @@ DIAGNOSTICS_COLUMNS = (
     "rank_pearson_mean", "rank_pearson_min", "n_seed_pairs",
 )
 
-SELECTION_KEYS = ("method", "scorer", "strategy", "pruning_rate")
+SELECTION_KEYS = ("retrain_budget", "scoring_budget", "method", "scorer", "strategy", "pruning_rate")
 
 SUMMARY_COLUMNS = (
-    "method", "scorer", "strategy", "pruning_rate", "coreset_size", "n_seeds",
+    *SELECTION_KEYS, "coreset_size", "n_seeds",
     "test_accuracy_mean", "test_accuracy_std",
     "worst_class_accuracy_mean", "worst_class_accuracy_std",
     "per_class_accuracy_std_mean",
+    "train_steps_mean", "scoring_steps",
     "scoring_sample_epochs", "scoring_wall_seconds", "retrain_wall_seconds_mean",
 )
 
@@ -312,8 +314,9 @@ def summary_table(metrics: pd.DataFrame) -> pd.DataFrame:
             cost of the model's coreset (optional columns).
 
     Returns:
-        One row per (method, scorer, strategy, pruning_rate), sorted by
-        pruning_rate, method, scorer, strategy, with columns
+        One row per (retrain_budget, scoring_budget, method, scorer, strategy,
+        pruning_rate), sorted by retrain_budget, pruning_rate, method, scorer,
+        strategy, scoring_budget, with columns
         :data:`SUMMARY_COLUMNS`:
         ``coreset_size`` (int64 when all seeds of every row agree, else the float
         mean), ``n_seeds``, ``test_accuracy_mean/_std`` and
@@ -322,7 +325,9 @@ def summary_table(metrics: pd.DataFrame) -> pd.DataFrame:
         classes of its per-class accuracies ignoring NaN, then the mean over
         seeds), ``scoring_sample_epochs`` and ``scoring_wall_seconds`` (mean over
         seeds; 0 for full/random; NaN for a scored selection whose metrics lack
-        the scoring cost, so the gap stays visible), ``retrain_wall_seconds_mean``.
+        the scoring cost, so the gap stays visible), ``train_steps_mean`` (the
+        retrain's SGD steps), ``scoring_steps`` (SGD steps of its scoring models),
+        ``retrain_wall_seconds_mean``.
 
     Raises:
         ValueError: missing columns, or two rows for the same selection and seed.
@@ -331,15 +336,15 @@ def summary_table(metrics: pd.DataFrame) -> pd.DataFrame:
     _require_columns(
         metrics,
         [*model_keys, "coreset_size", "test_accuracy", "worst_class_accuracy",
-         "per_class_accuracy", "wall_seconds"],
+         "per_class_accuracy", "wall_seconds", "train_steps"],
         "metrics",
     )
     if metrics.duplicated(model_keys).any():
         dup = metrics.loc[metrics.duplicated(model_keys), model_keys].iloc[0].to_dict()
         raise ValueError(f"metrics has more than one row for {dup}")
-    compute_cols = ["scoring_sample_epochs", "scoring_wall_seconds"]
-    models = metrics[model_keys + ["coreset_size", "test_accuracy",
-                                   "worst_class_accuracy", "wall_seconds"]].copy()
+    compute_cols = ["scoring_sample_epochs", "scoring_wall_seconds", "scoring_steps"]
+    models = metrics[model_keys + ["coreset_size", "test_accuracy", "worst_class_accuracy",
+                                   "wall_seconds", "train_steps"]].copy()
     models["per_class_std"] = _nan_row_std(per_class_matrix(metrics["per_class_accuracy"]))
     for column in compute_cols:
         models[column] = metrics[column].astype(np.float64) if column in metrics else np.nan
@@ -355,13 +360,16 @@ def summary_table(metrics: pd.DataFrame) -> pd.DataFrame:
             "worst_class_accuracy_mean": grouped["worst_class_accuracy"].mean(),
             "worst_class_accuracy_std": grouped["worst_class_accuracy"].std(ddof=1),
             "per_class_accuracy_std_mean": grouped["per_class_std"].mean(),
+            "train_steps_mean": grouped["train_steps"].mean(),
+            "scoring_steps": grouped["scoring_steps"].mean(),
             "scoring_sample_epochs": grouped["scoring_sample_epochs"].mean(),
             "scoring_wall_seconds": grouped["scoring_wall_seconds"].mean(),
             "retrain_wall_seconds_mean": grouped["wall_seconds"].mean(),
         }
     ).reset_index()
     out = out.sort_values(
-        ["pruning_rate", "method", "scorer", "strategy"], kind="stable"
+        ["retrain_budget", "pruning_rate", "method", "scorer", "strategy", "scoring_budget"],
+        kind="stable",
     ).reset_index(drop=True)
     return out[list(SUMMARY_COLUMNS)]
 
@@ -423,8 +431,10 @@ def plot_accuracy_vs_rate(summary: pd.DataFrame, path: str | Path) -> None:
         summary: output of :func:`summary_table`.
         path: PNG to write.
 
-    Points are the mean over seeds with ±1 std error bars (none with one seed).
-    The full-data baseline is a horizontal line with a shaded ±std band.
+    One panel per retrain budget (full_steps, epochs), each with the same
+    colour per selection. Points are the mean over seeds with ±1 std error
+    bars (none with one seed). The full-data baseline is a horizontal line
+    with a shaded ±std band in every panel.
     """
     if summary.empty:
         raise ValueError("summary is empty: nothing to plot")
@@ -444,23 +454,34 @@ def plot_accuracy_vs_rate(summary: pd.DataFrame, path: str | Path) -> None:
         _variant=~pruned["strategy"].isin(_PLAIN_STRATEGIES),
     ).sort_values(["_not_random", "method", "scorer", "_variant", "strategy"])
     labels = list(dict.fromkeys(order["label"]))
+    styles = dict(zip(labels, _line_styles(len(labels))))
+    budgets = [b for b in RETRAIN_BUDGETS if b in set(pruned["retrain_budget"])] or [None]
 
-    with _figure(path, figsize=(7.5, 5.0)) as (fig, ax):
-        if not full.empty:
-            mean = float(full["acc_pct"].mean())
-            err = float(full["err_pct"].mean())
-            ax.axhline(mean, color="black", linewidth=1.2, label=f"full data ({mean:.2f}%)")
-            if err > 0:
-                ax.axhspan(mean - err, mean + err, color="black", alpha=0.12, linewidth=0)
-        for label, style in zip(labels, _line_styles(len(labels))):
-            rows = pruned[pruned["label"] == label].sort_values("rate_pct")
-            ax.errorbar(
-                rows["rate_pct"], rows["acc_pct"], yerr=rows["err_pct"], label=label,
-                capsize=3, markersize=5, linewidth=1.4, **style,
-            )
-        ax.set_xlabel("pruning rate (% of training set removed)")
-        ax.set_ylabel("test accuracy (%), mean ± std over seeds")
-        ax.grid(True, alpha=0.3)
+    with _figure(path, figsize=(6.5 * len(budgets), 5.0), ncols=len(budgets),
+                 squeeze=False, sharey=True) as (fig, axes):
+        for panel, (ax, budget) in enumerate(zip(axes[0], budgets)):
+            if not full.empty:
+                mean = float(full["acc_pct"].mean())
+                err = float(full["err_pct"].mean())
+                ax.axhline(mean, color="black", linewidth=1.2,
+                           label=f"full data ({mean:.2f}%)" if panel == 0 else "_nolegend_")
+                if err > 0:
+                    ax.axhspan(mean - err, mean + err, color="black", alpha=0.12, linewidth=0)
+            rows_of_budget = pruned if budget is None else pruned[pruned["retrain_budget"] == budget]
+            for label in labels:
+                rows = rows_of_budget[rows_of_budget["label"] == label].sort_values("rate_pct")
+                if rows.empty:
+                    continue
+                ax.errorbar(
+                    rows["rate_pct"], rows["acc_pct"], yerr=rows["err_pct"],
+                    label=label if panel == 0 else "_nolegend_",
+                    capsize=3, markersize=5, linewidth=1.4, **styles[label],
+                )
+            ax.set_xlabel("pruning rate (% of training set removed)")
+            if budget is not None:
+                ax.set_title(f"retrain budget: {budget}", fontsize="medium")
+            ax.grid(True, alpha=0.3)
+        axes[0][0].set_ylabel("test accuracy (%), mean ± std over seeds")
         _legend_below(fig, len(labels) + (not full.empty))
 
 
@@ -761,6 +782,10 @@ def write_report(
 
     rates = sorted(pruned["pruning_rate"].unique())
     rate = max(rates) if per_class_rate is None and rates else per_class_rate
+    # One retrain budget per figure: the first the run has (full_steps unless only epochs ran).
+    budgets = [b for b in RETRAIN_BUDGETS if b in set(pruned["retrain_budget"])]
+    if budgets:
+        metrics = metrics[(metrics["retrain_budget"] == budgets[0]) | (metrics["method"] == "full")]
     available = set(metrics[["method", "scorer", "strategy"]].itertuples(index=False, name=None))
     chosen = per_class_selections(sorted(available), scorer)
     if rate is not None and chosen:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from fractions import Fraction
 from typing import Callable
 
 import numpy as np
@@ -24,11 +25,28 @@ KEEP_CHOICES = ("highest", "lowest")
 def coreset_size(n_total: int, pruning_rate: float) -> int:
     """Number of samples kept when ``pruning_rate`` (in (0, 1)) of ``n_total`` is pruned.
 
-    ``n_total * (1 - pruning_rate)`` rounded half up, and at least 1.
+    ``n_total * (1 - pruning_rate)`` rounded half up, and at least 1. The
+    product is exact: the rate is taken as the decimal it is written as
+    (``0.3`` is 3/10, not the binary float 0.29999...), so ``coreset_size(45,
+    0.3)`` is 32 (31.5 rounded up), not 31.
     """
     if not 0.0 < pruning_rate < 1.0:
         raise ValueError(f"pruning rate must lie in (0, 1), got {pruning_rate}")
-    return max(1, min(n_total, math.floor(n_total * (1.0 - pruning_rate) + 0.5)))
+    return max(1, min(n_total, round_half_up(n_total * (1 - exact_decimal(pruning_rate)))))
+
+
+def exact_decimal(value: float) -> Fraction:
+    """``value`` as the shortest decimal that prints as it (``repr``), as an exact fraction.
+
+    Config values are written in decimal; their binary floats are off by up
+    to 1 ulp, enough to push an exact .5 below the rounding threshold.
+    """
+    return Fraction(repr(float(value)))
+
+
+def round_half_up(x: Fraction) -> int:
+    """``x`` rounded to the nearest integer, exact halves upwards."""
+    return math.floor(x + Fraction(1, 2))
 
 
 def stage_sizes(target: int, fractions: list[float]) -> list[int]:
@@ -43,7 +61,7 @@ def stage_sizes(target: int, fractions: list[float]) -> list[int]:
         raise ValueError(f"stage fractions must end at 1.0, got {fractions}")
     if any(b <= a for a, b in zip(fractions, fractions[1:])):
         raise ValueError(f"stage fractions must increase strictly, got {fractions}")
-    sizes = [max(1, math.floor(f * target + 0.5)) for f in fractions]
+    sizes = [max(1, round_half_up(exact_decimal(f) * target)) for f in fractions]
     sizes[-1] = target
     for t in range(1, len(sizes)):
         sizes[t] = max(sizes[t], min(target, sizes[t - 1] + 1))
@@ -223,6 +241,10 @@ class SelectionContext:
         ccs_bins: number of score bins (strata) for CCS.
         priority_lambda: how strongly quotas grow with class error (hard-class priority).
         seed: seeds CCS's sampling within bins.
+        pruning_rate: the pruning rate of the coreset being built, in (0, 1), or
+            None; the rate-aware ``auto`` strategy needs it.
+        auto_ccs_rate: ``auto`` keeps the top scores below this pruning rate and
+            switches to CCS from it on.
     """
 
     keep: str = "highest"
@@ -233,6 +255,8 @@ class SelectionContext:
     ccs_bins: int = 50
     priority_lambda: float = 1.0
     seed: int = 0
+    pruning_rate: float | None = None
+    auto_ccs_rate: float = 0.8
 
 
 def strategy_top(ids, scores, labels, n, ctx: SelectionContext) -> np.ndarray:
@@ -357,6 +381,41 @@ def _id_keys(ids: np.ndarray, seed: int) -> np.ndarray:
     return np.random.default_rng(seed).random(int(ids.max()) + 1)[ids]
 
 
+def auto_strategy_name(pruning_rate: float, auto_ccs_rate: float) -> str:
+    """The strategy ``auto`` applies at ``pruning_rate``: ``"top"`` below ``auto_ccs_rate``, else ``"ccs"``.
+
+    Why: with a fair training budget the hardest samples make the best coreset
+    while most of the data is kept, but a small coreset of only the hardest
+    samples loses the easy, typical ones and collapses (Sorscher et al.,
+    NeurIPS 2022; CCS, Zheng et al., ICLR 2023). The rule depends on the
+    pruning rate only, never on test data (docs/results.md gives the evidence).
+    """
+    if not 0.0 <= pruning_rate <= 1.0:
+        raise ValueError(f"pruning rate must lie in [0, 1], got {pruning_rate}")
+    return "ccs" if pruning_rate >= auto_ccs_rate else "top"
+
+
+def strategy_auto(ids, scores, labels, n, ctx: SelectionContext) -> np.ndarray:
+    """Rate-aware selection: top scores at low pruning rates, CCS from ``ctx.auto_ccs_rate`` on.
+
+    See :func:`auto_strategy_name`. Without ``ctx.pruning_rate`` the rate is
+    what this call prunes: ``1 - (n + already selected) / population``, where
+    the population is ``ctx.population_counts`` summed or, without it, the
+    candidates plus ``ctx.base_counts``. Later UNSEEN stages pass the
+    coreset's rate explicitly, since their candidates are only the rest.
+    """
+    rate = ctx.pruning_rate
+    if rate is None:
+        base = 0 if ctx.base_counts is None else int(np.sum(ctx.base_counts))
+        population = (
+            int(np.sum(ctx.population_counts)) if ctx.population_counts is not None
+            else len(ids) + base
+        )
+        rate = 1.0 - (n + base) / population if population else 0.0
+    name = auto_strategy_name(rate, ctx.auto_ccs_rate)
+    return STRATEGIES[name](ids, scores, labels, n, ctx)
+
+
 StrategyFn = Callable[[np.ndarray, np.ndarray, np.ndarray, int, SelectionContext], np.ndarray]
 
 #: name -> fn(sample_ids, scores, labels, n, ctx) -> int64 (n,) positions, best first.
@@ -365,6 +424,7 @@ STRATEGIES: dict[str, StrategyFn] = {
     "class_balanced": strategy_class_balanced,
     "ccs": strategy_ccs,
     "hard_class_priority": strategy_hard_class_priority,
+    "auto": strategy_auto,
 }
 
 
@@ -391,7 +451,7 @@ def select_coreset(
         **options: further :class:`SelectionContext` fields, e.g.
             ``class_error`` (float (C,)) for hard_class_priority, ``ccs_beta``,
             ``ccs_bins``, ``priority_lambda``, ``seed``, ``base_counts``,
-            ``population_counts``.
+            ``population_counts``, ``pruning_rate`` and ``auto_ccs_rate`` (auto).
 
     Returns:
         int64 (n,) distinct positions into ``scores``, best first.

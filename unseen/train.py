@@ -24,6 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from unseen.budget import steps_per_epoch as count_steps_per_epoch
 from unseen.models import data_init_samples, is_convolutional
 
 log = logging.getLogger("unseen.train")
@@ -122,6 +123,7 @@ class TrainResult:
         recorded_logits: float16 (E, R, C) logits on the record set, or None.
         history: one dict per epoch: epoch, loss, accuracy, seconds, samples_per_s.
         wall_seconds: time spent in the training loop, recording included.
+        steps: SGD steps taken.
     """
 
     model: nn.Module
@@ -129,6 +131,7 @@ class TrainResult:
     recorded_logits: np.ndarray | None
     history: list[dict[str, float]] = field(default_factory=list)
     wall_seconds: float = 0.0
+    steps: int = 0
 
     @property
     def samples_seen(self) -> int:
@@ -465,7 +468,7 @@ def train_model(
         step_loss = torch.compile(forward_loss, mode=settings.torch_compile)
     autocast = device.type == "cuda"
     batch_size = min(settings.batch_size, n)
-    steps_per_epoch = max(1, n // batch_size)  # drop the ragged last batch
+    steps_per_epoch = count_steps_per_epoch(n, batch_size)
     total_steps, epochs = training_length(settings, steps_per_epoch)
     lookahead = Lookahead(model, total_steps) if settings.lookahead else None
     flip_start = None
@@ -551,6 +554,7 @@ def train_model(
         recorded_logits=logits,
         history=history,
         wall_seconds=time.perf_counter() - start_all,
+        steps=step,
     )
 
 

@@ -3,11 +3,14 @@ import itertools
 import json
 import os
 import shlex
+import sys
 
 from snakemake.utils import validate
 
+from unseen.budget import RETRAIN_BUDGETS as RETRAIN_BUDGET_NAMES
 from unseen.config import parse_selection, selection_names, validate_config
 from unseen.data import check_dataset, dataset_fingerprint
+from unseen.preflight import invocation, preflight
 from unseen.scorers import MODEL_SCORERS
 from unseen.selection import STRATEGIES
 
@@ -17,6 +20,10 @@ validate_config(config)
 validate(config, schema="../schemas/config.schema.yaml")
 # A missing or incomplete data root stops the run here, before any job starts.
 check_dataset(config["dataset"])
+# So do damaged outputs, classes too small for the folds or a class-aware coreset,
+# and device: cuda without CUDA; once, in the main Snakemake process (unseen.preflight).
+if workflow.is_main_process and invocation(sys.argv) != "other":
+    preflight(config, "results", sys.argv)
 
 # Jobs run this checkout's package (python -m unseen), also inside `--use-conda`
 # environments that hold only the dependencies: always the same code as the Snakefile.
@@ -37,8 +44,10 @@ SELECTIONS = selection_names(config)
 REPORT_SCORER = config["report"]["scorer"] or SCORERS[0]
 REPORT_DIR = f"{RESULTS}/report"
 STRATEGY_PATTERN = "|".join(sorted(STRATEGIES))
+RETRAIN_BUDGET_PATTERN = "|".join(RETRAIN_BUDGET_NAMES)
 TRAIN = config["resources"]["train"]
 LIGHT = config["resources"]["light"]
+RETRAIN_BUDGETS = config["budget"]["retrain"]
 
 
 def as_json(obj):
@@ -104,8 +113,9 @@ def all_coresets():
 
 def all_metrics():
     pruned = expand(
-        f"{RESULTS}/seed{{seed}}/retrain/{{selection}}/rate{{rate}}/metrics.parquet",
+        f"{RESULTS}/seed{{seed}}/retrain/{{retrain_budget}}/{{selection}}/rate{{rate}}/metrics.parquet",
         seed=SEEDS,
+        retrain_budget=RETRAIN_BUDGETS,
         selection=SELECTIONS,
         rate=RATES,
     )

@@ -19,6 +19,7 @@ rule train_fold_model:
         gpu=TRAIN["gpu"],
     params:
         mode=config["folds"]["mode"],
+        budget=config["budget"]["scoring"],
         model=model_json("scoring_model"),
         train=train_json("scoring_model"),
         record=as_json(config["record_epochs"]),
@@ -26,7 +27,8 @@ rule train_fold_model:
         device=config["device"],
     shell:
         "python -m unseen train-fold --dataset-cache {input.data:q} --folds-table {input.folds:q}"
-        " --fold {wildcards.fold} --fold-mode {params.mode} --model {params.model:q}"
+        " --fold {wildcards.fold} --fold-mode {params.mode} --scoring-budget {params.budget}"
+        " --model {params.model:q}"
         " --train {params.train:q} --record-epochs {params.record:q}"
         " --record-format {params.record_format} --seed {wildcards.seed}"
         " --device {params.device} --threads {threads}"

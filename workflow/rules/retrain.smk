@@ -8,10 +8,10 @@ rule retrain:
         coreset=f"{RESULTS}/seed{{seed}}/coresets/{{selection}}/rate{{rate}}/coreset.parquet",
         scoring=scoring_predictions,
     output:
-        json=f"{RESULTS}/seed{{seed}}/retrain/{{selection}}/rate{{rate}}/metrics.json",
-        parquet=f"{RESULTS}/seed{{seed}}/retrain/{{selection}}/rate{{rate}}/metrics.parquet",
+        json=f"{RESULTS}/seed{{seed}}/retrain/{{retrain_budget}}/{{selection}}/rate{{rate}}/metrics.json",
+        parquet=f"{RESULTS}/seed{{seed}}/retrain/{{retrain_budget}}/{{selection}}/rate{{rate}}/metrics.parquet",
     log:
-        "logs/seed{seed}/retrain/{selection}_rate{rate}.log",
+        "logs/seed{seed}/retrain/{retrain_budget}/{selection}_rate{rate}.log",
     conda:
         CONDA_ENV_FILE
     threads: TRAIN["threads"]
@@ -27,6 +27,7 @@ rule retrain:
     shell:
         "python -m unseen retrain --dataset-cache {input.data:q} --coreset {input.coreset:q}"
         " {params.labels} --rate {wildcards.rate} --scoring-predictions {input.scoring:q}"
+        " --retrain-budget {wildcards.retrain_budget}"
         " --model {params.model:q} --train {params.train:q} --seed {wildcards.seed}"
         " --device {params.device} --threads {threads}"
         " --metrics-json {output.json:q} --metrics-parquet {output.parquet:q} > {log:q} 2>&1"

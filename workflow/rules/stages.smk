@@ -51,9 +51,11 @@ rule train_stage_model:
         record_format=config["record_format"],
         device=config["device"],
         name=lambda wc: f"stage{wc.stage}-{wc.unseen_method}-{wc.scorer}-{wc.strategy}-rate{wc.rate}",
+        budget=config["budget"]["scoring"],
     shell:
         "python -m unseen train-stage --dataset-cache {input.data:q} --folds-table {input.folds:q}"
-        " --coreset {input.coreset:q} --model-name {params.name} --model {params.model:q}"
+        " --coreset {input.coreset:q} --model-name {params.name} --scoring-budget {params.budget}"
+        " --model {params.model:q}"
         " --train {params.train:q} --record-epochs {params.record:q}"
         " --record-format {params.record_format} --seed {wildcards.seed}"
         " --device {params.device} --threads {threads}"
