@@ -39,6 +39,7 @@ TINY = {
     "record_epochs": [],
     "scoring_model": {"train": {"epochs": 3}},
     "final_model": {"train": {"epochs": 3}},
+    "selection": {"strategy": ["top"]},
 }
 OOF = "results/seed0/scores/oof/el2n.parquet"
 MODEL = "results/seed0/folds/fold0/model.pt"
@@ -154,7 +155,7 @@ def test_truncated_score_table_stops_the_run_and_keeps_the_report(run_copy):
         (MODEL, "truncate"),  # nothing reads model.pt for el2n: the run used to end "successfully"
         (PREDICTIONS, "truncate"),
         ("results/seed0/split/folds.parquet", "empty"),  # a full disk on NFS leaves 0 bytes
-        ("results/seed0/retrain/random/rate0.3/metrics.json", "truncate"),
+        ("results/seed0/retrain/full_steps/random/rate0.3/metrics.json", "truncate"),
         (REPORT_PNG, "truncate"),
     ],
 )
@@ -418,7 +419,7 @@ def test_nan_scores_are_named_by_the_selecting_job(run_copy):
     assert f"{OOF}: 2 of 1347 scores are NaN" in log.read_text()
     assert f"--forcerun {OOF}" in log.read_text()
     # Outputs of other jobs (the random baseline, the report) are kept.
-    for kept in (REPORT_PNG, "results/seed0/retrain/random/rate0.3/metrics.parquet"):
+    for kept in (REPORT_PNG, "results/seed0/retrain/full_steps/random/rate0.3/metrics.parquet"):
         assert outputs(run_copy)[kept] == before[kept]
 
 
