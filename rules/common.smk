@@ -15,7 +15,7 @@ from unseen.selection import STRATEGIES
 # Our validator names the key and the allowed values; Snakemake's validate then
 # re-checks the filled-in config against the same schema.
 validate_config(config)
-validate(config, schema="../schemas/config.schema.yaml")
+validate(config, schema="../workflow/schemas/config.schema.yaml")
 # A missing or incomplete data root stops the run here, before any job starts.
 check_dataset(config["dataset"])
 
@@ -33,7 +33,7 @@ RATES = [f"{rate:g}" for rate in config["pruning_rates"]]
 FOLDS = list(range(config["folds"]["k"]))
 # {unseen_method} is unseen (the stages of `stages`) or unseen_single (one step).
 STAGE_DIR = f"{RESULTS}/seed{{seed}}/coresets/{{unseen_method}}-{{scorer}}-{{strategy}}/rate{{rate}}"
-CONDA_ENV_FILE = "../envs/unseen.yaml"
+CONDA_ENV_FILE = "../workflow/envs/unseen.yaml"
 SELECTIONS = selection_names(config)
 REPORT_SCORER = config["report"]["scorer"] or SCORERS[0]
 REPORT_DIR = f"{RESULTS}/report"
