@@ -13,9 +13,10 @@ from unseen.scorers import MODEL_SCORERS
 from unseen.selection import STRATEGIES
 
 # Our validator names the key and the allowed values; Snakemake's validate then
-# re-checks the filled-in config against the same schema.
+# re-checks the filled-in config against the same file, the package's schema
+# (unseen/config.schema.yaml, package data), named by path.
 validate_config(config)
-validate(config, schema="../workflow/schemas/config.schema.yaml")
+validate(config, schema="../unseen/config.schema.yaml")
 # A missing or incomplete data root stops the run here, before any job starts.
 check_dataset(config["dataset"])
 
