@@ -21,8 +21,8 @@ validate(config, schema="../unseen/config.schema.yaml")
 check_dataset(config["dataset"])
 
 # Jobs run this checkout's package (python -m unseen), also inside `--use-conda`
-# environments that hold only the dependencies: always the same code as the Snakefile.
-REPO_ROOT = os.path.abspath(os.path.join(workflow.basedir, ".."))
+# environments that hold only the dependencies: always the same code as the
+# Snakefile, which imports it from REPO_ROOT (set there).
 shell.prefix(
     f"set -euo pipefail; export PYTHONPATH={shlex.quote(REPO_ROOT)}${{{{PYTHONPATH:+:$PYTHONPATH}}}}; "
 )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 import subprocess
 import sys
@@ -44,3 +45,32 @@ def test_snakemake_lint_is_clean(tmp_path):
     )
     output = proc.stdout + proc.stderr
     assert proc.returncode == 0 and "Congratulations" in output, output
+
+
+def test_snakefile_imports_this_checkouts_package(tmp_path):
+    """Parsing uses the same `unseen` as the jobs, even when another copy comes first on the path.
+
+    A shadow `unseen` that refuses to be imported sits first on PYTHONPATH (where
+    a stale pip-installed copy would also win); the dry run must still plan the
+    jobs, i.e. the Snakefile imported the checkout's package.
+    """
+    shadow = tmp_path / "shadow" / "unseen"
+    shadow.mkdir(parents=True)
+    (shadow / "__init__.py").write_text(
+        "raise ImportError('the Snakefile imported a shadow copy of unseen, not the checkout')\n"
+    )
+    workdir = make_workdir(tmp_path / "work")
+    env = job_environment()
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(shadow.parent), env.get("PYTHONPATH")]))
+    # the shadow really is what a plain `import unseen` finds in this environment
+    plain = subprocess.run(
+        [sys.executable, "-c", "import unseen"], cwd=workdir, capture_output=True, text=True, env=env
+    )
+    assert "shadow copy" in plain.stderr, plain.stderr
+    proc = subprocess.run(
+        [sys.executable, "-m", "snakemake", "-s", str(SNAKEFILE), "-n", "--quiet", "rules"],
+        cwd=workdir, capture_output=True, text=True, env=env,
+    )
+    output = proc.stdout + proc.stderr
+    assert proc.returncode == 0, output
+    assert re.search(r"^train_fold_model\s+5$", output, re.MULTILINE), output
