@@ -3,12 +3,14 @@ import itertools
 import json
 import os
 import shlex
+import sys
 
 from snakemake.utils import validate
 
 from unseen.budget import RETRAIN_BUDGETS as RETRAIN_BUDGET_NAMES
 from unseen.config import parse_selection, selection_names, validate_config
 from unseen.data import check_dataset, dataset_fingerprint
+from unseen.preflight import invocation, preflight
 from unseen.scorers import MODEL_SCORERS
 from unseen.selection import STRATEGIES
 
@@ -19,6 +21,10 @@ validate_config(config)
 validate(config, schema="../unseen/config.schema.yaml")
 # A missing or incomplete data root stops the run here, before any job starts.
 check_dataset(config["dataset"])
+# So do damaged outputs, classes too small for the folds or a class-aware coreset,
+# and device: cuda without CUDA; once, in the main Snakemake process (unseen.preflight).
+if workflow.is_main_process and invocation(sys.argv) != "other":
+    preflight(config, "results", sys.argv)
 
 # Jobs run this checkout's package (python -m unseen), also inside `--use-conda`
 # environments that hold only the dependencies: always the same code as the

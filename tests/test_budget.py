@@ -187,9 +187,8 @@ def test_auto_selection_job_uses_the_coreset_rate(tmp_path):
     scores = tmp_path / "scores.parquet"
     io.write_table(
         pd.DataFrame({"sample_id": np.arange(n), "label": rng.integers(0, 5, n),
-                      "score": rng.random(n), "score_std": np.zeros(n),
-                      "n_scores": np.ones(n, int)}),
-        scores, io.AGGREGATE_SCHEMA,
+                      "model": "fitting", "score": rng.random(n)}),
+        scores, io.SHARD_SCHEMA,
     )
     picked = {}
     for strategy in ("auto", "top", "ccs"):

@@ -286,14 +286,24 @@ def test_snakemake_dry_run_fails_at_parse_time_on_missing_root(tmp_path):
 
 def test_snakemake_reruns_prepare_data_when_source_changes(tmp_path):
     root = tmp_path / "fm"
-    write_idx_set(root)
+
+    def write_balanced_idx_set(n_train: int, seed: int) -> None:
+        # Every class needs at least K = folds.k training samples, or the Snakefile stops.
+        write_idx_set(root, n_train=n_train, seed=seed)
+        write_idx(root / IDX_FILES[1], (np.arange(n_train) % 10).astype(np.uint8))
+
+    write_balanced_idx_set(30, 0)
     work = _workdir(tmp_path, {"name": "fashion_mnist", "root": str(root)})
+    config_path = work / "config" / "config.yaml"
+    config = yaml.safe_load(config_path.read_text())
+    config["folds"]["k"] = 3
+    config_path.write_text(yaml.safe_dump(config))
     target = "results/data/dataset.npz"
     assert _snakemake(work, "--cores", "1", target).returncode == 0
     assert load_cached(work / target).train_x.shape == (30, 1, 28, 28)
     unchanged = _snakemake(work, "-n", target)
     assert "prepare_data" not in unchanged.stdout, unchanged.stdout
-    write_idx_set(root, n_train=40, seed=9)
+    write_balanced_idx_set(40, 9)
     changed = _snakemake(work, "-n", target)
     assert changed.returncode == 0 and "prepare_data" in changed.stdout, changed.stdout
 

@@ -13,7 +13,8 @@ from conftest import REPO
 CONDA_TO_PYPI = {"pytorch": "torch"}
 JOB_ENV = REPO / "workflow" / "envs" / "unseen.yaml"
 # What runs `snakemake` or the tests, never a job: not in the per-job environment.
-NOT_FOR_JOBS = {"snakemake", "pytest", "hypothesis", "snakemake-executor-plugin-slurm"}
+# pygments: `snakemake --report` highlights code in the main process, not in a job.
+NOT_FOR_JOBS = {"snakemake", "pytest", "hypothesis", "snakemake-executor-plugin-slurm", "pygments"}
 
 
 def _name(requirement: str) -> str:

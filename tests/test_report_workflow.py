@@ -113,10 +113,25 @@ def scoring_models(run: Path, seed: int, selection: str, rate: str, n_stages: in
     return folds + [base / f"stage{t}/predictions.npz" for t in range(1, stages)]
 
 
+def model_sample_epochs(n: int, n_total: int, train: dict, budget) -> int:
+    """Samples processed by one fold or stage model on n of the N = n_total samples.
+
+    Under a fractional scoring budget b the model takes round(b x the fitting
+    model's steps) steps of min(batch, n) samples; under "epochs" it makes the
+    configured passes over its n samples.
+    """
+    if budget == "epochs":
+        return sample_epochs(n, train["batch_size"], train["epochs"])
+    fitting_steps = max(1, n_total // min(train["batch_size"], n_total)) * train["epochs"]
+    steps = max(1, int(float(budget) * fitting_steps + 0.5))
+    return steps * min(train["batch_size"], n)
+
+
 def expected_scoring_cost(run: Path, config: dict, seed: int, selection: str, rate: str) -> int:
     """Sample-epochs of the scoring models from the config and the fold / stage tables."""
     res = run / f"results/seed{seed}"
     train = config["scoring_model"]["train"]
+    budget = config.get("budget", {}).get("scoring", 1.0)
     folds = pd.read_parquet(res / "split/folds.parquet")
     method = selection.split("-")[0]
     if method == "random":
@@ -125,13 +140,13 @@ def expected_scoring_cost(run: Path, config: dict, seed: int, selection: str, ra
         return sample_epochs(len(folds), train["batch_size"], train["epochs"])
     # paper mode: fold model k trains on fold k
     cost = sum(
-        sample_epochs(int((folds["fold"] == k).sum()), train["batch_size"], train["epochs"])
+        model_sample_epochs(int((folds["fold"] == k).sum()), len(folds), train, budget)
         for k in range(config["folds"]["k"])
     )
     if method == "unseen":
         for t in range(1, len(config["stages"])):
             stage = pd.read_parquet(res / f"coresets/{selection}/rate{rate}/stage{t}.parquet")
-            cost += sample_epochs(len(stage), train["batch_size"], train["epochs"])
+            cost += model_sample_epochs(len(stage), len(folds), train, budget)
     return cost
 
 

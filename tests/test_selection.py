@@ -96,3 +96,22 @@ def test_random_subset_is_seeded_and_order_free():
     perm = np.random.default_rng(0).permutation(100)
     b = np.sort(ids[perm][random_subset(ids[perm], 30, seed=3)])
     assert np.array_equal(a, b) and len(np.unique(a)) == 30
+
+
+def test_coreset_size_is_exact_for_decimal_rates():
+    # 45 x 0.7 is 31.4999... in binary floating point; the README promises 31.5 -> 32.
+    assert coreset_size(45, 0.3) == 32
+    assert coreset_size(15, 0.9) == 2  # 1.5 -> 2
+    # Every N up to 3,000 and common rate: equal to the exact decimal computation.
+    from decimal import ROUND_HALF_UP, Decimal
+
+    for rate in (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.25, 0.75, 0.95):
+        keep = 1 - Decimal(str(rate))
+        for n in range(1, 3001):
+            exact = int((n * keep).quantize(Decimal(1), rounding=ROUND_HALF_UP))
+            assert coreset_size(n, rate) == max(1, exact), (n, rate)
+
+
+def test_stage_sizes_are_exact_for_decimal_fractions():
+    assert stage_sizes(45, [0.7, 1.0]) == [32, 45]  # 31.5 -> 32, not 31
+    assert stage_sizes(15, [0.1, 1.0]) == [2, 15]  # 1.5 -> 2

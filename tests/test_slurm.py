@@ -59,6 +59,7 @@ SMALL = {
     "record_epochs": [],
     "scoring_model": {"train": {"epochs": 3}},
     "final_model": {"train": {"epochs": 3}},
+    "selection": {"strategy": ["top"]},
 }
 TRAINING_RULES = {"train_fold_model", "train_fitting_model", "train_stage_model", "retrain", "retrain_full"}
 # Test-only overrides on top of the profile: poll SLURM every 2 s instead of 20 s

@@ -192,6 +192,18 @@ def cmd_install_profile(args: argparse.Namespace) -> None:
     print(f"{action} {target}; use it with: snakemake --profile {args.name}")
 
 
+def cmd_check_config(args: argparse.Namespace) -> None:
+    from unseen.config import validate_config
+    from unseen.preflight import check_config_syntax
+
+    import yaml
+
+    for path in args.files:
+        check_config_syntax(path)
+        validate_config(yaml.safe_load(open(path)) or {})
+        print(f"{path}: valid")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="unseen", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -200,6 +212,10 @@ def build_parser() -> argparse.ArgumentParser:
         p = sub.add_parser(name, help=help_text, description=help_text)
         p.set_defaults(func=fn)
         return p
+
+    p = add("check-config", cmd_check_config,
+            "check config files: YAML syntax (with file and line) and every key")
+    p.add_argument("files", nargs="+", help="config YAML files, e.g. my.yaml")
 
     p = add("prepare-data", cmd_prepare_data, "decode a dataset once into the cache file")
     p.add_argument("--dataset", type=_json, required=True, help='JSON {"name": ..., "root": ...}')

@@ -8,6 +8,7 @@ config stops a run before any job starts.
 from __future__ import annotations
 
 import copy
+import re
 from importlib import resources
 from pathlib import Path
 from typing import Any, Iterator
@@ -199,7 +200,7 @@ def _semantic_problems(config: dict[str, Any]) -> list[str]:
     from unseen.scorers import SCORERS
     from unseen.selection import STRATEGIES
 
-    problems = []
+    problems = _rate_problems(config["pruning_rates"])
     for i, name in enumerate(config["extra_selections"]):
         _, scorer, strategy = parse_selection(name)
         if scorer not in SCORERS or strategy not in STRATEGIES:
@@ -233,4 +234,32 @@ def _semantic_problems(config: dict[str, Any]) -> list[str]:
             f"config key 'stages': {stages} is invalid; allowed: fractions of the target "
             "size that increase strictly and end at 1.0, e.g. [0.5, 0.75, 1.0] or [1.0]"
         )
+    return problems
+
+
+def rate_in_path(rate: float) -> str:
+    """How a pruning rate is written in output paths (``rate0.3``): ``f"{rate:g}"``."""
+    return f"{rate:g}"
+
+
+def _rate_problems(rates: list[float]) -> list[str]:
+    """Rates whose path form is not the rate itself: rounded (0.1234567 -> 0.123457,
+    0.30000001 -> 0.3, colliding with 0.3) or in exponent form (1e-05), which the
+    ``{rate}`` wildcard cannot match.
+    """
+    problems = []
+    for i, rate in enumerate(rates):
+        text = rate_in_path(rate)
+        if not re.fullmatch(r"0\.\d+", text):
+            problems.append(
+                f"config key 'pruning_rates[{i}]': {rate} would be written as 'rate{text}' in"
+                " output paths, which the workflow cannot match; allowed: a rate of at least"
+                " 0.0001 written as a decimal, e.g. 0.001"
+            )
+        elif float(text) != rate:
+            problems.append(
+                f"config key 'pruning_rates[{i}]': {rate} would be written as 'rate{text}' in"
+                f" output paths and run as {text}; allowed: a rate with at most 6 significant"
+                f" digits, e.g. {text}"
+            )
     return problems

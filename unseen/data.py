@@ -32,7 +32,7 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from unseen.io import load_npz, save_npz
+from unseen.io import DamagedFileError, load_npz, read_npz_member, save_npz
 
 CACHE_FORMAT = 2  # bump when the cache layout or a decoder changes
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm")
@@ -91,6 +91,17 @@ def channel_stats(images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 def _decode_image(path: Path, size: int | None, channels: int, crop: bool) -> np.ndarray:
     """Decode one image file to uint8 (C, H, W); resize to size x size when ``size``."""
+    try:
+        return _decode_image_file(path, size, channels, crop)
+    except (OSError, ValueError, SyntaxError) as err:  # PIL's decoders raise all three
+        raise DatasetError(
+            f"{path}: cannot decode this image ({type(err).__name__}: {err}). The file is"
+            " damaged or not an image: replace it with a good copy or delete it from the"
+            " dataset, then rerun (the sample ids of the images after it change if you delete it)"
+        ) from err
+
+
+def _decode_image_file(path: Path, size: int | None, channels: int, crop: bool) -> np.ndarray:
     from PIL import Image
 
     with Image.open(path) as img:
@@ -556,12 +567,46 @@ def load_cached(path: str | Path) -> ImageDataset:
 
 
 def cached_fingerprint(path: str | Path) -> str | None:
-    """The fingerprint stored in cache ``path`` without loading its pixels; None if absent."""
+    """The fingerprint stored in cache ``path`` without loading its pixels.
+
+    None if there is no cache or it is damaged (then it is rebuilt), "" if it has none.
+    """
     try:
-        with np.load(path, allow_pickle=False) as data:
-            return str(data["fingerprint"]) if "fingerprint" in data.files else ""
-    except (FileNotFoundError, OSError, ValueError):
+        value = read_npz_member(path, "fingerprint")
+    except (FileNotFoundError, DamagedFileError):
         return None
+    return "" if value is None else str(value)
+
+
+def train_label_counts(spec: dict[str, Any], cache: str | Path | None = None):
+    """Training images per class, cheaply: (counts int64 (C,), class names), or None.
+
+    Reads labels only: the existing dataset cache when it was made from the
+    same source, else the source's label file or folder listing (digits, the
+    idx data sets, ImageFolder). None where only decoding would tell (CIFAR
+    without a cache).
+    """
+    if cache is not None and cached_fingerprint(cache) == dataset_fingerprint(spec):
+        labels = read_npz_member(cache, "train_y")
+        classes = read_npz_member(cache, "classes")
+        return np.bincount(labels, minlength=len(classes)), tuple(str(c) for c in classes)
+    name = spec.get("name", "digits")
+    root = Path(spec["root"]).expanduser().resolve() if spec.get("root") else None
+    if name == "digits":
+        data = _digits_load(Path("."), spec)
+        labels, classes = data.train_y, data.classes
+    elif name in ("mnist", "fashion_mnist") and root is not None:
+        labels = read_idx(DATASETS[name].files(root)[1])
+        classes = FASHION_CLASSES if name == "fashion_mnist" else tuple(str(c) for c in range(10))
+    elif name == "imagefolder" and root is not None:
+        pairs, classes = _list_tree(root / "train")
+        labels, classes = np.array([y for _, y in pairs], dtype=np.int64), tuple(classes)
+    else:
+        return None
+    labels = np.asarray(labels, dtype=np.int64)
+    if spec.get("subset") is not None:
+        labels = labels[stratified_subset(labels, spec["subset"], spec.get("subset_seed", 0))]
+    return np.bincount(labels, minlength=len(classes)), tuple(classes)
 
 
 def prepare_cached(spec: dict[str, Any], path: str | Path) -> tuple[ImageDataset, bool]:

@@ -12,9 +12,14 @@ results/README.md (a test keeps the two in step).
 from __future__ import annotations
 
 import contextlib
+import errno
+import glob
 import json
 import os
+import re
 import tempfile
+import time
+import zipfile
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -104,12 +109,50 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     umask = os.umask(0)
     os.umask(umask)
     tmp.chmod(0o666 & ~umask)
+    started = time.time()
     try:
         yield tmp
         os.replace(tmp, target)
+    except OSError as err:
+        tmp.unlink(missing_ok=True)
+        if err.errno in (errno.ENOSPC, errno.EDQUOT):
+            raise OSError(
+                err.errno,
+                f"{err.strerror} while writing {target}: free space on that file system"
+                f" (df -h {target.parent}; quota -s) and rerun the same snakemake command;"
+                " finished outputs are kept and this one was not written",
+            ) from err
+        raise
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+    remove_stale_partials(target, older_than=started)
+
+
+def partial_files(folder: str | os.PathLike) -> list[Path]:
+    """Temporary files of :func:`atomic_path` under ``folder`` (left by killed jobs), sorted."""
+    return sorted(Path(folder).rglob(".*.partial"))
+
+
+def remove_stale_partials(target: str | os.PathLike, older_than: float) -> None:
+    """Remove temporaries of ``target`` last written before ``older_than`` (epoch seconds).
+
+    A job killed mid-write (SIGKILL, the scheduler's memory or time limit)
+    leaves its temporary file behind; the next successful write of the same
+    output removes it. A temporary written after ``older_than`` belongs to a
+    writer that is still running and is left alone.
+    """
+    target = Path(target)
+    for stale in target.parent.glob(f".{glob.escape(target.name)}.*.partial"):
+        try:
+            if stale.stat().st_mtime < older_than:
+                stale.unlink()
+        except FileNotFoundError:
+            pass
+
+
+def glob_escape(name: str) -> str:
+    return re.sub(r"([*?\[])", r"[\1]", name)
 
 
 def write_table(df: pd.DataFrame, path: str | os.PathLike, schema: pa.Schema) -> None:
@@ -126,9 +169,27 @@ def write_table(df: pd.DataFrame, path: str | os.PathLike, schema: pa.Schema) ->
         pq.write_table(table, tmp)
 
 
-def read_table(path: str | os.PathLike) -> pd.DataFrame:
-    """Read a Parquet table written by :func:`write_table` into pandas."""
-    return pq.read_table(path).to_pandas()
+def read_table(path: str | os.PathLike, schema: pa.Schema | None = None) -> pd.DataFrame:
+    """Read a Parquet table written by :func:`write_table` into pandas.
+
+    Raises:
+        DamagedFileError: the file is not readable Parquet (truncated, overwritten)
+            or lacks a column of ``schema``; the message names the file and the fix.
+    """
+    with reading(path):
+        table = pq.read_table(path)
+    if schema is not None:
+        check_columns(path, table.schema, schema)
+    return table.to_pandas()
+
+
+def check_columns(path: str | os.PathLike, found: pa.Schema, expected: pa.Schema) -> None:
+    """Raise :class:`DamagedFileError` if ``found`` lacks a column of ``expected``."""
+    missing = [name for name in expected.names if name not in found.names]
+    if missing:
+        raise DamagedFileError(
+            path, f"lacks the column(s) {missing} (it has {found.names}; was it edited by hand?)"
+        )
 
 
 def write_json(obj: Any, path: str | os.PathLike) -> None:
@@ -158,6 +219,162 @@ def save_npz(path: str | os.PathLike, **arrays: np.ndarray) -> None:
 
 
 def load_npz(path: str | os.PathLike) -> dict[str, np.ndarray]:
-    """Load every array of an ``.npz`` file into memory."""
-    with np.load(path, allow_pickle=False) as data:
+    """Load every array of an ``.npz`` file into memory.
+
+    Raises:
+        DamagedFileError: the file is not a complete ``.npz`` written by :func:`save_npz`.
+    """
+    with reading(path), open_npz(path) as data:
         return {key: data[key] for key in data.files}
+
+
+def read_npz_member(path: str | os.PathLike, key: str) -> np.ndarray | None:
+    """One array of an ``.npz`` file without reading the others; None if it has no ``key``."""
+    with reading(path), open_npz(path) as data:
+        return data[key] if key in data.files else None
+
+
+def open_npz(path: str | os.PathLike) -> np.lib.npyio.NpzFile:
+    """``np.load`` of an ``.npz`` archive; ValueError for anything else (e.g. a bare ``.npy``)."""
+    if not zipfile.is_zipfile(path):  # else numpy's error speaks of pickled data
+        raise ValueError("not an .npz archive (no complete zip directory at its end)")
+    data = np.load(path, allow_pickle=False)
+    if not isinstance(data, np.lib.npyio.NpzFile):
+        raise ValueError("not an .npz archive")
+    return data
+
+
+# ---------------------------------------------------------------------------
+# Damaged files. Outputs are renamed into place only when complete, so a damaged
+# file under a final name comes from outside a job: a hand edit, a copy cut
+# short, a file system that lost data. Snakemake cannot tell (the file exists
+# and is newer than its inputs), so readers check, and the Snakefile checks
+# every existing output before any job starts (unseen.preflight).
+
+
+class DamagedFileError(RuntimeError):
+    """A file under ``results/`` cannot be read; the message names it and the fix."""
+
+    def __init__(self, path: str | os.PathLike, problem: str):
+        self.path = Path(path)
+        self.problem = problem
+        super().__init__(
+            f"{path} is damaged: {problem.rstrip('.')}. Rebuild it and what was made from it:"
+            f" rerun the same snakemake command with --forcerun {path}  (the job that writes"
+            " it runs again, and so do the jobs after it; every other finished output is kept)"
+        )
+
+
+@contextlib.contextmanager
+def reading(path: str | os.PathLike) -> Iterator[None]:
+    """Turn a decoder's error while reading ``path`` into :class:`DamagedFileError`.
+
+    A missing file stays FileNotFoundError and an unreadable one PermissionError,
+    with the path and the fix in the message.
+    """
+    try:
+        yield
+    except DamagedFileError:
+        raise
+    except FileNotFoundError:
+        raise
+    except PermissionError as err:
+        raise PermissionError(
+            err.errno,
+            f"{path} cannot be read by user {_user()} ({err.strerror}): ask its owner to"
+            f" make it readable (chmod a+r {path}) or run in your own working directory",
+        ) from err
+    except (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile, pa.ArrowException) as err:
+        raise DamagedFileError(path, f"{type(err).__name__}: {err}") from err
+
+
+def _user() -> str:
+    try:
+        import pwd
+
+        return pwd.getpwuid(os.geteuid()).pw_name
+    except (ImportError, KeyError):
+        return str(os.getuid())
+
+
+def check_checkpoint(path: str | os.PathLike) -> None:
+    """Raise :class:`DamagedFileError` unless ``path`` is a complete ``torch.save`` archive.
+
+    torch saves a zip archive; its CRCs are checked without importing torch, so
+    light jobs stay light.
+    """
+    check_zip(path)
+
+
+def check_zip(path: str | os.PathLike) -> None:
+    """Raise :class:`DamagedFileError` unless ``path`` is a zip archive whose CRCs all match."""
+    with reading(path):
+        with zipfile.ZipFile(path) as archive:
+            bad = archive.testzip()
+        if bad is not None:
+            raise ValueError(f"member {bad} fails its CRC check")
+
+
+PARQUET_MAGIC = b"PAR1"
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+PNG_END = b"IEND\xaeB`\x82"
+
+
+def damage(path: str | os.PathLike, schema: pa.Schema | None = None) -> str | None:
+    """What is wrong with output ``path`` ("" or None: nothing found), cheaply.
+
+    Reads only what proves a file complete: Parquet's footer (and, with
+    ``schema``, its columns), a zip archive's central directory (``.npz``,
+    ``.pt``), a whole JSON file, a PNG's first and last bytes. Other
+    formats are not checked.
+    """
+    path = Path(path)
+    suffix = path.suffix
+    try:
+        if suffix == ".parquet":
+            found = pq.read_schema(path)
+            if schema is not None:
+                check_columns(path, found, schema)
+        elif suffix in (".npz", ".pt"):
+            with zipfile.ZipFile(path) as archive:
+                archive.infolist()
+        elif suffix == ".json":
+            json.loads(path.read_text())
+        elif suffix == ".png":
+            with open(path, "rb") as handle:
+                head = handle.read(8)
+                handle.seek(max(0, path.stat().st_size - 8))
+                tail = handle.read(8)
+            if head != PNG_SIGNATURE or tail != PNG_END:
+                return "not a complete PNG image"
+    except DamagedFileError as err:
+        return err.problem
+    except (FileNotFoundError, PermissionError):
+        return None  # not a damaged file: the readers name these themselves
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile, pa.ArrowException) as err:
+        return f"{type(err).__name__}: {err}"
+    return None
+
+
+def schema_of(path: str | os.PathLike) -> pa.Schema | None:
+    """The fixed schema of a Parquet table under ``results/`` by its place; None if it has none.
+
+    The paths are those of the README's output tree.
+    """
+    parts = ("", "", "") + Path(path).parts
+    name, folder, grandparent = parts[-1], parts[-2], parts[-3]
+    if name == "folds.parquet":
+        return FOLDS_SCHEMA
+    if name == "class_difficulty.parquet":
+        return CLASS_DIFFICULTY_SCHEMA
+    if name == "metrics.parquet" or (name == "summary.parquet" and folder != "report"):
+        return METRICS_SCHEMA
+    if name == "coreset.parquet" or re.fullmatch(r"stage\d+\.parquet", name):
+        return CORESET_SCHEMA
+    if name == "scores.parquet" or (grandparent, folder) == ("scores", "fitting") or (
+        grandparent == "oof" and re.fullmatch(r"fold\d+", folder)
+    ):
+        return SHARD_SCHEMA
+    if (grandparent, folder) == ("scores", "oof"):
+        return AGGREGATE_SCHEMA
+    return None

@@ -132,7 +132,7 @@ def scoring_cost(predictions: list[str]) -> dict[str, Any]:
     cost = {"scoring_sample_epochs": 0, "scoring_wall_seconds": 0.0, "scoring_steps": 0}
     labels = []
     for path in predictions:
-        with np.load(path, allow_pickle=False) as arrays:
+        with io.reading(path), io.open_npz(path) as arrays:
             cost["scoring_sample_epochs"] += int(arrays["train_samples_seen"])
             cost["scoring_wall_seconds"] += float(arrays["train_wall_seconds"])
             cost["scoring_steps"] += int(arrays["train_steps"])
@@ -197,7 +197,7 @@ def train_scoring_model(
 
 def fold_ids(folds_table: str, fold: int, mode: str) -> tuple[np.ndarray, np.ndarray]:
     """(train_ids, scored_ids) of fold model ``fold`` under ``mode`` (paper | holdout)."""
-    table = io.read_table(folds_table)
+    table = io.read_table(folds_table, io.FOLDS_SCHEMA)
     mask = fold_training_mask(table["fold"].to_numpy(), fold, mode)
     ids = table["sample_id"].to_numpy()
     return ids[mask], ids[~mask]
@@ -238,6 +238,8 @@ def score_shard(
     ``dataset_cache``; other scorers ignore both, so they do not import torch.
     """
     arrays = io.load_npz(predictions)
+    if checkpoint is not None:
+        io.check_checkpoint(checkpoint)  # a damaged model.pt must not pass for a finished one
     record = record_from_arrays(arrays)
     leaked = np.intersect1d(record.sample_ids, arrays["train_ids"])
     if len(leaked) and not allow_seen:
@@ -253,6 +255,9 @@ def score_shard(
         )
         record = dataclasses.replace(record, model=model)
     scores = compute_scores(scorer, record, seed, options)
+    check_finite_scores(scores, record.sample_ids, f"scorer {scorer!r} on {predictions}",
+                        "the model's outputs are not finite (its training diverged): lower"
+                        " the learning rate of that model, then rerun")
     table = pd.DataFrame(
         {
             "sample_id": record.sample_ids,
@@ -301,8 +306,27 @@ def class_error_table(labels: np.ndarray, wrong: np.ndarray) -> pd.DataFrame:
 
 def aggregate(shards: list[str], output: str) -> None:
     """Mean, std and count of each sample's out-of-fold scores across ``shards``."""
-    table = pd.concat([io.read_table(s) for s in shards], ignore_index=True)
+    table = pd.concat([io.read_table(s, io.SHARD_SCHEMA) for s in shards], ignore_index=True)
     io.write_table(aggregate_scores(table), output, io.AGGREGATE_SCHEMA)
+
+
+def read_scores(path: str, schema) -> pd.DataFrame:
+    """A score table (``schema``: shard or aggregate) whose scores are all finite."""
+    table = io.read_table(path, schema)
+    check_finite_scores(table["score"].to_numpy(), table["sample_id"].to_numpy(), path,
+                        f"rerun the same snakemake command with --forcerun {path} (it is rebuilt)")
+    return table
+
+
+def check_finite_scores(scores: np.ndarray, sample_ids: np.ndarray, source: str, fix: str) -> None:
+    """Raise ValueError naming ``source``, the first bad sample ids and ``fix`` on NaN or inf."""
+    bad = ~np.isfinite(np.asarray(scores, dtype=np.float64))
+    if bad.any():
+        raise ValueError(
+            f"{source}: {int(bad.sum())} of {len(bad)} scores are NaN or infinite (sample ids"
+            f" {np.asarray(sample_ids)[bad][:5].tolist()}...); selection needs finite scores."
+            f" Fix: {fix}"
+        )
 
 
 def choose(
@@ -343,7 +367,7 @@ def select_first_stage(
     class_difficulty: str | None = None,
 ) -> None:
     """Stage 1: M1 samples by aggregated out-of-fold score and the configured strategy."""
-    table = io.read_table(scores)
+    table = read_scores(scores, io.AGGREGATE_SCHEMA)
     n = stage_target(len(table), pruning_rate, fractions, 1)
     pos = choose(table, n, selection, derive_seed(seed, "select", pruning_rate, 1),
                  class_difficulty, pruning_rate=pruning_rate)
@@ -370,8 +394,8 @@ def select_next_stage(
     Class-quota strategies count the samples already selected, so the quotas
     hold for the whole coreset, not only for the samples added now.
     """
-    prev = io.read_table(previous)
-    scored = io.read_table(stage_scores)
+    prev = io.read_table(previous, io.CORESET_SCHEMA)
+    scored = read_scores(stage_scores, io.SHARD_SCHEMA)
     if np.intersect1d(prev["sample_id"], scored["sample_id"]).size:
         raise RuntimeError("stage scores include samples that are already selected")
     n = stage_target(n_total, pruning_rate, fractions, stage)
@@ -405,7 +429,7 @@ def select_by_scores(
     class_difficulty: str | None = None,
 ) -> None:
     """Single-step selection (the fitting baseline) by ``scores`` and the configured strategy."""
-    table = io.read_table(scores)
+    table = read_scores(scores, io.SHARD_SCHEMA)
     n = coreset_size(len(table), pruning_rate)
     pos = choose(table, n, selection, derive_seed(seed, "select", pruning_rate, 1),
                  class_difficulty, pruning_rate=pruning_rate)
@@ -467,7 +491,7 @@ def retrain(
     ids = (
         data.sample_ids
         if coreset is None
-        else np.sort(io.read_table(coreset)["sample_id"].to_numpy())
+        else np.sort(io.read_table(coreset, io.CORESET_SCHEMA)["sample_id"].to_numpy())
     )
     cost = scoring_cost(list(scoring_predictions))
     if coreset is not None:
@@ -488,7 +512,7 @@ def retrain(
 
 def summarize(metrics: list[str], parquet: str, csv: str) -> None:
     """Concatenate every retrain's metrics into one table (Parquet and CSV)."""
-    table = pd.concat([io.read_table(m) for m in metrics], ignore_index=True)
+    table = pd.concat([io.read_table(m, io.METRICS_SCHEMA) for m in metrics], ignore_index=True)
     table = table.sort_values(
         ["seed", "retrain_budget", "method", "scorer", "strategy", "pruning_rate"], ignore_index=True
     )

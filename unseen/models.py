@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import Callable
 
+import torch
 import torch.nn.functional as F
 from torch import nn
 
@@ -95,6 +96,118 @@ def cifar_resnet18(
     return nn.Sequential(*layers)
 
 
+class _WhiteningConv(nn.Conv2d):
+    """First layer of :func:`airbench`: a frozen patch-whitening convolution with a learnable bias.
+
+    ``initialise_from_data`` sets its 2 * C * k * k filters to the eigenvectors of
+    the covariance of the training images' k x k patches, each scaled by
+    1 / sqrt(eigenvalue + eps), and their negatives (so the following GELU keeps
+    both signs). The filters are never trained afterwards.
+    """
+
+    def __init__(self, channels: int, kernel: int):
+        super().__init__(channels, 2 * channels * kernel * kernel, kernel, bias=True)
+        self.weight.requires_grad_(False)
+        with torch.no_grad():
+            self.bias.zero_()
+
+    @torch.no_grad()
+    def initialise_from_data(self, images: torch.Tensor, eps: float = 5e-4) -> None:
+        """``images``: float (N, C, H, W), normalised as the trainer feeds them."""
+        c, (kh, kw) = self.in_channels, self.kernel_size
+        # (N, C*kh*kw, L) -> (N*L, C*kh*kw): every kh x kw patch as one row, channel-major
+        # like the conv weight, so an eigenvector reshapes straight into a filter.
+        patches = F.unfold(images.float(), (kh, kw)).transpose(1, 2).reshape(-1, c * kh * kw)
+        # float64 for the covariance: 5,000 CIFAR images give 4.8 M patches, and
+        # eigh of a near-singular matrix in float32 loses the small eigenvalues.
+        patches = patches.double()
+        covariance = patches.T @ patches / len(patches)
+        eigenvalues, eigenvectors = torch.linalg.eigh(covariance)  # ascending
+        order = eigenvalues.argsort(descending=True)
+        filters = (eigenvectors[:, order] / torch.sqrt(eigenvalues[order] + eps)).T
+        filters = filters.reshape(-1, c, kh, kw).to(self.weight.dtype)
+        self.weight.copy_(torch.cat([filters, -filters]))
+
+
+class _Conv3x3(nn.Conv2d):
+    """3x3 same-padding convolution, no bias, whose first ``in`` filters start as the identity.
+
+    The identity (Dirac) start makes each block begin close to a residual
+    pass-through, which lets the plain (non-residual) network train fast at a high lr.
+    """
+
+    def __init__(self, cin: int, cout: int):
+        super().__init__(cin, cout, 3, padding=1, bias=False)
+        with torch.no_grad():
+            nn.init.dirac_(self.weight[: min(cin, cout)])
+
+
+def _frozen_scale_batchnorm(channels: int, momentum: float) -> nn.BatchNorm2d:
+    """BatchNorm with a learnable shift only: the scale stays 1 (the next layer can rescale)."""
+    norm = nn.BatchNorm2d(channels, eps=1e-12, momentum=momentum)
+    norm.weight.requires_grad_(False)
+    return norm
+
+
+class _AirbenchBlock(nn.Sequential):
+    """conv -> 2x2 max-pool -> BN -> GELU -> conv -> BN -> GELU; halves H and W."""
+
+    def __init__(self, cin: int, cout: int, bn_momentum: float):
+        super().__init__(
+            _Conv3x3(cin, cout), nn.MaxPool2d(2),
+            _frozen_scale_batchnorm(cout, bn_momentum), nn.GELU(),
+            _Conv3x3(cout, cout),
+            _frozen_scale_batchnorm(cout, bn_momentum), nn.GELU(),
+        )
+
+
+class AirbenchNet(nn.Sequential):
+    """Airbench-class CIFAR network (after Jordan 2024, "94% on CIFAR-10 in 3.29 seconds").
+
+    Layers: a frozen 2x2 patch-whitening conv (3 -> 24 channels, no padding:
+    32 -> 31 px) + GELU, three blocks of :class:`_AirbenchBlock` with widths
+    (w, 4w, 4w) (31 -> 15 -> 7 -> 3 px), a 3x3 max-pool to 1x1, and a linear
+    classifier without bias whose logits are scaled by ``logit_scale``. About
+    1.97 M parameters at w = 64 and 10 classes.
+
+    The whitening filters need the training images: the trainer calls
+    :meth:`initialise_from_data` with the first :attr:`data_init_samples`
+    normalised training images before the first step.
+    """
+
+    data_init_samples = 5000
+
+    def __init__(self, in_shape: tuple[int, int, int], num_classes: int, width: int = 64,
+                 whiten_kernel: int = 2, bn_momentum: float = 0.4, logit_scale: float = 1 / 9):
+        c = in_shape[0]
+        whiten = _WhiteningConv(c, whiten_kernel)
+        widths = (width, 4 * width, 4 * width)
+        super().__init__(
+            whiten, nn.GELU(),
+            _AirbenchBlock(whiten.out_channels, widths[0], bn_momentum),
+            _AirbenchBlock(widths[0], widths[1], bn_momentum),
+            _AirbenchBlock(widths[1], widths[2], bn_momentum),
+            nn.AdaptiveMaxPool2d(1), nn.Flatten(),
+            nn.Linear(widths[2], num_classes, bias=False),
+        )
+        self.logit_scale = float(logit_scale)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return super().forward(x) * self.logit_scale
+
+    def initialise_from_data(self, images: torch.Tensor) -> None:
+        """Set the whitening filters from float (N, C, H, W) normalised training images."""
+        self[0].initialise_from_data(images)
+
+
+def airbench(in_shape: tuple[int, int, int], num_classes: int, width: int = 64,
+             whiten_kernel: int = 2, bn_momentum: float = 0.4,
+             logit_scale: float = 1 / 9) -> nn.Module:
+    """The speed recipe's network, :class:`AirbenchNet`; ``bn_momentum`` in torch's convention
+    (weight of the new batch in the running statistics)."""
+    return AirbenchNet(in_shape, num_classes, width, whiten_kernel, bn_momentum, logit_scale)
+
+
 def _torchvision_resnet(name: str) -> Callable[..., nn.Module]:
     def factory(in_shape: tuple[int, int, int], num_classes: int) -> nn.Module:
         # Imported here: torchvision costs seconds of start-up that the other models do not need.
@@ -119,6 +232,7 @@ MODELS: dict[str, Callable[..., nn.Module]] = {
     "mlp": mlp,
     "small_cnn": small_cnn,
     "cifar_resnet18": cifar_resnet18,
+    "airbench": airbench,
     "resnet18": resnet18,
     "resnet50": resnet50,
 }
@@ -133,6 +247,18 @@ def build_model(
     except KeyError:
         raise KeyError(f"unknown model {arch!r}; choose one of {sorted(MODELS)}") from None
     return factory(tuple(in_shape), int(num_classes), **options)
+
+
+def data_init_samples(model: nn.Module) -> int:
+    """How many training images ``model`` needs before training (0: none).
+
+    A model that needs them (e.g. :class:`AirbenchNet`'s whitening layer) has a
+    ``data_init_samples`` attribute and an ``initialise_from_data(images)``
+    method, which :func:`unseen.train.train_model` calls with the first that
+    many normalised training images.
+    """
+    return int(getattr(model, "data_init_samples", 0)) if hasattr(
+        model, "initialise_from_data") else 0
 
 
 def is_convolutional(model: nn.Module) -> bool:

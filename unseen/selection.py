@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from fractions import Fraction
 from typing import Callable
 
 import numpy as np
@@ -24,11 +25,28 @@ KEEP_CHOICES = ("highest", "lowest")
 def coreset_size(n_total: int, pruning_rate: float) -> int:
     """Number of samples kept when ``pruning_rate`` (in (0, 1)) of ``n_total`` is pruned.
 
-    ``n_total * (1 - pruning_rate)`` rounded half up, and at least 1.
+    ``n_total * (1 - pruning_rate)`` rounded half up, and at least 1. The
+    product is exact: the rate is taken as the decimal it is written as
+    (``0.3`` is 3/10, not the binary float 0.29999...), so ``coreset_size(45,
+    0.3)`` is 32 (31.5 rounded up), not 31.
     """
     if not 0.0 < pruning_rate < 1.0:
         raise ValueError(f"pruning rate must lie in (0, 1), got {pruning_rate}")
-    return max(1, min(n_total, math.floor(n_total * (1.0 - pruning_rate) + 0.5)))
+    return max(1, min(n_total, round_half_up(n_total * (1 - exact_decimal(pruning_rate)))))
+
+
+def exact_decimal(value: float) -> Fraction:
+    """``value`` as the shortest decimal that prints as it (``repr``), as an exact fraction.
+
+    Config values are written in decimal; their binary floats are off by up
+    to 1 ulp, enough to push an exact .5 below the rounding threshold.
+    """
+    return Fraction(repr(float(value)))
+
+
+def round_half_up(x: Fraction) -> int:
+    """``x`` rounded to the nearest integer, exact halves upwards."""
+    return math.floor(x + Fraction(1, 2))
 
 
 def stage_sizes(target: int, fractions: list[float]) -> list[int]:
@@ -43,7 +61,7 @@ def stage_sizes(target: int, fractions: list[float]) -> list[int]:
         raise ValueError(f"stage fractions must end at 1.0, got {fractions}")
     if any(b <= a for a, b in zip(fractions, fractions[1:])):
         raise ValueError(f"stage fractions must increase strictly, got {fractions}")
-    sizes = [max(1, math.floor(f * target + 0.5)) for f in fractions]
+    sizes = [max(1, round_half_up(exact_decimal(f) * target)) for f in fractions]
     sizes[-1] = target
     for t in range(1, len(sizes)):
         sizes[t] = max(sizes[t], min(target, sizes[t - 1] + 1))

@@ -174,7 +174,8 @@ def train_and_evaluate(
         data, train_ids, None, model_spec, train_settings, [], seed, device_name, threads,
     )
     logits = predict_logits(result.model, data.test_x, mean, std, device,
-                            settings.eval_batch_size, settings.workers)
+                            settings.eval_batch_size, settings.workers,
+                            flip=settings.test_time_flip)
     predicted = logits.argmax(1)
     per_class = class_accuracies(predicted, data.test_y, data.num_classes)
     return {

@@ -25,11 +25,15 @@ import torch.nn.functional as F
 from torch import nn
 
 from unseen.budget import steps_per_epoch as count_steps_per_epoch
-from unseen.models import is_convolutional
+from unseen.models import data_init_samples, is_convolutional
 
 log = logging.getLogger("unseen.train")
 
 SCHEDULES = ("cosine", "onecycle", "constant")
+# "none" trains eagerly (the default); the others are torch.compile's modes.
+COMPILE_MODES = ("none", "default", "reduce-overhead", "max-autotune",
+                 "max-autotune-no-cudagraphs")
+NORM_LAYERS = (nn.modules.batchnorm._NormBase, nn.GroupNorm, nn.LayerNorm)
 
 
 @dataclass(frozen=True)
@@ -45,6 +49,24 @@ class TrainSettings:
     (the last epoch may be partial), so coresets of any size get the same
     compute; 0 trains for ``epochs`` full passes. ``workers`` is the number of
     DataLoader processes decoding streamed (not in-memory) images.
+
+    Options of the speed recipe (``config/cifar10_speed.yaml``); each is off by
+    default and then changes nothing:
+
+    - ``alternating_flip``: with ``flip``, each sample is flipped in a random
+      half of the epochs, alternating: mirrored in every other epoch, starting
+      from a per-sample coin toss (more distinct views than independent flips).
+    - ``test_time_flip``: predictions (recorded logits, test accuracy) are the
+      mean of the logits of the image and of its mirror image.
+    - ``norm_lr_scale``: learning-rate multiplier for normalisation-layer
+      parameters (BatchNorm shifts and scales).
+    - ``lookahead``: every 5 steps the weights and BatchNorm statistics are
+      pulled to a slow copy that follows them (:class:`Lookahead`); training
+      ends on the slow copy.
+    - ``torch_compile``: a :data:`COMPILE_MODES` mode of ``torch.compile`` for
+      the forward pass and loss (compiled on the first step; pays off on GPU).
+    - ``cudnn_benchmark``: let cuDNN time its convolution algorithms on the
+      first batch and keep the fastest (GPU only; shapes are fixed in training).
     """
 
     epochs: int = 20
@@ -60,6 +82,12 @@ class TrainSettings:
     eval_batch_size: int = 1024
     iterations: int = 0
     workers: int = 4
+    alternating_flip: bool = False
+    test_time_flip: bool = False
+    norm_lr_scale: float = 1.0
+    lookahead: bool = False
+    torch_compile: str = "none"
+    cudnn_benchmark: bool = False
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> "TrainSettings":
@@ -72,6 +100,13 @@ class TrainSettings:
             raise ValueError("epochs must be >= 1 and iterations >= 0")
         if settings.schedule not in SCHEDULES:
             raise ValueError(f"schedule must be one of {SCHEDULES}, got {settings.schedule!r}")
+        if settings.torch_compile not in COMPILE_MODES:
+            raise ValueError(
+                f"torch_compile must be one of {COMPILE_MODES}, got {settings.torch_compile!r}")
+        if settings.alternating_flip and not settings.flip:
+            raise ValueError("alternating_flip needs flip: true")
+        if settings.norm_lr_scale <= 0:
+            raise ValueError("norm_lr_scale must be > 0")
         return settings
 
     def to_dict(self) -> dict[str, Any]:
@@ -132,12 +167,24 @@ class _Normalizer:
         return batch_uint8.float() * self.scale - self.shift
 
 
+def _to_device(values: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """Copy a small CPU tensor (per-step random draws) to ``device`` without a host sync.
+
+    A copy from pageable host memory to a GPU waits for the GPU to finish its
+    queued work; from pinned memory it is asynchronous, so the Python loop keeps
+    running ahead of the GPU. On the CPU nothing is copied.
+    """
+    if device.type == "cuda":
+        return values.pin_memory().to(device, non_blocking=True)
+    return values.to(device)
+
+
 def _random_translate(x: torch.Tensor, padding: int, gen: torch.Generator) -> torch.Tensor:
     """Per-sample random crop of a zero-padded batch: (B, C, H, W) -> (B, C, H, W)."""
     b, _, h, w = x.shape
     padded = F.pad(x, (padding, padding, padding, padding))
-    dy = torch.randint(0, 2 * padding + 1, (b,), generator=gen, device="cpu").to(x.device)
-    dx = torch.randint(0, 2 * padding + 1, (b,), generator=gen, device="cpu").to(x.device)
+    dy = _to_device(torch.randint(0, 2 * padding + 1, (b,), generator=gen, device="cpu"), x.device)
+    dx = _to_device(torch.randint(0, 2 * padding + 1, (b,), generator=gen, device="cpu"), x.device)
     rows = (dy[:, None] + torch.arange(h, device=x.device)[None, :])[:, None, :, None]
     cols = (dx[:, None] + torch.arange(w, device=x.device)[None, :])[:, None, None, :]
     batch_index = torch.arange(b, device=x.device)[:, None, None, None]
@@ -146,7 +193,12 @@ def _random_translate(x: torch.Tensor, padding: int, gen: torch.Generator) -> to
 
 
 def _random_flip(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
-    mask = torch.rand(x.shape[0], generator=gen, device="cpu").to(x.device) < 0.5
+    mask = _to_device(torch.rand(x.shape[0], generator=gen, device="cpu"), x.device) < 0.5
+    return _flip_where(x, mask)
+
+
+def _flip_where(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Mirror (left-right) the images of batch ``x`` (B, C, H, W) where bool ``mask`` (B,) is set."""
     return torch.where(mask[:, None, None, None], x.flip(3), x)
 
 
@@ -157,16 +209,23 @@ class NesterovSGD:
     norm parameters. Written out with foreach ops because constructing a
     ``torch.optim`` optimizer imports TorchDynamo, which adds about a second to
     every job's start; with dozens of short jobs per run that dominates on a CPU.
+
+    ``scaled`` parameters (a subset of ``params``) take ``lr * scale`` instead
+    of ``lr``; the default (none) is one update for all parameters.
     """
 
     def __init__(self, params: list[torch.Tensor], momentum: float, weight_decay: float,
-                 nesterov: bool = True):
+                 nesterov: bool = True, scaled: list[torch.Tensor] = (), scale: float = 1.0):
         self.params = [p for p in params if p.requires_grad]
         self.decay = [p for p in self.params if p.ndim > 1]
         self.momentum = momentum
         self.weight_decay = weight_decay
         self.nesterov = nesterov and momentum > 0
         self.buffers: list[torch.Tensor] | None = None
+        scaled_ids = {id(p) for p in scaled}
+        self.scaled_positions = [i for i, p in enumerate(self.params) if id(p) in scaled_ids]
+        self.plain_positions = [i for i, p in enumerate(self.params) if id(p) not in scaled_ids]
+        self.scale = float(scale)
 
     def zero_grad(self) -> None:
         for p in self.params:
@@ -190,7 +249,40 @@ class NesterovSGD:
                 torch._foreach_add_(grads, self.buffers, alpha=self.momentum)
             else:
                 grads = self.buffers
-        torch._foreach_add_(self.params, grads, alpha=-lr)
+        if not self.scaled_positions or self.scale == 1.0:
+            torch._foreach_add_(self.params, grads, alpha=-lr)
+            return
+        for positions, step_lr in ((self.plain_positions, lr),
+                                   (self.scaled_positions, lr * self.scale)):
+            if positions:
+                torch._foreach_add_([self.params[i] for i in positions],
+                                    [grads[i] for i in positions], alpha=-step_lr)
+
+
+class Lookahead:
+    """Lookahead on the weights and BatchNorm statistics (floating-point state of the model).
+
+    A slow copy follows the model: every ``period`` steps it moves to
+    ``decay * slow + (1 - decay) * current`` and the model is reset to it, with
+    ``decay = base**period * (step / total_steps)**3``, so it is a no-op early
+    and averages more towards the end. After the last step the model takes the
+    slow copy.
+    """
+
+    def __init__(self, model: nn.Module, total_steps: int, period: int = 5, base: float = 0.95):
+        self.state = [t for t in model.state_dict().values() if t.is_floating_point()]
+        self.slow = [t.detach().clone() for t in self.state]
+        self.total_steps, self.period, self.base = total_steps, period, base
+
+    @torch.no_grad()
+    def after_step(self, step: int) -> None:
+        """Call after SGD step ``step`` (1-based)."""
+        if step == self.total_steps:
+            torch._foreach_copy_(self.state, self.slow)
+        elif step % self.period == 0:
+            decay = self.base**self.period * (step / self.total_steps) ** 3
+            torch._foreach_lerp_(self.slow, self.state, 1.0 - decay)
+            torch._foreach_copy_(self.state, self.slow)
 
 
 def training_length(settings: TrainSettings, steps_per_epoch: int) -> tuple[int, int]:
@@ -259,8 +351,13 @@ def predict_logits(
     device: torch.device,
     batch_size: int = 1024,
     workers: int = 4,
+    flip: bool = False,
 ) -> np.ndarray:
-    """Logits of ``model`` on uint8 images (N, C, H, W) or ImageFiles; float32 (N, num_classes)."""
+    """Logits of ``model`` on uint8 images (N, C, H, W) or ImageFiles; float32 (N, num_classes).
+
+    ``flip`` (test-time flip): the mean of the logits of each image and of its
+    mirror image.
+    """
     model.eval()
     normalize = _Normalizer(mean, std, device)
     use_cl = device.type == "cuda" and is_convolutional(model)
@@ -277,10 +374,35 @@ def predict_logits(
         if use_cl:
             batch = batch.contiguous(memory_format=torch.channels_last)
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
-            outputs.append(model(batch).float().cpu())
+            logits = model(batch).float()
+            if flip:
+                logits = (logits + model(batch.flip(3)).float()) / 2
+            outputs.append(logits.cpu())
     if not outputs:
         return np.zeros((0, 0), dtype=np.float32)
     return torch.cat(outputs).numpy()
+
+
+def forward_loss(
+    model: nn.Module, batch: torch.Tensor, target: torch.Tensor, label_smoothing: float,
+    autocast: bool,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(mean cross-entropy loss (scalar float32), logits (B, classes)) of one training batch.
+
+    ``autocast``: bf16 autocast (on CUDA). One function so that ``torch_compile``
+    compiles exactly what the eager path runs.
+    """
+    with torch.autocast(batch.device.type, dtype=torch.bfloat16, enabled=autocast):
+        out = model(batch)
+        loss = F.cross_entropy(out.float(), target, label_smoothing=label_smoothing)
+    return loss, out
+
+
+def _first_images(images, data: torch.Tensor | None, count: int, device: torch.device):
+    """uint8 (count, C, H, W): the first ``count`` training images, on ``device``."""
+    if data is not None:
+        return data[:count].to(device)
+    return torch.from_numpy(np.stack([images.load(i) for i in range(count)])).to(device)
 
 
 def train_model(
@@ -328,13 +450,31 @@ def train_model(
     data = None if streamed else _place_data(images, device)
     targets = torch.as_tensor(labels, dtype=torch.long).to(device)
     normalize = _Normalizer(mean, std, device)
-    optimizer = NesterovSGD(
-        list(model.parameters()), settings.momentum, settings.weight_decay, settings.nesterov
-    )
     n = len(images)
+    init_count = min(data_init_samples(model), n)
+    if init_count:
+        model.initialise_from_data(normalize(_first_images(images, data, init_count, device)))
+    norm_params = [p for m in model.modules() if isinstance(m, NORM_LAYERS)
+                   for p in m.parameters(recurse=False)]
+    optimizer = NesterovSGD(
+        list(model.parameters()), settings.momentum, settings.weight_decay, settings.nesterov,
+        scaled=norm_params if settings.norm_lr_scale != 1.0 else (),
+        scale=settings.norm_lr_scale,
+    )
+    if settings.cudnn_benchmark and device.type == "cuda":
+        torch.backends.cudnn.benchmark = True
+    step_loss = forward_loss
+    if settings.torch_compile != "none":
+        step_loss = torch.compile(forward_loss, mode=settings.torch_compile)
+    autocast = device.type == "cuda"
     batch_size = min(settings.batch_size, n)
     steps_per_epoch = count_steps_per_epoch(n, batch_size)
     total_steps, epochs = training_length(settings, steps_per_epoch)
+    lookahead = Lookahead(model, total_steps) if settings.lookahead else None
+    flip_start = None
+    if settings.alternating_flip:
+        # drawn only here, so the default random stream is unchanged
+        flip_start = (torch.rand(n, generator=gen) < 0.5).to(device)
     wanted = sorted({e for e in (record_epochs or []) if 1 <= e <= epochs})
     if record_images is not None:
         wanted = sorted(set(wanted) | {epochs})
@@ -364,22 +504,22 @@ def train_model(
             batch = normalize(raw)
             if settings.crop_padding > 0:
                 batch = _random_translate(batch, settings.crop_padding, gen)
-            if settings.flip:
+            if flip_start is not None:
+                batch = _flip_where(batch, flip_start[index] ^ (epoch % 2 == 0))
+            elif settings.flip:
                 batch = _random_flip(batch, gen)
             if use_cl:
                 batch = batch.contiguous(memory_format=torch.channels_last)
             lr = settings.lr * _lr_factor(settings.schedule, step, total_steps)
-            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
-                out = model(batch)
-                loss = F.cross_entropy(
-                    out.float(), targets[index], label_smoothing=settings.label_smoothing
-                )
+            loss, out = step_loss(model, batch, targets[index], settings.label_smoothing, autocast)
             optimizer.zero_grad()
             loss.backward()
             optimizer.step(lr)
             loss_sum += loss.detach() * len(index)
             correct += (out.argmax(1) == targets[index]).sum()
             step += 1
+            if lookahead is not None:
+                lookahead.after_step(step)
         seen = steps * batch_size
         seconds = time.perf_counter() - t0
         row = {
@@ -394,7 +534,7 @@ def train_model(
         if epoch in wanted:
             logits_now = predict_logits(
                 model, record_images, mean, std, device, settings.eval_batch_size,
-                settings.workers,
+                settings.workers, flip=settings.test_time_flip,
             )
             if on_record is None:
                 recorded.append(logits_now.astype(np.float16))

@@ -1,0 +1,127 @@
+"""The benchmark scripts run end to end at tiny size on CPU and write their JSON results.
+
+Timings are only recorded, never asserted. The data are small synthetic image
+trees and the embedded digits; nothing needs ../shared.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+REPO = Path(__file__).resolve().parent.parent
+BENCHMARKS = REPO / "benchmarks"
+
+
+def _script(name: str):
+    """Import benchmarks/<name>.py as a module (the folder is not a package)."""
+    sys.path.insert(0, str(BENCHMARKS))
+    spec = importlib.util.spec_from_file_location(f"bench_{name}", BENCHMARKS / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="module")
+def image_tree(tmp_path_factory) -> Path:
+    """ImageFolder tree: 3 classes of 32x32 RGB PNGs, 24 train and 6 test each, class-coloured."""
+    root = tmp_path_factory.mktemp("tree")
+    rng = np.random.default_rng(0)
+    colours = rng.uniform(0, 255, (3, 3))
+    for split, n in (("train", 24), ("test", 6)):
+        for c, name in enumerate(("cat", "dog", "frog")):
+            (root / split / name).mkdir(parents=True)
+            for i in range(n):
+                pixels = colours[c] + rng.normal(0, 30, (32, 32, 3))
+                Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8)).save(
+                    root / split / name / f"{i}.png")
+    return root
+
+
+def test_busy_fraction_counts_overlapping_intervals_once():
+    common = _script("common")
+    assert common.busy_fraction([]) is None
+    assert common.busy_fraction([(0, 10), (5, 15), (20, 30)]) == pytest.approx(25 / 30)
+    assert common.busy_fraction([(0, 10), (2, 3)]) == 1.0
+    trace = {"traceEvents": [{"cat": "kernel", "ts": 0, "dur": 4}, {"cat": "cpu_op", "ts": 4, "dur": 6},
+                             {"cat": "gpu_memcpy", "ts": 8, "dur": 2}]}
+    assert common.gpu_intervals_from_trace(trace) == [(0.0, 4.0), (8.0, 10.0)]
+
+
+def test_speedrun_writes_accuracy_time_and_device(image_tree, tmp_path):
+    speedrun = _script("speedrun")
+    out = speedrun.main([
+        "--root", str(image_tree), "--dataset-label", "synthetic 3-class tree",
+        "--epochs", "2", "--batch-size", "16", "--width", "8", "--runs", "2",
+        "--warmup-steps", "3", "--device", "cpu", "--threads", "1",
+        "--results-dir", str(tmp_path),
+    ])
+    assert out == tmp_path / "speedrun_cpu.json"
+    result = json.loads(out.read_text())
+    assert result["dataset"] == "synthetic 3-class tree"
+    assert result["n_train"] == 72 and result["n_test"] == 18 and result["model"] == "airbench"
+    assert 0.0 <= result["test_accuracy"] <= 1.0 and result["train_seconds"] > 0
+    assert [r["seed"] for r in result["runs"]] == [0, 1] and result["warmup_excluded"]
+    assert result["settings"]["epochs"] == 2 and result["settings"]["test_time_flip"]
+    assert result["machine"]["device"] == "cpu" and result["machine"]["torch"]
+    assert "speedrun" in result["command"] and result["goal"]["test_accuracy"] == 0.94
+    # different seeds, different trainings
+    assert result["runs"][0]["final_train_loss"] != result["runs"][1]["final_train_loss"]
+
+
+def test_trainer_throughput_compares_our_trainer_with_the_plain_loop(tmp_path):
+    throughput = _script("trainer_throughput")
+    (tmp_path / "b.md").write_text(f"old table\n{throughput.GENERATED_END}\n## Checklist\nkeep me\n")
+    proc = __import__("subprocess").run(
+        [sys.executable, str(BENCHMARKS / "trainer_throughput.py"), "--dataset", "digits",
+         "--root", "unused", "--model", "mlp", "--n-train", "256", "--n-test", "100",
+         "--epochs", "1", "--batch-size", "32", "--rounds", "1", "--plain-workers", "0",
+         "--device", "cpu", "--results-dir", str(tmp_path), "--markdown", str(tmp_path / "b.md")],
+        capture_output=True, text=True, cwd=REPO,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    result = json.loads((tmp_path / "trainer_throughput_cpu.json").read_text())
+    ours, plain = result["methods"]["unseen trainer"], result["methods"][
+        "plain DataLoader loop (0 workers)"]
+    assert ours["train_samples_per_s"] > 0 and plain["speedup_vs_plain"] == 1.0
+    assert ours["gpu_busy_fraction_train"] is None  # CPU: no GPU to be busy
+    assert "trainer_throughput.py" in result["command"]
+    markdown = (tmp_path / "b.md").read_text()
+    assert "| unseen trainer |" in markdown and "old table" not in markdown
+    assert markdown.endswith(f"{throughput.GENERATED_END}\n## Checklist\nkeep me\n")
+
+
+@pytest.mark.workflow
+def test_pipeline_times_a_whole_seed_through_snakemake(tmp_path):
+    config = {
+        "dataset": {"name": "digits"}, "seeds": [0], "folds": {"k": 3, "mode": "paper"},
+        "scoring_model": {"arch": "mlp", "options": {"width": 32},
+                          "train": {"epochs": 3, "batch_size": 64}},
+        "final_model": {"arch": "mlp", "options": {"width": 32},
+                        "train": {"epochs": 3, "batch_size": 64, "test_time_flip": True}},
+        "record_epochs": [], "scorers": ["el2n"],
+        "methods": ["random", "fitting", "unseen_single", "unseen"],
+        "pruning_rates": [0.3, 0.7], "stages": [0.5, 1.0], "device": "cpu",
+    }
+    config_file = tmp_path / "tiny.yaml"
+    config_file.write_text(__import__("yaml").safe_dump(config))
+    pipeline = _script("pipeline")
+    out = pipeline.main(["--config", str(config_file), "--workdir", str(tmp_path / "run"),
+                         "--cores", "2", "--gpu-slots", "2", "--device", "cpu",
+                         "--results-dir", str(tmp_path)])
+    result = json.loads(out.read_text())
+    assert out.name == "pipeline_cpu.json" and result["machine"]["device"] == "cpu"
+    per_rule = result["jobs_per_rule"]
+    assert per_rule["train_fold_model"] == 3 and per_rule["train_stage_model"] == 2
+    assert per_rule["retrain"] == 8 and "prepare_data" not in per_rule  # timed apart
+    assert result["jobs"] == sum(per_rule.values()) and result["training_jobs"] == 14
+    assert result["wall_seconds_per_seed"] == result["wall_seconds"] > 0
+    assert result["job_startup_seconds"] > 0 and result["knobs"]["gpu_slots"] == 2
+    assert "pipeline.py" in result["command"] and result["seeds"] == [0]
+    assert len(list((tmp_path / "run" / "results" / "seed0" / "retrain").rglob("metrics.json"))) == 8

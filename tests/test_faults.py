@@ -1,0 +1,441 @@
+"""Fault injection: bad input, damaged files and cluster mishaps against real workflow runs.
+
+Each case asserts what docs/reliability.md promises: the run stops before any
+job starts where it can, the message names the file or key and the fix, and
+no finished output of another job is lost. One tiny run (digits, K=3, one
+scorer, one rate, 3 epochs) is made once and copied for every case that
+damages it.
+"""
+
+from __future__ import annotations
+
+import errno
+import gzip
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from conftest import REPO, job_environment, make_workdir, run_snakemake, snakemake_command
+from unseen import io
+
+pytestmark = pytest.mark.workflow
+
+TINY = {
+    "folds": {"k": 3},
+    "scorers": ["el2n"],
+    "methods": ["random", "unseen_single"],
+    "pruning_rates": [0.3],
+    "record_epochs": [],
+    "scoring_model": {"train": {"epochs": 3}},
+    "final_model": {"train": {"epochs": 3}},
+    "selection": {"strategy": ["top"]},
+}
+OOF = "results/seed0/scores/oof/el2n.parquet"
+MODEL = "results/seed0/folds/fold0/model.pt"
+PREDICTIONS = "results/seed0/folds/fold0/predictions.npz"
+CACHE = "results/data/dataset.npz"
+REPORT_PNG = "results/report/accuracy_vs_rate.png"
+
+
+@pytest.fixture(scope="module")
+def finished(tmp_path_factory) -> Path:
+    workdir = make_workdir(tmp_path_factory.mktemp("finished"), TINY)
+    run_snakemake(workdir, "--cores", "2")
+    return workdir
+
+
+@pytest.fixture
+def run_copy(finished, tmp_path) -> Path:
+    """A private copy of the finished run (mtimes kept, so nothing is out of date)."""
+    return Path(shutil.copytree(finished, tmp_path / "run", symlinks=True))
+
+
+def outputs(workdir: Path) -> dict[str, tuple[int, int]]:
+    """Relative path -> (size, mtime_ns) of every file under results/."""
+    return {
+        str(p.relative_to(workdir)): (p.stat().st_size, p.stat().st_mtime_ns)
+        for p in (workdir / "results").rglob("*")
+        if p.is_file()
+    }
+
+
+def text(proc: subprocess.CompletedProcess) -> str:
+    return proc.stdout + proc.stderr
+
+
+def unseen_cli(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "unseen", *args], capture_output=True, text=True,
+        env={**job_environment(), "PYTHONPATH": str(REPO)}, cwd=cwd,
+    )
+
+
+def write_idx(path: Path, array: np.ndarray) -> None:
+    """An idx file of unsigned bytes (the MNIST format), gzip-compressed."""
+    header = bytes([0, 0, 0x08, array.ndim]) + b"".join(
+        int(d).to_bytes(4, "big") for d in array.shape
+    )
+    path.write_bytes(gzip.compress(header + array.astype(np.uint8).tobytes()))
+
+
+def digits_as_idx(root: Path) -> Path:
+    """scikit-learn's digits written as the four MNIST idx files under ``root``."""
+    from unseen.data import load_dataset
+
+    data = load_dataset("digits")
+    root.mkdir(parents=True)
+    write_idx(root / "train-images-idx3-ubyte.gz", data.train_x[:, 0])
+    write_idx(root / "train-labels-idx1-ubyte.gz", data.train_y)
+    write_idx(root / "t10k-images-idx3-ubyte.gz", data.test_x[:, 0])
+    write_idx(root / "t10k-labels-idx1-ubyte.gz", data.test_y)
+    return root
+
+
+def image_folder(root: Path, per_class: dict[str, int], test_per_class: int = 2) -> Path:
+    """train/<class>/*.png and test/<class>/*.png of 8x8 grey squares."""
+    from PIL import Image
+
+    for split, counts in (("train", per_class), ("test", dict.fromkeys(per_class, test_per_class))):
+        for cls, n in counts.items():
+            (root / split / cls).mkdir(parents=True, exist_ok=True)
+            for i in range(n):
+                Image.fromarray(np.full((8, 8), 10 * i, dtype=np.uint8)).save(
+                    root / split / cls / f"{i:03d}.png"
+                )
+    return root
+
+
+# ---------------------------------------------------------------------------
+# Issue 12, faults 2 and 3: the report command, damaged intermediate files
+
+
+def test_report_command_writes_a_zip(run_copy):
+    proc = run_snakemake(run_copy, "--report", "report.zip")
+    assert proc.returncode == 0
+    with zipfile.ZipFile(run_copy / "report.zip") as archive:
+        names = archive.namelist()
+    assert any(n.endswith("report.html") for n in names), names
+    assert any(n.endswith("accuracy_vs_rate.png") for n in names), names
+
+
+def test_truncated_score_table_stops_the_run_and_keeps_the_report(run_copy):
+    before = outputs(run_copy)
+    with open(run_copy / OOF, "r+b") as handle:
+        handle.truncate(100)
+    for _ in range(2):  # twice: the issue's second run used to delete results/report/
+        proc = run_snakemake(run_copy, "--cores", "2", check=False)
+        assert proc.returncode != 0
+        assert OOF in text(proc) and f"--forcerun {OOF}" in text(proc)
+        assert "no job was started" in text(proc)
+    after = outputs(run_copy)
+    assert {k: v for k, v in after.items() if k != OOF} == {
+        k: v for k, v in before.items() if k != OOF
+    }
+    # The fix the message names works: the file and everything after it is rebuilt.
+    run_snakemake(run_copy, "--cores", "2", "--forcerun", OOF)
+    assert io.damage(run_copy / OOF, io.AGGREGATE_SCHEMA) is None
+    assert io.read_table(run_copy / OOF, io.AGGREGATE_SCHEMA)["score"].notna().all()
+    assert (run_copy / REPORT_PNG).stat().st_mtime_ns > before[REPORT_PNG][1]
+
+
+@pytest.mark.parametrize(
+    "path, damage",
+    [
+        (MODEL, "truncate"),  # nothing reads model.pt for el2n: the run used to end "successfully"
+        (PREDICTIONS, "truncate"),
+        ("results/seed0/split/folds.parquet", "empty"),  # a full disk on NFS leaves 0 bytes
+        ("results/seed0/retrain/full_steps/random/rate0.3/metrics.json", "truncate"),
+        (REPORT_PNG, "truncate"),
+    ],
+)
+def test_damaged_output_stops_before_any_job(run_copy, path, damage):
+    before = outputs(run_copy)
+    size = (run_copy / path).stat().st_size
+    with open(run_copy / path, "r+b") as handle:
+        handle.truncate(0 if damage == "empty" else size // 2)
+    proc = run_snakemake(run_copy, "--cores", "2", check=False)
+    assert proc.returncode != 0
+    assert path in text(proc) and f"--forcerun {path}" in text(proc)
+    after = outputs(run_copy)
+    assert {k: v for k, v in after.items() if k != path} == {
+        k: v for k, v in before.items() if k != path
+    }
+
+
+def test_jobs_name_a_damaged_input_and_the_fix(run_copy):
+    """A file damaged after the Snakefile's check (or read by hand) is named by the job."""
+    with open(run_copy / MODEL, "r+b") as handle:
+        handle.truncate(200)
+    out = run_copy / "shard.parquet"
+    proc = unseen_cli("score", "--predictions", str(run_copy / PREDICTIONS), "--checkpoint",
+                      str(run_copy / MODEL), "--scorer", "el2n", "--output", str(out))
+    assert proc.returncode != 0
+    assert f"{run_copy / MODEL} is damaged" in proc.stderr
+    assert f"--forcerun {run_copy / MODEL}" in proc.stderr
+    assert not out.exists()
+
+    (run_copy / PREDICTIONS).write_bytes(b"\x00" * 64)
+    proc = unseen_cli("score", "--predictions", str(run_copy / PREDICTIONS), "--scorer", "el2n",
+                      "--output", str(out))
+    assert f"{run_copy / PREDICTIONS} is damaged" in proc.stderr
+    assert "pickled" not in proc.stderr.splitlines()[-1]
+
+
+def test_damaged_dataset_cache_is_rebuilt(run_copy):
+    (run_copy / CACHE).write_bytes(b"garbage, not an npz archive" * 10)
+    dry = run_snakemake(run_copy, "-n", check=False)
+    assert "a real run removes and rebuilds it" in text(dry)
+    assert (run_copy / CACHE).read_bytes().startswith(b"garbage")  # a dry run changes nothing
+    proc = run_snakemake(run_copy, "--cores", "2")  # nothing to do: removed, not yet rebuilt
+    assert "removing it: prepare_data rebuilds it" in text(proc)
+    assert not (run_copy / CACHE).exists()
+    run_snakemake(run_copy, "--cores", "2", "--forcerun", "retrain")  # a job that needs it
+    assert io.load_npz(run_copy / CACHE)["train_y"].shape == (1347,)
+
+
+# ---------------------------------------------------------------------------
+# Fault 4: rates that do not survive the path, fault 6: impossible splits,
+# fault 7: YAML errors and device: cuda. All stop at parse time (dry run).
+
+
+@pytest.mark.parametrize(
+    "changes, expected",
+    [
+        ({"pruning_rates": [0.3, 0.30000001]}, ["pruning_rates[1]", "rate0.3", "at most 6"]),
+        ({"pruning_rates": [0.00001]}, ["pruning_rates[0]", "rate1e-05", "at least 0.0001"]),
+        ({"pruning_rates": [0.1234567]}, ["pruning_rates[0]", "0.123457"]),
+        ({"pruning_rates": [0.0003]}, ["pruning_rates[0]", "removes no sample", "0.0004"]),
+        ({"folds": {"k": 140}}, ["folds.k", "class '8' has 131", "at most 131"]),
+        (
+            {"selection": {"strategy": ["top", "class_balanced"]}, "pruning_rates": [0.995]},
+            ["pruning_rates[0]", "keeps 7 of 1347", "'class_balanced'", "at most 0.9929"],
+        ),
+        (
+            {"extra_selections": ["unseen_single-el2n-hard_class_priority"],
+             "pruning_rates": [0.996]},
+            ["pruning_rates[0]", "'hard_class_priority'", "at most 0.9929"],
+        ),
+    ],
+    ids=["collide", "exponent", "digits-lost", "prunes-nothing", "k-over-class", "class-balanced",
+         "hard-class-priority"],
+)
+def test_impossible_config_stops_at_parse_time(tmp_path, changes, expected):
+    workdir = make_workdir(tmp_path, {**TINY, **changes})
+    proc = run_snakemake(workdir, "-n", check=False)
+    assert proc.returncode != 0
+    for fragment in expected:
+        assert fragment in text(proc), (fragment, text(proc)[-1500:])
+    assert not (workdir / "results").exists()
+
+
+def test_imagefolder_class_smaller_than_k_is_named(tmp_path):
+    root = image_folder(tmp_path / "images", {"cat": 6, "dog": 6, "newt": 2})
+    workdir = make_workdir(tmp_path / "run", {**TINY, "dataset": {"name": "imagefolder",
+                                                                   "root": str(root)}})
+    proc = run_snakemake(workdir, "-n", check=False)
+    assert proc.returncode != 0
+    assert "class 'newt' has 2" in text(proc) and "folds.k" in text(proc)
+
+
+def test_corrupt_image_is_named(tmp_path):
+    root = image_folder(tmp_path / "images", {"cat": 4, "dog": 4})
+    bad = root / "train" / "dog" / "002.png"
+    bad.write_bytes(bad.read_bytes()[:40])  # cut short, as by an interrupted copy
+    proc = unseen_cli("prepare-data", "--dataset", f'{{"name": "imagefolder", "root": "{root}"}}',
+                      "--output", str(tmp_path / "dataset.npz"))
+    assert proc.returncode != 0
+    last = proc.stderr.strip().splitlines()[-1]
+    assert str(bad) in last and "replace it" in last
+    assert not (tmp_path / "dataset.npz").exists()
+
+
+def test_yaml_error_names_file_and_line(tmp_path):
+    workdir = make_workdir(tmp_path, TINY)
+    config = workdir / "config" / "config.yaml"
+    config.write_text(config.read_text().replace("k: 3", "k: [3"))
+    proc = run_snakemake(workdir, "-n", check=False)
+    assert proc.returncode != 0
+    line = next(i for i, l in enumerate(config.read_text().splitlines(), 1) if "k: [3" in l)
+    assert f"config/config.yaml:{line + 1}:" in text(proc)  # the parser notices on the next line
+    assert f"that starts at line {line}" in text(proc)
+
+
+def test_yaml_error_in_a_configfile_option(tmp_path):
+    """Snakemake reads --configfile before the workflow: its message has no line, so it is
+    documented, and `unseen check-config` gives the line."""
+    workdir = make_workdir(tmp_path, TINY)
+    bad = tmp_path / "my.yaml"
+    bad.write_text("folds:\n  k: 3\n\tmode: paper\n")
+    proc = run_snakemake(workdir, "-n", "--configfile", str(bad), check=False)
+    assert proc.returncode != 0 and "not valid JSON or YAML" in text(proc)
+    check = unseen_cli("check-config", str(bad))
+    assert check.returncode != 0 and f"{bad}:3:" in check.stderr
+
+
+@pytest.mark.skipif(
+    __import__("torch").cuda.is_available(), reason="needs a machine without CUDA"
+)
+def test_cuda_without_cuda_stops_locally_and_warns_on_a_slurm_login_node(tmp_path):
+    workdir = make_workdir(tmp_path, {**TINY, "device": "cuda"})
+    proc = run_snakemake(workdir, "-n", check=False)
+    assert proc.returncode != 0 and "config key 'device'" in text(proc)
+    assert "device: auto" in text(proc)
+    # A SLURM login node: sbatch on PATH. Only a warning; the plan is made.
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "sbatch").write_text("#!/bin/sh\nexit 1\n")
+    (bin_dir / "sbatch").chmod(0o755)
+    env = {**job_environment()}
+    env["PATH"] = f"{bin_dir}{os.pathsep}{env['PATH']}"
+    proc = subprocess.run(snakemake_command(workdir, "-n"), capture_output=True, text=True,
+                          env=env)
+    assert proc.returncode == 0, text(proc)[-2000:]
+    assert "no CUDA (a SLURM login node?)" in text(proc)
+
+
+# ---------------------------------------------------------------------------
+# Cases of a shared cluster
+
+
+def test_full_disk_while_writing_keeps_the_old_file(tmp_path, monkeypatch):
+    path = tmp_path / "scores.parquet"
+    table = io.pd.DataFrame({"sample_id": [1, 2], "label": [0, 1], "fold": [0, 1]})
+    io.write_table(table, path, io.FOLDS_SCHEMA)
+    before = path.read_bytes()
+
+    def disk_full(table, where, **kwargs):
+        Path(where).write_bytes(b"PAR1 half a file")
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(io.pq, "write_table", disk_full)
+    with pytest.raises(OSError, match="No space left on device while writing") as err:
+        io.write_table(table.assign(fold=[1, 0]), path, io.FOLDS_SCHEMA)
+    assert str(path) in str(err.value) and "df -h" in str(err.value)
+    assert path.read_bytes() == before  # the finished file is untouched
+    assert io.partial_files(tmp_path) == []  # and no temporary is left
+
+
+def test_sigkill_mid_write_never_leaves_a_complete_looking_file(tmp_path):
+    """The scheduler's memory limit kills with SIGKILL: no cleanup code runs."""
+    target = tmp_path / "predictions.npz"
+    writer = subprocess.Popen(
+        [sys.executable, "-c", textwrap.dedent(f"""
+            import numpy as np
+            from unseen import io
+            big = np.zeros((64, 1024, 1024), dtype=np.float32)  # 256 MiB: takes a while
+            io.save_npz({str(target)!r}, logits=big)
+        """)],
+        env={**job_environment(), "PYTHONPATH": str(REPO)},
+    )
+    deadline = time.time() + 60
+    while not io.partial_files(tmp_path) and time.time() < deadline:
+        time.sleep(0.01)
+    writer.send_signal(signal.SIGKILL)
+    writer.wait()
+    assert not target.exists()
+    leftovers = io.partial_files(tmp_path)
+    assert len(leftovers) == 1 and leftovers[0].name.startswith(".predictions.npz.")
+    # The rerun of the job writes the output and removes the dead job's temporary.
+    os.utime(leftovers[0], (time.time() - 60, time.time() - 60))
+    io.save_npz(target, logits=np.zeros(3))
+    assert io.load_npz(target)["logits"].shape == (3,)
+    assert io.partial_files(tmp_path) == []
+
+
+def test_leftover_partial_files_are_ignored_by_the_run(run_copy):
+    leftover = run_copy / "results/seed0/folds/fold0/.model.pt.abc123.partial"
+    leftover.write_bytes(b"half a checkpoint")
+    proc = run_snakemake(run_copy, "--cores", "2")
+    assert "Nothing to be done" in text(proc)
+    assert "temporary file(s) of killed jobs" in text(proc)
+
+
+def test_two_runs_in_one_directory(run_copy):
+    """The second run is refused by Snakemake's lock; the first finishes untouched."""
+    first = subprocess.Popen(
+        snakemake_command(run_copy, "--cores", "1", "--forcerun", "train_fold_model"),
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=job_environment(),
+    )
+    locks = run_copy / ".snakemake" / "locks"
+    deadline = time.time() + 120
+    while not (locks.is_dir() and any(locks.iterdir())) and time.time() < deadline:
+        time.sleep(0.1)
+    second = run_snakemake(run_copy, "--cores", "1", "--forcerun", "retrain", check=False)
+    out, _ = first.communicate(timeout=600)
+    assert first.returncode == 0, out[-2000:]
+    assert second.returncode != 0
+    assert "Directory cannot be locked" in text(second) and "--unlock" in text(second)
+    assert not [p for p in outputs(run_copy) if p.endswith(".partial")]
+
+
+def test_dataset_changed_under_a_finished_run(tmp_path):
+    root = digits_as_idx(tmp_path / "mnist_like")
+    workdir = make_workdir(tmp_path / "run", {**TINY, "dataset": {"name": "mnist",
+                                                                   "root": str(root)}})
+    run_snakemake(workdir, "--cores", "2", "results/seed0/split/folds.parquet")
+    assert "Nothing to be done" in text(run_snakemake(workdir, "-n",
+                                                      "results/seed0/split/folds.parquet"))
+    labels = root / "train-labels-idx1-ubyte.gz"
+    relabelled = io.load_npz(workdir / CACHE)["train_y"].copy()
+    relabelled[:10] = (relabelled[:10] + 1) % 10  # someone fixed ten labels
+    write_idx(labels, relabelled)
+    plan = run_snakemake(workdir, "-n", "results/seed0/split/folds.parquet")
+    assert "prepare_data" in text(plan) and "split_folds" in text(plan)
+    run_snakemake(workdir, "--cores", "2", "results/seed0/split/folds.parquet")
+    assert (io.read_table(workdir / "results/seed0/split/folds.parquet")["label"][:10]
+            == relabelled[:10]).all()
+
+
+def test_hand_edited_table_with_a_wrong_column(run_copy):
+    table = pq.read_table(run_copy / OOF).rename_columns(
+        ["sample_id", "label", "scores", "score_std", "n_scores"]
+    )
+    pq.write_table(table, run_copy / OOF)
+    proc = run_snakemake(run_copy, "--cores", "2", check=False)
+    assert proc.returncode != 0
+    assert OOF in text(proc) and "lacks the column(s) ['score']" in text(proc)
+    assert (run_copy / REPORT_PNG).exists()
+
+
+def test_nan_scores_are_named_by_the_selecting_job(run_copy):
+    before = outputs(run_copy)
+    table = pq.read_table(run_copy / OOF).to_pandas()
+    table.loc[[3, 5], "score"] = np.nan
+    io.write_table(table, run_copy / OOF, io.AGGREGATE_SCHEMA)
+    proc = run_snakemake(run_copy, "--cores", "1", check=False)
+    assert proc.returncode != 0
+    log = (run_copy / "logs/seed0/select_stage/unseen_single-el2n-top_rate0.3_stage1.log")
+    assert f"{OOF}: 2 of 1347 scores are NaN" in log.read_text()
+    assert f"--forcerun {OOF}" in log.read_text()
+    # Outputs of other jobs (the random baseline, the report) are kept.
+    for kept in (REPORT_PNG, "results/seed0/retrain/full_steps/random/rate0.3/metrics.parquet"):
+        assert outputs(run_copy)[kept] == before[kept]
+
+
+@pytest.mark.skipif(os.geteuid() != 0 or not shutil.which("setpriv"),
+                    reason="reads as another user through setpriv (root only)")
+def test_unreadable_file_names_the_owner_fix(run_copy):
+    """Another user's results directory: a file that is not readable by us."""
+    run_copy.chmod(0o755)
+    for parent in [run_copy, *run_copy.parents]:
+        parent.chmod(parent.stat().st_mode | 0o005)
+    (run_copy / OOF).chmod(0o600)
+    proc = subprocess.run(
+        ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", sys.executable, "-c",
+         f"from unseen import io; io.read_table({str(run_copy / OOF)!r})"],
+        capture_output=True, text=True, env={**job_environment(), "PYTHONPATH": str(REPO)},
+    )
+    assert proc.returncode != 0
+    assert f"{run_copy / OOF} cannot be read by user" in proc.stderr
+    assert "chmod a+r" in proc.stderr
