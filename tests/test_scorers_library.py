@@ -15,7 +15,6 @@ from torch import nn
 
 from unseen.config import load_schema
 from unseen.grand import ScoringModel, grand_scores
-from unseen.jobs import RECORD_FORMATS
 from unseen.scorers import (
     MODEL_SCORERS,
     SCORERS,
@@ -27,6 +26,7 @@ from unseen.scorers import (
     tdds,
 )
 from unseen.selection import STRATEGIES
+from unseen.subset_training import RECORD_FORMATS
 
 RECORD_SCORERS = sorted(set(SCORERS) - MODEL_SCORERS)
 

@@ -26,6 +26,7 @@ from unseen.config import load_schema
 from unseen.data import channel_stats, load_dataset, save_cached
 from unseen.models import AirbenchNet, build_model, count_parameters, data_init_samples
 from unseen.seeds import derive_seed
+from unseen.subset_training import train_on_subset
 from unseen.train import (
     NORM_LAYERS,
     Lookahead,
@@ -244,7 +245,7 @@ def test_retrain_reports_the_test_time_flip_accuracy(tmp_path):
     reported = json.loads(out.read_text())["test_accuracy"]
     # the same training by hand (the retrain's seed), predicted with and without the flip
     data = jobs.load_cached(str(cache))
-    result, (mean, std), _, _ = jobs._train_and_record(
+    result, (mean, std), _, _ = train_on_subset(
         data, data.sample_ids, None, spec, train, [], derive_seed(0, "retrain"), "cpu", 1)
     accuracy = {
         flip: float((predict_logits(result.model, data.test_x, mean, std, CPU, flip=flip)

@@ -182,6 +182,16 @@ def cmd_budget_ablation(args: argparse.Namespace) -> None:
     logging.getLogger("unseen").info("wrote %s", ", ".join(map(str, written.values())))
 
 
+def cmd_install_profile(args: argparse.Namespace) -> None:
+    from unseen.profiles import ProfileError, install_profile
+
+    try:
+        target, action = install_profile(args.name, args.source, force=args.force)
+    except ProfileError as err:
+        sys.exit(f"unseen install-profile: {err}")
+    print(f"{action} {target}; use it with: snakemake --profile {args.name}")
+
+
 def cmd_check_config(args: argparse.Namespace) -> None:
     from unseen.config import validate_config
     from unseen.preflight import check_config_syntax
@@ -329,6 +339,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out-dir", required=True)
     p.add_argument("metrics", nargs="+",
                    help="results/summary.parquet of each run (the full-data model once)")
+
+    p = add("install-profile", cmd_install_profile,
+            "copy a Snakemake profile to where `snakemake --profile NAME` finds it "
+            "(~/.config/snakemake/NAME, or $XDG_CONFIG_HOME/snakemake/NAME)")
+    p.add_argument("name", help="profile name, e.g. slurm (profiles/slurm of this repository)")
+    p.add_argument("--source", default=None,
+                   help="install this profile folder under NAME instead of profiles/NAME")
+    p.add_argument("--force", action="store_true",
+                   help="replace an installed copy that differs (your edits to it are lost)")
     return parser
 
 

@@ -1,4 +1,4 @@
-"""Load and check a workflow config against ``workflow/schemas/config.schema.yaml``.
+"""Load and check a workflow config against ``unseen/config.schema.yaml``.
 
 :func:`validate_config` fills in defaults and raises :class:`ConfigError` with a
 message that names the offending key, the value and what is allowed, so a bad
@@ -9,20 +9,30 @@ from __future__ import annotations
 
 import copy
 import re
+from importlib import resources
 from pathlib import Path
 from typing import Any, Iterator
 
 import yaml
 from jsonschema import Draft202012Validator, validators
 
-SCHEMA_PATH = Path(__file__).resolve().parent / "config.schema.yaml"
+#: The one schema file: package data of ``unseen``. The workflow validates against
+#: the same file by path (rules/common.smk), so there is no copy to keep in step.
+SCHEMA_FILE = "config.schema.yaml"
 
 
 class ConfigError(ValueError):
     """The config is invalid; the message names the key and the allowed values."""
 
 
-def load_schema(path: str | Path = SCHEMA_PATH) -> dict[str, Any]:
+def load_schema(path: str | Path | None = None) -> dict[str, Any]:
+    """The config schema as a dict: the package's own (``path`` None) or the file at ``path``.
+
+    The package's copy is read through :mod:`importlib.resources`, so it also
+    works from a wheel or a zip import, not only from a checkout.
+    """
+    if path is None:
+        return yaml.safe_load(resources.files("unseen").joinpath(SCHEMA_FILE).read_text())
     with open(path) as handle:
         return yaml.safe_load(handle)
 

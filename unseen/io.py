@@ -6,7 +6,7 @@ closed successfully. A killed or duplicated job therefore never leaves a file
 under the final name that looks complete but is truncated.
 
 The column layout of every table is fixed here (``*_SCHEMA``) and documented in
-the README ("Output tables").
+results/README.md (a test keeps the two in step).
 """
 
 from __future__ import annotations

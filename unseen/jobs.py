@@ -13,7 +13,6 @@ import json
 import logging
 import os
 import platform
-import time
 from typing import Any
 
 import numpy as np
@@ -26,25 +25,24 @@ from unseen.budget import (
     scoring_budget_label,
     scoring_train_settings,
 )
-from unseen.data import ImageDataset, load_cached, prepare_cached
+from unseen.coresets import choose_rows, coreset_frame, stage_target
+from unseen.data import load_cached, prepare_cached
 from unseen.folds import assign_folds, fold_training_mask
 from unseen.scorers import (
-    MAX_LOGIT_CLASSES,
     MODEL_SCORERS,
     PredictionRecord,
     StatisticsRecorder,
     compute_scores,
 )
 from unseen.seeds import derive_seed
-from unseen.selection import (
-    aggregate_scores,
-    coreset_size,
-    random_subset,
-    stage_sizes,
+from unseen.selection import aggregate_scores, coreset_size, random_subset
+from unseen.subset_training import (
+    train_and_evaluate,
+    train_on_subset,
+    uses_statistics,
 )
 
 log = logging.getLogger("unseen.jobs")
-
 
 
 def log_job_context() -> None:
@@ -80,61 +78,6 @@ def split(dataset_cache: str, k: int, seed: int, output: str) -> None:
     table = pd.DataFrame({"sample_id": data.sample_ids, "label": data.train_y, "fold": folds})
     io.write_table(table, output, io.FOLDS_SCHEMA)
     log.info("fold sizes: %s", np.bincount(folds, minlength=k).tolist())
-
-
-def _train_and_record(
-    data: ImageDataset,
-    train_ids: np.ndarray,
-    record_ids: np.ndarray | None,
-    model_spec: dict[str, Any],
-    train_settings: dict[str, Any],
-    record_epochs: list[int],
-    seed: int,
-    device_name: str,
-    threads: int,
-    on_record=None,
-):
-    """Train a fresh model on ``train_ids`` of ``data``; record logits on ``record_ids``.
-
-    ``on_record`` is passed to :func:`unseen.train.train_model` (None keeps
-    float16 logits). Returns (result, (mean, std), device, settings).
-    """
-    from unseen.models import build_model
-    from unseen.train import (
-        TrainSettings,
-        resolve_device,
-        seed_everything,
-        train_model,
-    )
-
-    settings = TrainSettings.from_dict(train_settings)
-    device = resolve_device(device_name)
-    seed_everything(seed, threads)
-    mean, std = data.channel_stats()
-    model = build_model(
-        model_spec["arch"], data.train_x.shape[1:], data.num_classes,
-        **model_spec.get("options", {}),
-    )
-    log.info(
-        "training %s on %d samples for %s on %s (seed %d)",
-        model_spec["arch"], len(train_ids),
-        f"{settings.iterations} iterations" if settings.iterations else f"{settings.epochs} epochs",
-        device, seed,
-    )
-    result = train_model(
-        model,
-        data.train_x[train_ids],
-        data.train_y[train_ids],
-        settings,
-        seed=seed,
-        device=device,
-        mean=mean,
-        std=std,
-        record_images=None if record_ids is None else data.train_x[record_ids],
-        record_epochs=record_epochs,
-        on_record=on_record,
-    )
-    return result, (mean, std), device, settings
 
 
 def _save_scoring_model(
@@ -200,22 +143,6 @@ def scoring_cost(predictions: list[str]) -> dict[str, Any]:
     return cost
 
 
-RECORD_FORMATS = ("auto", "logits", "stats")
-
-
-def uses_statistics(record_format: str, num_classes: int) -> bool:
-    """Whether a record keeps per-sample statistics (True) or full float16 logits.
-
-    ``auto`` keeps logits up to ``MAX_LOGIT_CLASSES`` classes (2 C bytes per
-    sample per epoch) and statistics beyond (a fixed 33 bytes).
-    """
-    if record_format not in RECORD_FORMATS:
-        raise ValueError(f"record format must be one of {RECORD_FORMATS}, got {record_format!r}")
-    if record_format == "auto":
-        return num_classes > MAX_LOGIT_CLASSES
-    return record_format == "stats"
-
-
 def train_scoring_model(
     dataset_cache: str,
     train_ids: np.ndarray,
@@ -257,7 +184,7 @@ def train_scoring_model(
         if uses_statistics(record_format, data.num_classes)
         else None
     )
-    result, norm, _, _ = _train_and_record(
+    result, norm, _, _ = train_on_subset(
         data, train_ids, record_ids, model_spec, train_settings,
         record_epochs, seed, device, threads, on_record=recorder,
     )
@@ -402,22 +329,6 @@ def check_finite_scores(scores: np.ndarray, sample_ids: np.ndarray, source: str,
         )
 
 
-def _coreset_frame(ids, labels, stage, scores) -> pd.DataFrame:
-    return pd.DataFrame(
-        {
-            "sample_id": np.asarray(ids, dtype=np.int64),
-            "label": np.asarray(labels, dtype=np.int64),
-            "stage": np.full(len(ids), stage, dtype=np.int64) if np.isscalar(stage) else stage,
-            "score": np.asarray(scores, dtype=np.float64),
-        }
-    )
-
-
-def stage_target(n_total: int, pruning_rate: float, fractions: list[float], stage: int) -> int:
-    """Cumulative coreset size after 1-based ``stage``."""
-    return stage_sizes(coreset_size(n_total, pruning_rate), fractions)[stage - 1]
-
-
 def choose(
     table: pd.DataFrame,
     n: int,
@@ -440,29 +351,10 @@ def choose(
             stages), so class quotas refer to the whole coreset.
         pruning_rate: the coreset's pruning rate (the rate-aware ``auto`` strategy).
     """
-    from unseen.selection import select_coreset
-
-    strategy = selection.get("strategy", "top")
-    options: dict[str, Any] = {"seed": seed, "pruning_rate": pruning_rate}
-    for key in ("ccs_beta", "ccs_bins", "priority_lambda", "auto_ccs_rate"):
-        if key in selection:
-            options[key] = selection[key]
-    if strategy == "hard_class_priority":
-        if class_difficulty is None:
-            raise ValueError("hard_class_priority needs --class-difficulty")
-        difficulty = io.read_table(class_difficulty).sort_values("label")
-        options["class_error"] = difficulty["error_rate"].to_numpy()
-    if base_labels is not None and len(base_labels):
-        options["base_counts"] = np.bincount(np.asarray(base_labels, dtype=np.int64))
-    return select_coreset(
-        table["score"].to_numpy(),
-        table["label"].to_numpy(),
-        n,
-        strategy,
-        sample_ids=table["sample_id"].to_numpy(),
-        keep=selection.get("keep", "highest"),
-        **options,
-    )
+    error = None
+    if class_difficulty is not None:
+        error = io.read_table(class_difficulty).sort_values("label")["error_rate"].to_numpy()
+    return choose_rows(table, n, selection, seed, error, base_labels, pruning_rate)
 
 
 def select_first_stage(
@@ -480,7 +372,7 @@ def select_first_stage(
     pos = choose(table, n, selection, derive_seed(seed, "select", pruning_rate, 1),
                  class_difficulty, pruning_rate=pruning_rate)
     chosen = table.iloc[pos]
-    frame = _coreset_frame(chosen["sample_id"], chosen["label"], 1, chosen["score"])
+    frame = coreset_frame(chosen["sample_id"], chosen["label"], 1, chosen["score"])
     io.write_table(frame, output, io.CORESET_SCHEMA)
     log.info("stage 1: selected %d of %d (%s)", n, len(table), selection.get("strategy", "top"))
 
@@ -513,7 +405,7 @@ def select_next_stage(
                  pruning_rate=pruning_rate)
     chosen = scored.iloc[pos]
     frame = pd.concat(
-        [prev, _coreset_frame(chosen["sample_id"], chosen["label"], stage, chosen["score"])],
+        [prev, coreset_frame(chosen["sample_id"], chosen["label"], stage, chosen["score"])],
         ignore_index=True,
     )
     io.write_table(frame, output, io.CORESET_SCHEMA)
@@ -542,7 +434,7 @@ def select_by_scores(
     pos = choose(table, n, selection, derive_seed(seed, "select", pruning_rate, 1),
                  class_difficulty, pruning_rate=pruning_rate)
     chosen = table.iloc[pos]
-    frame = _coreset_frame(chosen["sample_id"], chosen["label"], 1, chosen["score"])
+    frame = coreset_frame(chosen["sample_id"], chosen["label"], 1, chosen["score"])
     publish_coreset(frame, output, id_list)
 
 
@@ -554,7 +446,7 @@ def select_random(
     n = coreset_size(len(table), pruning_rate)
     pos = random_subset(table["sample_id"].to_numpy(), n, derive_seed(seed, "random", pruning_rate))
     chosen = table.iloc[pos]
-    frame = _coreset_frame(chosen["sample_id"], chosen["label"], 1, np.full(n, np.nan))
+    frame = coreset_frame(chosen["sample_id"], chosen["label"], 1, np.full(n, np.nan))
     publish_coreset(frame, output, id_list)
 
 
@@ -595,8 +487,6 @@ def retrain(
     retrains of a run share one initialisation seed, so methods differ only in
     their training data.
     """
-    from unseen.train import predict_logits
-
     data = load_cached(dataset_cache)
     ids = (
         data.sample_ids
@@ -606,38 +496,13 @@ def retrain(
     cost = scoring_cost(list(scoring_predictions))
     if coreset is not None:
         train_settings = retrain_train_settings(train_settings, len(data.train_y), retrain_budget)
-    t0 = time.perf_counter()
-    result, (mean, std), dev, settings = _train_and_record(
-        data, ids, None, model_spec, train_settings, [], derive_seed(seed, "retrain"),
-        device, threads,
-    )
-    logits = predict_logits(result.model, data.test_x, mean, std, dev,
-                            settings.eval_batch_size, settings.workers,
-                            flip=settings.test_time_flip)
-    pred = logits.argmax(1)
-    correct = pred == data.test_y
-    per_class = [
-        float(correct[data.test_y == c].mean()) if (data.test_y == c).any() else float("nan")
-        for c in range(data.num_classes)
-    ]
     metrics = {
         **labels,
         "seed": int(seed),
-        "coreset_size": int(len(ids)),
-        "n_train_total": int(len(data.train_y)),
-        "test_accuracy": float(correct.mean()),
-        "worst_class_accuracy": float(np.nanmin(per_class)),
-        "per_class_accuracy": per_class,
-        "classes": list(data.classes),
-        "epochs": int(len(result.history)),
-        "train_samples_seen": result.samples_seen,
-        "wall_seconds": float(time.perf_counter() - t0),
+        **train_and_evaluate(data, ids, model_spec, train_settings, derive_seed(seed, "retrain"),
+                             device, threads),
         "retrain_budget": retrain_budget,
-        "train_steps": int(result.steps),
         **cost,
-        "train_samples_per_s": float(result.samples_per_second),
-        "model": model_spec["arch"],
-        "device": str(dev),
     }
     log.info("test accuracy %.4f on %d training samples", metrics["test_accuracy"], len(ids))
     row = {k: metrics[k] for k in io.METRICS_SCHEMA.names}

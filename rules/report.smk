@@ -9,34 +9,34 @@ rule report:
         classes=all_metrics()[0].replace(".parquet", ".json"),
     output:
         summary=report(
-            f"{REPORT_DIR}/summary.csv", category="1. Accuracy", caption="../report/summary.rst"
+            f"{REPORT_DIR}/summary.csv", category="1. Accuracy", caption="../workflow/report/summary.rst"
         ),
         summary_parquet=f"{REPORT_DIR}/summary.parquet",
         diagnostics=report(
             f"{REPORT_DIR}/diagnostics.csv",
             category="2. Score diagnostics",
-            caption="../report/diagnostics.rst",
+            caption="../workflow/report/diagnostics.rst",
         ),
         diagnostics_parquet=f"{REPORT_DIR}/diagnostics.parquet",
         accuracy=report(
             f"{REPORT_DIR}/accuracy_vs_rate.png",
             category="1. Accuracy",
-            caption="../report/accuracy_vs_rate.rst",
+            caption="../workflow/report/accuracy_vs_rate.rst",
         ),
         histograms=report(
             f"{REPORT_DIR}/score_histograms.png",
             category="2. Score diagnostics",
-            caption="../report/score_histograms.rst",
+            caption="../workflow/report/score_histograms.rst",
         ),
         ranks=report(
             f"{REPORT_DIR}/rank_stability.png",
             category="2. Score diagnostics",
-            caption="../report/rank_stability.rst",
+            caption="../workflow/report/rank_stability.rst",
         ),
         per_class=report(
             f"{REPORT_DIR}/per_class_accuracy.png",
             category="3. Per-class accuracy",
-            caption="../report/per_class_accuracy.rst",
+            caption="../workflow/report/per_class_accuracy.rst",
         ),
     log:
         "logs/report.log",

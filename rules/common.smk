@@ -15,9 +15,10 @@ from unseen.scorers import MODEL_SCORERS
 from unseen.selection import STRATEGIES
 
 # Our validator names the key and the allowed values; Snakemake's validate then
-# re-checks the filled-in config against the same schema.
+# re-checks the filled-in config against the same file, the package's schema
+# (unseen/config.schema.yaml, package data), named by path.
 validate_config(config)
-validate(config, schema="../schemas/config.schema.yaml")
+validate(config, schema="../unseen/config.schema.yaml")
 # A missing or incomplete data root stops the run here, before any job starts.
 check_dataset(config["dataset"])
 # So do damaged outputs, classes too small for the folds or a class-aware coreset,
@@ -26,8 +27,8 @@ if workflow.is_main_process and invocation(sys.argv) != "other":
     preflight(config, "results", sys.argv)
 
 # Jobs run this checkout's package (python -m unseen), also inside `--use-conda`
-# environments that hold only the dependencies: always the same code as the Snakefile.
-REPO_ROOT = os.path.abspath(os.path.join(workflow.basedir, ".."))
+# environments that hold only the dependencies: always the same code as the
+# Snakefile, which imports it from REPO_ROOT (set there).
 shell.prefix(
     f"set -euo pipefail; export PYTHONPATH={shlex.quote(REPO_ROOT)}${{{{PYTHONPATH:+:$PYTHONPATH}}}}; "
 )
@@ -39,7 +40,7 @@ RATES = [f"{rate:g}" for rate in config["pruning_rates"]]
 FOLDS = list(range(config["folds"]["k"]))
 # {unseen_method} is unseen (the stages of `stages`) or unseen_single (one step).
 STAGE_DIR = f"{RESULTS}/seed{{seed}}/coresets/{{unseen_method}}-{{scorer}}-{{strategy}}/rate{{rate}}"
-CONDA_ENV_FILE = "../envs/unseen.yaml"
+CONDA_ENV_FILE = "../workflow/envs/unseen.yaml"
 SELECTIONS = selection_names(config)
 REPORT_SCORER = config["report"]["scorer"] or SCORERS[0]
 REPORT_DIR = f"{RESULTS}/report"

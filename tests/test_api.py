@@ -1,0 +1,105 @@
+"""unseen.api: the README's example runs as written, and the API reproduces a workflow run."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+
+from conftest import REPO, job_environment, make_workdir, run_snakemake
+from unseen import api
+
+
+def _readme_python_api_example() -> str:
+    readme = (REPO / "README.md").read_text()
+    section = readme.split("\n## Python API\n", 1)[1].split("\n## ", 1)[0]
+    match = re.search(r"```python\n(.*?)\n```", section, re.DOTALL)
+    assert match and match.start() == section.find("```"), (
+        "README.md's '## Python API' section must open with a ```python example"
+    )
+    return match.group(1)
+
+
+def test_readme_python_api_example_runs_as_written(tmp_path):
+    code = _readme_python_api_example()
+    proc = subprocess.run(
+        [sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True,
+        env=job_environment(), timeout=600,
+    )
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    kept = re.search(r"kept (\d+) of (\d+) samples: test accuracy (0\.\d+) \(all samples: (0\.\d+)\)", proc.stdout)
+    assert kept, proc.stdout
+    assert (int(kept[1]), int(kept[2])) == (404, 1347)  # round(1347 * 0.3)
+    assert float(kept[3]) > 0.8 and float(kept[4]) > 0.9, proc.stdout
+
+
+def test_tables_have_the_workflows_columns_and_dtypes():
+    from unseen import io
+
+    rng = np.random.default_rng(0)
+    scores = pd.DataFrame({
+        "sample_id": np.arange(50, dtype=np.int64), "label": rng.integers(0, 3, 50),
+        "score": rng.random(50), "score_std": 0.0, "n_scores": 1,
+    })
+    coreset = api.select(scores, pruning_rate=0.6, strategy="class_balanced")
+    assert list(coreset.columns) == io.CORESET_SCHEMA.names
+    assert len(coreset) == 20 and coreset["sample_id"].is_unique and (coreset["stage"] == 1).all()
+
+
+def test_hard_class_priority_without_class_error_names_what_is_missing():
+    scores = pd.DataFrame({"sample_id": np.arange(10), "label": np.arange(10) % 2, "score": np.arange(10.0)})
+    with pytest.raises(ValueError, match="per-class error"):
+        api.select(scores, 0.5, "hard_class_priority")
+
+
+def test_images_of_the_wrong_type_are_refused_with_the_fix():
+    with pytest.raises(ValueError, match=r"uint8 of shape \(N, C, H, W\).*astype\(np.uint8\)"):
+        api.out_of_fold_scores(np.zeros((10, 1, 8, 8), dtype=np.float32), np.zeros(10, dtype=int))
+
+
+# A small real workflow run with the settings the API is called with below.
+SMALL = {
+    "folds": {"k": 3},
+    "scorers": ["el2n"],
+    "methods": ["full", "unseen_single", "unseen"],
+    "pruning_rates": [0.7],
+    "stages": [0.5, 1.0],
+    "record_epochs": [5],
+    "scoring_model": {"train": {"epochs": 10}},
+    "final_model": {"train": {"epochs": 10}},
+}
+
+
+@pytest.mark.workflow
+def test_api_reproduces_the_workflow(tmp_path):
+    workdir = make_workdir(tmp_path, SMALL)
+    run_snakemake(workdir, "--cores", "2")
+    res = workdir / "results" / "seed0"
+    data = api.load_dataset("digits")
+    train = yaml.safe_load((workdir / "config" / "config.yaml").read_text())["scoring_model"]["train"]
+    kwargs = dict(k=3, train=train, record_epochs=[5], threads=1)
+
+    scores = api.out_of_fold_scores(data.train_x, data.train_y, "el2n", **kwargs)
+    pd.testing.assert_frame_equal(scores, pd.read_parquet(res / "scores/oof/el2n.parquet"))
+
+    single = api.select(scores, 0.7)
+    pd.testing.assert_frame_equal(
+        single, pd.read_parquet(res / "coresets/unseen_single-el2n-auto/rate0.7/coreset.parquet")
+    )
+    staged = api.multi_step(data.train_x, data.train_y, scores, 0.7, "el2n", stages=[0.5, 1.0], **kwargs)
+    pd.testing.assert_frame_equal(
+        staged, pd.read_parquet(res / "coresets/unseen-el2n-auto/rate0.7/coreset.parquet")
+    )
+    metrics = api.retrain(data.train_x, data.train_y, data.test_x, data.test_y, single,
+                          train=train, threads=1)
+    expected = pd.read_parquet(res / "retrain/full_steps/unseen_single-el2n-auto/rate0.7/metrics.parquet").iloc[0]
+    for column in ("coreset_size", "n_train_total", "test_accuracy", "worst_class_accuracy",
+                   "epochs", "train_samples_seen", "train_steps", "retrain_budget"):
+        assert metrics[column] == expected[column], column
+    assert metrics["per_class_accuracy"] == list(expected["per_class_accuracy"])
+

@@ -1,0 +1,347 @@
+"""The workflow's steps for one dataset as Python functions: arrays in, pandas tables out.
+
+No Snakemake and no files. Each function calls the same library code as the
+workflow's jobs and derives its seeds the same way, so with the same settings
+it gives the same folds, scores and coresets as a run of the workflow, and
+returns tables with the columns of the matching Parquet files
+(results/README.md)::
+
+    from unseen import api
+    data = api.load_dataset("digits")                  # or your own arrays
+    scores = api.out_of_fold_scores(data.train_x, data.train_y, scorer="el2n", k=5)
+    coreset = api.select(scores, pruning_rate=0.7)      # strategy "auto"
+    metrics = api.retrain(data.train_x, data.train_y, data.test_x, data.test_y, coreset)
+
+Images are uint8 arrays (N, C, H, W) (or (N, H, W) for one channel), labels
+int (N,) in [0, C). Scores follow one convention everywhere: **higher = more
+important to keep** (harder, more uncertain). Defaults (model, training
+settings, budgets, strategy options) are those of the workflow config schema
+(``unseen/config.schema.yaml``); ``model`` and ``train`` take the same
+dictionaries as the config's ``scoring_model``/``final_model`` sections.
+"""
+
+from __future__ import annotations
+
+import copy
+import functools
+from typing import Any, Sequence
+
+import numpy as np
+import pandas as pd
+
+from unseen.budget import retrain_train_settings, scoring_train_settings
+from unseen.config import validate_config
+from unseen.coresets import choose_rows, coreset_frame, stage_target
+from unseen.data import ImageDataset, load_dataset
+from unseen.folds import assign_folds, fold_training_mask
+from unseen.scorers import compute_scores
+from unseen.seeds import derive_seed
+from unseen.selection import aggregate_scores, coreset_size
+from unseen.subset_training import record_scoring_model, train_and_evaluate
+
+__all__ = ["load_dataset", "out_of_fold_scores", "select", "multi_step", "retrain"]
+
+
+@functools.lru_cache(maxsize=1)
+def _schema_defaults() -> dict[str, Any]:
+    """The workflow config with every default filled in: the one home of every default."""
+    return validate_config({})
+
+
+def _defaults(*keys: str) -> Any:
+    value = _schema_defaults()
+    for key in keys:
+        value = value[key]
+    return copy.deepcopy(value)
+
+
+def _model_spec(model: str | dict[str, Any] | None, section: str) -> dict[str, Any]:
+    """``{"arch", "options"}`` from an architecture name, a config-style dict or None (the default)."""
+    if model is None:
+        model = _defaults(section)
+    elif isinstance(model, str):
+        model = {"arch": model}
+    return {"arch": model["arch"], "options": dict(model.get("options", {}))}
+
+
+def _train(train: dict[str, Any] | None, section: str) -> dict[str, Any]:
+    """A full ``train`` section: the schema's defaults with ``train``'s keys on top."""
+    return {**_defaults(section, "train"), **(train or {})}
+
+
+def _training_data(images, labels, test_images=None, test_labels=None) -> ImageDataset:
+    """An in-memory :class:`ImageDataset`; images uint8 (N, C, H, W) or (N, H, W)."""
+    def as_images(x, name):
+        x = np.asarray(x)
+        if x.ndim == 3:
+            x = x[:, None]
+        if x.ndim != 4 or x.dtype != np.uint8:
+            raise ValueError(
+                f"{name} must be uint8 of shape (N, C, H, W) or (N, H, W), got {x.dtype} {x.shape}; "
+                "scale floats in [0, 1] with (x * 255).round().astype(np.uint8)"
+            )
+        return x
+
+    images = as_images(images, "images")
+    labels = np.asarray(labels, dtype=np.int64)
+    if len(labels) != len(images):
+        raise ValueError(f"{len(images)} images but {len(labels)} labels")
+    if test_images is None:
+        test_x, test_y = images[:0], labels[:0]
+    else:
+        test_x, test_y = as_images(test_images, "test_images"), np.asarray(test_labels, dtype=np.int64)
+    num_classes = int(max(labels.max(), test_y.max() if len(test_y) else 0)) + 1
+    return ImageDataset(images, labels, test_x, test_y, tuple(str(c) for c in range(num_classes)))
+
+
+def _score_rows(record, scorer, seed, scorer_options, model_name) -> pd.DataFrame:
+    """One score shard (``SHARD_SCHEMA``): sample_id, label, model, score."""
+    return pd.DataFrame(
+        {
+            "sample_id": record.sample_ids,
+            "label": record.labels,
+            "model": model_name,
+            "score": compute_scores(scorer, record, seed, scorer_options),
+        }
+    )
+
+
+def out_of_fold_scores(
+    images: np.ndarray,
+    labels: np.ndarray,
+    scorer: str = "el2n",
+    *,
+    k: int | None = None,
+    mode: str | None = None,
+    model: str | dict[str, Any] | None = None,
+    train: dict[str, Any] | None = None,
+    budget: float | str | None = None,
+    record_epochs: Sequence[int] = (),
+    record_format: str = "auto",
+    scorer_options: dict[str, Any] | None = None,
+    seed: int = 0,
+    device: str = "auto",
+    threads: int | None = None,
+) -> pd.DataFrame:
+    """UNSEEN scores: each sample scored only by fold models that never trained on it.
+
+    Args:
+        images: uint8 (N, C, H, W) or (N, H, W) training images.
+        labels: int (N,) class labels in [0, C).
+        scorer: a name in :data:`unseen.scorers.SCORERS` (``el2n``, ``entropy``, ...).
+        k: number of stratified folds K (default 5).
+        mode: ``paper`` (default: fold model k trains on fold k and scores the
+            other K-1 folds) or ``holdout`` (trains on all but fold k, scores it).
+        model: architecture name or ``{"arch", "options"}`` of the fold models
+            (default: the config's ``scoring_model``).
+        train: training settings (keys of the config's ``train`` section; the
+            rest take their defaults). They are the *fitting* model's settings:
+            see ``budget``.
+        budget: each fold model gets ``budget`` x the SGD steps of a model
+            trained with ``train`` on all N samples (default 1.0), or
+            ``"epochs"``: ``train["epochs"]`` passes over its own fold
+            (:mod:`unseen.budget`).
+        record_epochs: 1-based epochs recorded besides the last one
+            (training-dynamics scorers such as ``forgetting`` use them).
+        record_format: ``auto``, ``logits`` or ``stats`` (config ``record_format``).
+        scorer_options: the scorer's keyword options (config ``scorer_options``).
+        seed: run seed; folds, models and scorers derive theirs from it as the workflow does.
+        device: ``auto``, ``cpu``, ``cuda`` or ``cuda:N``.
+        threads: torch CPU threads (None: torch's default).
+
+    Returns:
+        One row per training sample, the columns of ``scores/oof/{scorer}.parquet``:
+        sample_id (int64, the row of ``images``), label, score (float64, mean
+        over the models that never saw the sample; higher = keep first),
+        score_std (population std of those scores), n_scores (K-1 in paper
+        mode, 1 in holdout).
+    """
+    k = _defaults("folds", "k") if k is None else k
+    mode = _defaults("folds", "mode") if mode is None else mode
+    budget = _defaults("budget", "scoring") if budget is None else budget
+    data = _training_data(images, labels)
+    spec = _model_spec(model, "scoring_model")
+    settings = scoring_train_settings(_train(train, "scoring_model"), len(data.train_y), budget)
+    folds = assign_folds(data.train_y, k, derive_seed(seed, "folds"))
+    shards = []
+    for fold in range(k):
+        trained_on = fold_training_mask(folds, fold, mode)
+        name = f"fold{fold}"
+        record, _ = record_scoring_model(
+            data, data.sample_ids[trained_on], data.sample_ids[~trained_on], spec, settings,
+            list(record_epochs), derive_seed(seed, name), device, threads, record_format,
+        )
+        shards.append(_score_rows(record, scorer, seed, scorer_options, name))
+    return aggregate_scores(pd.concat(shards, ignore_index=True))
+
+
+def _selection(strategy: str | None, keep: str, options: dict[str, Any]) -> dict[str, Any]:
+    selection = _defaults("selection")
+    selection.update(options, keep=keep)
+    selection["strategy"] = strategy or selection["strategy"][0]
+    return selection
+
+
+def select(
+    scores: pd.DataFrame,
+    pruning_rate: float,
+    strategy: str | None = None,
+    *,
+    keep: str = "highest",
+    class_error: np.ndarray | None = None,
+    seed: int = 0,
+    **strategy_options: Any,
+) -> pd.DataFrame:
+    """A coreset from a score table in one step (single-step UNSEEN, or the fitting baseline).
+
+    Args:
+        scores: columns sample_id, label, score (e.g. :func:`out_of_fold_scores`).
+        pruning_rate: fraction of the samples removed, in (0, 1); the coreset
+            keeps ``round(N * (1 - pruning_rate))``.
+        strategy: ``auto`` (default: ``top`` below ``auto_ccs_rate``, ``ccs``
+            from it on), ``top``, ``class_balanced``, ``ccs`` or ``hard_class_priority``.
+        keep: ``highest`` (keep the highest scores first) or ``lowest``.
+        class_error: float (C,) per-class error rate in [0, 1]; needed by
+            ``hard_class_priority``.
+        seed: run seed (CCS's sampling derives its seed from it as the workflow does).
+        **strategy_options: ``ccs_beta``, ``ccs_bins``, ``priority_lambda``, ``auto_ccs_rate``.
+
+    Returns:
+        The kept samples, best first, with the columns of ``coreset.parquet``:
+        sample_id, label, stage (1), score.
+    """
+    selection = _selection(strategy, keep, strategy_options)
+    n = coreset_size(len(scores), pruning_rate)
+    pos = choose_rows(scores, n, selection, derive_seed(seed, "select", pruning_rate, 1),
+                      class_error, pruning_rate=pruning_rate)
+    chosen = scores.iloc[pos]
+    return coreset_frame(chosen["sample_id"], chosen["label"], 1, chosen["score"])
+
+
+def multi_step(
+    images: np.ndarray,
+    labels: np.ndarray,
+    scores: pd.DataFrame,
+    pruning_rate: float,
+    scorer: str = "el2n",
+    strategy: str | None = None,
+    *,
+    stages: Sequence[float] | None = None,
+    keep: str = "highest",
+    class_error: np.ndarray | None = None,
+    model: str | dict[str, Any] | None = None,
+    train: dict[str, Any] | None = None,
+    budget: float | str | None = None,
+    record_epochs: Sequence[int] = (),
+    record_format: str = "auto",
+    scorer_options: dict[str, Any] | None = None,
+    seed: int = 0,
+    device: str = "auto",
+    threads: int | None = None,
+    **strategy_options: Any,
+) -> pd.DataFrame:
+    """Multi-step UNSEEN: stage 1 from ``scores``, then refill stage by stage.
+
+    Stage 1 takes ``stages[0]`` of the target size by ``scores`` (the
+    out-of-fold scores); each later stage t trains a model on S_{t-1}, scores
+    the samples not yet selected with ``scorer`` and adds the best of them until
+    S_t holds ``stages[t]`` of the target. Class quotas count the samples
+    already selected.
+
+    Args:
+        images, labels: the training set, as for :func:`out_of_fold_scores`
+            (row i is sample_id i).
+        scores: the out-of-fold score table of the same samples.
+        pruning_rate, strategy, keep, class_error, strategy_options: as for :func:`select`.
+        scorer: the stage models' scorer (the one behind ``scores``).
+        stages: cumulative fractions of the target size, increasing to 1.0
+            (default ``[0.5, 0.75, 1.0]``).
+        model, train, budget, record_epochs, record_format, scorer_options,
+            seed, device, threads: the stage models' settings, as for
+            :func:`out_of_fold_scores` (``budget`` relative to the fitting model).
+
+    Returns:
+        The coreset, columns sample_id, label, stage (the 1-based stage that
+        added the sample), score (its score when selected), stage by stage.
+    """
+    stages = list(_defaults("stages") if stages is None else stages)
+    budget = _defaults("budget", "scoring") if budget is None else budget
+    selection = _selection(strategy, keep, strategy_options)
+    data = _training_data(images, labels)
+    n_total = len(data.train_y)
+    spec = _model_spec(model, "scoring_model")
+    settings = scoring_train_settings(_train(train, "scoring_model"), n_total, budget)
+    pos = choose_rows(scores, stage_target(n_total, pruning_rate, stages, 1), selection,
+                      derive_seed(seed, "select", pruning_rate, 1), class_error,
+                      pruning_rate=pruning_rate)
+    chosen = scores.iloc[pos]
+    coreset = coreset_frame(chosen["sample_id"], chosen["label"], 1, chosen["score"])
+    for stage in range(2, len(stages) + 1):
+        selected = np.sort(coreset["sample_id"].to_numpy())
+        rest = np.setdiff1d(data.sample_ids, selected)
+        # the workflow's stage-model name, so the model seed matches a workflow run
+        name = f"stage{stage - 1}-unseen-{scorer}-{selection['strategy']}-rate{pruning_rate:g}"
+        record, _ = record_scoring_model(
+            data, selected, rest, spec, settings, list(record_epochs),
+            derive_seed(seed, name), device, threads, record_format,
+        )
+        candidates = _score_rows(record, scorer, seed, scorer_options, name)
+        add = stage_target(n_total, pruning_rate, stages, stage) - len(coreset)
+        pos = choose_rows(candidates, add, selection, derive_seed(seed, "select", pruning_rate, stage),
+                          class_error, base_labels=coreset["label"].to_numpy(),
+                          pruning_rate=pruning_rate)
+        chosen = candidates.iloc[pos]
+        coreset = pd.concat(
+            [coreset, coreset_frame(chosen["sample_id"], chosen["label"], stage, chosen["score"])],
+            ignore_index=True,
+        )
+    return coreset
+
+
+def retrain(
+    images: np.ndarray,
+    labels: np.ndarray,
+    test_images: np.ndarray,
+    test_labels: np.ndarray,
+    coreset: pd.DataFrame | np.ndarray | None = None,
+    *,
+    model: str | dict[str, Any] | None = None,
+    train: dict[str, Any] | None = None,
+    budget: str | None = None,
+    seed: int = 0,
+    device: str = "auto",
+    threads: int | None = None,
+) -> dict[str, Any]:
+    """Train a fresh model on the coreset (all samples if None) and evaluate it on the test set.
+
+    Args:
+        images, labels: the training set (row i is sample_id i).
+        test_images, test_labels: uint8 (M, C, H, W) or (M, H, W) and int (M,).
+        coreset: a coreset table (its ``sample_id`` column) or an int array of sample ids.
+        model: the retrained model (default: the config's ``final_model``).
+        train: its training settings: those of the full-data model (see ``budget``).
+        budget: ``full_steps`` (default: as many SGD steps as a model trained
+            with ``train`` on all N samples) or ``epochs`` (``train["epochs"]``
+            passes over the coreset). The full-data model (``coreset`` None)
+            trains with ``train`` as given.
+        seed: run seed; the model's seed derives from it as in the workflow.
+
+    Returns:
+        The metrics columns of ``metrics.parquet`` that a retrain measures:
+        coreset_size, n_train_total, test_accuracy and worst_class_accuracy
+        (fractions in [0, 1]), per_class_accuracy (list of C), classes, epochs,
+        train_samples_seen (sample-epochs), wall_seconds, retrain_budget,
+        train_steps, train_samples_per_s, model, device.
+    """
+    budget = _defaults("budget", "retrain")[0] if budget is None else budget
+    data = _training_data(images, labels, test_images, test_labels)
+    settings = _train(train, "final_model")
+    if coreset is None:
+        ids = data.sample_ids
+    else:
+        ids = np.sort(np.asarray(coreset["sample_id"] if isinstance(coreset, pd.DataFrame) else coreset,
+                                 dtype=np.int64))
+        settings = retrain_train_settings(settings, len(data.train_y), budget)
+    metrics = train_and_evaluate(data, ids, _model_spec(model, "final_model"), settings,
+                                 derive_seed(seed, "retrain"), device, threads)
+    return {**metrics, "retrain_budget": budget}
