@@ -263,6 +263,12 @@ def test_budget_ablation_expresses_compute_in_full_trainings(tmp_path):
     assert epochs["retrain_compute_mean"] == pytest.approx(np.mean([500 / 1000, 500 / 1001]))
     assert table.loc[table.method == "random", "scoring_compute_mean"].tolist() == [0.0]
 
+    # seed 1 left out: the means are seed 0's alone
+    seed0 = budget_ablation_table(pd.DataFrame(rows), seeds=[0])
+    one0 = seed0[(seed0.scoring_budget == "1") & (seed0.retrain_budget == "full_steps")].iloc[0]
+    assert one0["test_accuracy_mean"] == pytest.approx(0.84)
+    assert math.isnan(one0["test_accuracy_std"])
+
     paths = write_budget_ablation(pd.DataFrame(rows), tmp_path)
     assert pd.read_parquet(paths["table"]).equals(table)
     assert paths["figure"].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -10,6 +10,7 @@ and :func:`plot_budget_ablation`'s figure (docs/results.md shows the commands).
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Sequence
 
 import numpy as np
 import pandas as pd
@@ -26,13 +27,15 @@ ABLATION_COLUMNS = (
 )
 
 
-def budget_ablation_table(metrics: pd.DataFrame) -> pd.DataFrame:
+def budget_ablation_table(metrics: pd.DataFrame, seeds: Sequence[int] | None = None) -> pd.DataFrame:
     """Accuracy and compute per (retrain budget, scoring budget, selection, pruning rate).
 
     Args:
         metrics: retrain metrics rows (``results/summary.parquet``) of one or
             more runs that share seeds and data; exactly one ``full`` row per
             seed (the unit of compute), and no (selection, budgets, seed) twice.
+        seeds: keep only these seeds, so that budgets run on fewer seeds than
+            the main run are compared on the same seeds (None: all).
 
     Returns:
         One row per group, columns :data:`ABLATION_COLUMNS`:
@@ -46,6 +49,8 @@ def budget_ablation_table(metrics: pd.DataFrame) -> pd.DataFrame:
     Raises:
         ValueError: a seed without exactly one full-data row, or duplicate rows.
     """
+    if seeds is not None:
+        metrics = metrics[metrics["seed"].isin(list(seeds))]
     full = metrics[metrics["method"] == "full"]
     counts = full["seed"].value_counts()
     seeds = sorted(metrics["seed"].unique())
@@ -131,10 +136,12 @@ def plot_budget_ablation(table: pd.DataFrame, path: str | Path) -> None:
         _legend_below(fig, len(rates) * (len(selections) + 1))
 
 
-def write_budget_ablation(metrics: pd.DataFrame, out_dir: str | Path) -> dict[str, Path]:
+def write_budget_ablation(
+    metrics: pd.DataFrame, out_dir: str | Path, seeds: Sequence[int] | None = None
+) -> dict[str, Path]:
     """Write ``ablation.parquet``, ``ablation.csv`` and ``ablation.png`` into ``out_dir``."""
     out = Path(out_dir)
-    table = budget_ablation_table(metrics)
+    table = budget_ablation_table(metrics, seeds)
     paths = {"table": out / "ablation.parquet", "csv": out / "ablation.csv",
              "figure": out / "ablation.png"}
     with atomic_path(paths["table"]) as tmp:

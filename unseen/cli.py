@@ -178,7 +178,7 @@ def cmd_budget_ablation(args: argparse.Namespace) -> None:
     from unseen.ablation import write_budget_ablation
 
     metrics = pd.concat([jobs.io.read_table(path) for path in args.metrics], ignore_index=True)
-    written = write_budget_ablation(metrics, args.out_dir)
+    written = write_budget_ablation(metrics, args.out_dir, args.seeds)
     logging.getLogger("unseen").info("wrote %s", ", ".join(map(str, written.values())))
 
 
@@ -337,6 +337,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = add("budget-ablation", cmd_budget_ablation,
             "scoring-budget x retrain-budget table and figure from several runs' summaries")
     p.add_argument("--out-dir", required=True)
+    p.add_argument("--seeds", type=lambda text: [int(s) for s in text.split(",")], default=None,
+                   help="only these seeds, comma-separated, e.g. 0,1 (those every run has; "
+                   "default: all)")
     p.add_argument("metrics", nargs="+",
                    help="results/summary.parquet of each run (the full-data model once)")
 
