@@ -9,7 +9,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from unseen import io
-from unseen.jobs import choose, class_error_table
+from unseen.coresets import choose_rows
+from unseen.jobs import class_error_table, read_class_error
 from unseen.selection import (
     STRATEGIES,
     apportion,
@@ -190,14 +191,14 @@ def test_class_error_table_by_hand():
     assert table["n_predictions"].tolist() == [2, 3, 1]
 
 
-def test_choose_reads_the_difficulty_table(tmp_path):
+def test_selection_reads_the_difficulty_table(tmp_path):
     path = tmp_path / "difficulty.parquet"
     io.write_table(class_error_table(np.array([0, 1]), np.array([0, 1])), path,
                    io.CLASS_DIFFICULTY_SCHEMA)
     table = pd.DataFrame({"sample_id": np.arange(20), "label": np.repeat([0, 1], 10),
                           "score": np.zeros(20)})
     selection = {"strategy": "hard_class_priority", "priority_lambda": 1.0}
-    pos = choose(table, 6, selection, seed=0, class_difficulty=str(path))
+    pos = choose_rows(table, 6, selection, seed=0, class_error=read_class_error(str(path)))
     assert counts(table["label"], pos, 2) == [2, 4]
     with pytest.raises(ValueError, match="class-difficulty"):
-        choose(table, 6, selection, seed=0)
+        choose_rows(table, 6, selection, seed=0, class_error=read_class_error(None))

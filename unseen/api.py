@@ -31,12 +31,12 @@ import pandas as pd
 
 from unseen.budget import retrain_train_settings, scoring_train_settings
 from unseen.config import validate_config
-from unseen.coresets import choose_rows, coreset_frame, stage_target
+from unseen.coresets import first_stage, next_stage
 from unseen.data import ImageDataset, load_dataset
 from unseen.folds import assign_folds, fold_training_mask
 from unseen.scorers import compute_scores
 from unseen.seeds import derive_seed
-from unseen.selection import aggregate_scores, coreset_size
+from unseen.selection import aggregate_scores
 from unseen.subset_training import record_scoring_model, train_and_evaluate
 
 __all__ = ["load_dataset", "out_of_fold_scores", "select", "multi_step", "retrain"]
@@ -211,11 +211,7 @@ def select(
         sample_id, label, stage (1), score.
     """
     selection = _selection(strategy, keep, strategy_options)
-    n = coreset_size(len(scores), pruning_rate)
-    pos = choose_rows(scores, n, selection, derive_seed(seed, "select", pruning_rate, 1),
-                      class_error, pruning_rate=pruning_rate)
-    chosen = scores.iloc[pos]
-    return coreset_frame(chosen["sample_id"], chosen["label"], 1, chosen["score"])
+    return first_stage(scores, pruning_rate, [1.0], selection, seed, class_error)
 
 
 def multi_step(
@@ -271,11 +267,7 @@ def multi_step(
     n_total = len(data.train_y)
     spec = _model_spec(model, "scoring_model")
     settings = scoring_train_settings(_train(train, "scoring_model"), n_total, budget)
-    pos = choose_rows(scores, stage_target(n_total, pruning_rate, stages, 1), selection,
-                      derive_seed(seed, "select", pruning_rate, 1), class_error,
-                      pruning_rate=pruning_rate)
-    chosen = scores.iloc[pos]
-    coreset = coreset_frame(chosen["sample_id"], chosen["label"], 1, chosen["score"])
+    coreset = first_stage(scores, pruning_rate, list(stages), selection, seed, class_error)
     for stage in range(2, len(stages) + 1):
         selected = np.sort(coreset["sample_id"].to_numpy())
         rest = np.setdiff1d(data.sample_ids, selected)
@@ -286,15 +278,8 @@ def multi_step(
             derive_seed(seed, name), device, threads, record_format,
         )
         candidates = _score_rows(record, scorer, seed, scorer_options, name)
-        add = stage_target(n_total, pruning_rate, stages, stage) - len(coreset)
-        pos = choose_rows(candidates, add, selection, derive_seed(seed, "select", pruning_rate, stage),
-                          class_error, base_labels=coreset["label"].to_numpy(),
-                          pruning_rate=pruning_rate)
-        chosen = candidates.iloc[pos]
-        coreset = pd.concat(
-            [coreset, coreset_frame(chosen["sample_id"], chosen["label"], stage, chosen["score"])],
-            ignore_index=True,
-        )
+        coreset = next_stage(coreset, candidates, n_total, pruning_rate, list(stages), stage,
+                             selection, seed, class_error)
     return coreset
 
 

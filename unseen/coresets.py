@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from unseen.seeds import derive_seed
 from unseen.selection import coreset_size, select_coreset, stage_sizes
 
 #: Keys of the config's ``selection`` section that become :func:`select_coreset` options.
@@ -79,4 +80,55 @@ def choose_rows(
         sample_ids=table["sample_id"].to_numpy(),
         keep=selection.get("keep", "highest"),
         **options,
+    )
+
+
+def first_stage(
+    scores: pd.DataFrame,
+    pruning_rate: float,
+    fractions: list[float],
+    selection: dict[str, Any],
+    seed: int,
+    class_error: np.ndarray | None = None,
+) -> pd.DataFrame:
+    """Stage 1 of UNSEEN: the coreset table of the first ``fractions[0]`` of the target.
+
+    With ``fractions=[1.0]`` this is the whole single-step selection.
+    ``scores``: all N samples (sample_id, label, score; higher = keep first).
+    The selection seed derives from ``seed``, the rate and the stage, as in a
+    workflow run.
+    """
+    n = stage_target(len(scores), pruning_rate, fractions, 1)
+    pos = choose_rows(scores, n, selection, derive_seed(seed, "select", pruning_rate, 1),
+                      class_error, pruning_rate=pruning_rate)
+    chosen = scores.iloc[pos]
+    return coreset_frame(chosen["sample_id"], chosen["label"], 1, chosen["score"])
+
+
+def next_stage(
+    previous: pd.DataFrame,
+    candidates: pd.DataFrame,
+    n_total: int,
+    pruning_rate: float,
+    fractions: list[float],
+    stage: int,
+    selection: dict[str, Any],
+    seed: int,
+    class_error: np.ndarray | None = None,
+) -> pd.DataFrame:
+    """S_{stage-1} plus the candidates (scored by the stage model) that fill stage ``stage``.
+
+    Class-quota strategies count the samples already selected, so the quotas
+    hold for the whole coreset, not only for the samples added now.
+    """
+    if np.intersect1d(previous["sample_id"], candidates["sample_id"]).size:
+        raise RuntimeError("stage scores include samples that are already selected")
+    add = stage_target(n_total, pruning_rate, fractions, stage) - len(previous)
+    pos = choose_rows(candidates, add, selection, derive_seed(seed, "select", pruning_rate, stage),
+                      class_error, base_labels=previous["label"].to_numpy(),
+                      pruning_rate=pruning_rate)
+    chosen = candidates.iloc[pos]
+    return pd.concat(
+        [previous, coreset_frame(chosen["sample_id"], chosen["label"], stage, chosen["score"])],
+        ignore_index=True,
     )

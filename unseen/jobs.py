@@ -25,7 +25,7 @@ from unseen.budget import (
     scoring_budget_label,
     scoring_train_settings,
 )
-from unseen.coresets import choose_rows, coreset_frame, stage_target
+from unseen.coresets import coreset_frame, first_stage, next_stage
 from unseen.data import load_cached, prepare_cached
 from unseen.folds import assign_folds, fold_training_mask
 from unseen.scorers import (
@@ -329,32 +329,11 @@ def check_finite_scores(scores: np.ndarray, sample_ids: np.ndarray, source: str,
         )
 
 
-def choose(
-    table: pd.DataFrame,
-    n: int,
-    selection: dict[str, Any],
-    seed: int,
-    class_difficulty: str | None = None,
-    base_labels: np.ndarray | None = None,
-    pruning_rate: float | None = None,
-) -> np.ndarray:
-    """Positions of the ``n`` rows of a score table to add, by the configured strategy.
-
-    Args:
-        table: candidates with columns sample_id, label, score.
-        selection: the config's ``selection`` section (keep, strategy, ccs_beta,
-            ccs_bins, priority_lambda); missing keys take the library defaults.
-        seed: seeds CCS's within-bin sampling.
-        class_difficulty: Parquet from :func:`class_difficulty`; required by
-            hard_class_priority, ignored otherwise.
-        base_labels: labels of the samples already in the coreset (later UNSEEN
-            stages), so class quotas refer to the whole coreset.
-        pruning_rate: the coreset's pruning rate (the rate-aware ``auto`` strategy).
-    """
-    error = None
-    if class_difficulty is not None:
-        error = io.read_table(class_difficulty).sort_values("label")["error_rate"].to_numpy()
-    return choose_rows(table, n, selection, seed, error, base_labels, pruning_rate)
+def read_class_error(class_difficulty: str | None) -> np.ndarray | None:
+    """float (C,) out-of-fold error rate per class from :func:`class_difficulty`'s table, or None."""
+    if class_difficulty is None:
+        return None
+    return io.read_table(class_difficulty).sort_values("label")["error_rate"].to_numpy()
 
 
 def select_first_stage(
@@ -368,13 +347,11 @@ def select_first_stage(
 ) -> None:
     """Stage 1: M1 samples by aggregated out-of-fold score and the configured strategy."""
     table = read_scores(scores, io.AGGREGATE_SCHEMA)
-    n = stage_target(len(table), pruning_rate, fractions, 1)
-    pos = choose(table, n, selection, derive_seed(seed, "select", pruning_rate, 1),
-                 class_difficulty, pruning_rate=pruning_rate)
-    chosen = table.iloc[pos]
-    frame = coreset_frame(chosen["sample_id"], chosen["label"], 1, chosen["score"])
+    frame = first_stage(table, pruning_rate, fractions, selection, seed,
+                        read_class_error(class_difficulty))
     io.write_table(frame, output, io.CORESET_SCHEMA)
-    log.info("stage 1: selected %d of %d (%s)", n, len(table), selection.get("strategy", "top"))
+    log.info("stage 1: selected %d of %d (%s)", len(frame), len(table),
+             selection.get("strategy", "top"))
 
 
 def select_next_stage(
@@ -389,27 +366,14 @@ def select_next_stage(
     seed: int = 0,
     class_difficulty: str | None = None,
 ) -> None:
-    """Stage ``stage``: S_{t-1} plus unselected samples chosen by the stage model's score.
-
-    Class-quota strategies count the samples already selected, so the quotas
-    hold for the whole coreset, not only for the samples added now.
-    """
+    """Stage ``stage``: S_{t-1} plus unselected samples chosen by the stage model's score."""
     prev = io.read_table(previous, io.CORESET_SCHEMA)
     scored = read_scores(stage_scores, io.SHARD_SCHEMA)
-    if np.intersect1d(prev["sample_id"], scored["sample_id"]).size:
-        raise RuntimeError("stage scores include samples that are already selected")
-    n = stage_target(n_total, pruning_rate, fractions, stage)
-    add = n - len(prev)
-    pos = choose(scored, add, selection, derive_seed(seed, "select", pruning_rate, stage),
-                 class_difficulty, base_labels=prev["label"].to_numpy(),
-                 pruning_rate=pruning_rate)
-    chosen = scored.iloc[pos]
-    frame = pd.concat(
-        [prev, coreset_frame(chosen["sample_id"], chosen["label"], stage, chosen["score"])],
-        ignore_index=True,
-    )
+    frame = next_stage(prev, scored, n_total, pruning_rate, fractions, stage, selection, seed,
+                       read_class_error(class_difficulty))
     io.write_table(frame, output, io.CORESET_SCHEMA)
-    log.info("stage %d: added %d, coreset now %d of %d", stage, add, len(frame), n_total)
+    log.info("stage %d: added %d, coreset now %d of %d", stage, len(frame) - len(prev),
+             len(frame), n_total)
 
 
 def unselected_ids(stage_table: str, folds_table: str) -> np.ndarray:
@@ -430,11 +394,8 @@ def select_by_scores(
 ) -> None:
     """Single-step selection (the fitting baseline) by ``scores`` and the configured strategy."""
     table = read_scores(scores, io.SHARD_SCHEMA)
-    n = coreset_size(len(table), pruning_rate)
-    pos = choose(table, n, selection, derive_seed(seed, "select", pruning_rate, 1),
-                 class_difficulty, pruning_rate=pruning_rate)
-    chosen = table.iloc[pos]
-    frame = coreset_frame(chosen["sample_id"], chosen["label"], 1, chosen["score"])
+    frame = first_stage(table, pruning_rate, [1.0], selection, seed,
+                        read_class_error(class_difficulty))
     publish_coreset(frame, output, id_list)
 
 
