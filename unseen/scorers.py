@@ -87,13 +87,6 @@ class PredictionRecord:
         if (self.logits is None) == (self.stats is None):
             raise ValueError("a PredictionRecord holds exactly one of logits or stats")
 
-    @property
-    def final_logits(self) -> np.ndarray:
-        """float64 (N, C): logits after the last training epoch (logit records only)."""
-        if self.logits is None:
-            raise ValueError("this record stores per-sample statistics, not logits")
-        return np.asarray(self.logits[-1], dtype=np.float64)
-
     def stat(self, name: str) -> np.ndarray:
         """float64 (E, N): statistic ``name`` (see :data:`STAT_NAMES`) at every recorded epoch."""
         if name not in STAT_DTYPES:
