@@ -300,6 +300,36 @@ def test_yaml_error_in_a_configfile_option(tmp_path):
     assert check.returncode != 0 and f"{bad}:3:" in check.stderr
 
 
+@pytest.mark.parametrize(
+    "text_of_file, expected",
+    [
+        # a typo in a key: named, with the keys that exist
+        ("prunning_rates: [0.3]\n", ["'prunning_rates' was unexpected", "allowed keys"]),
+        # a budget name from another tool's spelling
+        ("budget: {retrain: [full-steps]}\n", ["budget.retrain[0]", "'full_steps', 'epochs'"]),
+        ("budget: {scoring: 0}\n", ["budget.scoring", "a number > 0"]),
+        # a data root on a node that does not mount it
+        ("dataset: {name: mnist, root: /nonexistent/mnist}\n",
+         ["dataset 'mnist'", "/nonexistent/mnist does not exist", "To obtain the data"]),
+    ],
+    ids=["key-typo", "retrain-budget-name", "scoring-budget-zero", "missing-data-root"],
+)
+def test_check_config_names_the_key_or_file_without_a_traceback(tmp_path, text_of_file, expected):
+    config = tmp_path / "mine.yaml"
+    config.write_text(text_of_file)
+    proc = unseen_cli("check-config", str(config))
+    assert proc.returncode == 1
+    assert proc.stderr.startswith(f"{config}:") or f"\n{config}:" in proc.stderr, proc.stderr
+    for part in expected:
+        assert part in proc.stderr, proc.stderr
+    assert "Traceback" not in proc.stderr
+    # the same config stops a workflow at parse time, before any job
+    workdir = make_workdir(tmp_path / "run", TINY)
+    run = run_snakemake(workdir, "-n", "--configfile", str(config), check=False)
+    assert run.returncode != 0 and expected[0] in text(run)
+    assert not (workdir / "results").exists()
+
+
 @pytest.mark.skipif(
     __import__("torch").cuda.is_available(), reason="needs a machine without CUDA"
 )

@@ -193,15 +193,26 @@ def cmd_install_profile(args: argparse.Namespace) -> None:
 
 
 def cmd_check_config(args: argparse.Namespace) -> None:
-    from unseen.config import validate_config
-    from unseen.preflight import check_config_syntax
+    from unseen.config import ConfigError, validate_config
+    from unseen.data import DatasetError, check_dataset
+    from unseen.preflight import PreflightError, check_config_syntax
 
     import yaml
 
+    failed = False
     for path in args.files:
-        check_config_syntax(path)
-        validate_config(yaml.safe_load(open(path)) or {})
+        try:
+            check_config_syntax(path)
+            config = validate_config(yaml.safe_load(open(path)) or {})
+            check_dataset(config["dataset"])
+        except (ConfigError, DatasetError, PreflightError, OSError) as err:
+            # one line per file, no traceback: the message already names the key and the fix
+            print(f"{path}: {err}" if str(path) not in str(err) else str(err), file=sys.stderr)
+            failed = True
+            continue
         print(f"{path}: valid")
+    if failed:
+        sys.exit(1)
 
 
 def build_parser() -> argparse.ArgumentParser:
