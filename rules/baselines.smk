@@ -61,6 +61,7 @@ rule score_fitting:
 rule select_fitting_coreset:
     input:
         unpack(difficulty_input),
+        unpack(choice_input("fitting")),
         scores=rules.score_fitting.output,
     output:
         parquet=f"{RESULTS}/seed{{seed}}/coresets/fitting-{{scorer}}-{{strategy}}/rate{{rate}}/coreset.parquet",
@@ -76,9 +77,10 @@ rule select_fitting_coreset:
     params:
         selection=selection_json,
         difficulty=difficulty_flag,
+        choice=choice_flag,
     shell:
         "python -m unseen select-top --scores {input.scores:q} --rate {wildcards.rate}"
-        " --selection {params.selection:q} {params.difficulty} --seed {wildcards.seed}"
+        " --selection {params.selection:q} {params.difficulty} {params.choice} --seed {wildcards.seed}"
         " --output {output.parquet:q} --id-list {output.ids:q} > {log:q} 2>&1"
 
 

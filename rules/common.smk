@@ -103,6 +103,28 @@ def difficulty_flag(wildcards, input):
     return f"--class-difficulty {shlex.quote(str(path))}" if path else ""
 
 
+def strategy_choice_path(seed, method, scorer, rate):
+    """The choice file a `validated` coreset of ``method`` reads (rules/validation.smk)."""
+    kind = "fitting" if method == "fitting" else "oof"
+    return f"{RESULTS}/seed{seed}/strategy_choice/{kind}-{scorer}/rate{rate}.json"
+
+
+def choice_input(method):
+    """A `validated` selection reads its strategy choice; other strategies nothing."""
+
+    def inputs(wildcards):
+        if wildcards.strategy != "validated":
+            return {}
+        return {"choice": strategy_choice_path(wildcards.seed, method, wildcards.scorer, wildcards.rate)}
+
+    return inputs
+
+
+def choice_flag(wildcards, input):
+    path = getattr(input, "choice", None)
+    return f"--strategy-choice {shlex.quote(str(path))}" if path else ""
+
+
 def all_coresets():
     return expand(
         f"{RESULTS}/seed{{seed}}/coresets/{{selection}}/rate{{rate}}/coreset.parquet",
@@ -134,16 +156,24 @@ def previous_stage(wildcards):
 
 
 def scoring_predictions(wildcards):
-    """Predictions of every scoring model a coreset needed (its scoring cost)."""
+    """Predictions of every scoring model a coreset needed (its scoring cost).
+
+    A `validated` coreset also needed its strategy choice: the candidates' training counts too.
+    """
     method, scorer, strategy = parse_selection(wildcards.selection)
     seed_dir = f"{RESULTS}/seed{wildcards.seed}"
     if method == "random":
         return []
+    choice = (
+        [strategy_choice_path(wildcards.seed, method, scorer, wildcards.rate)]
+        if strategy == "validated" else []
+    )
     if method == "fitting":
-        return [f"{seed_dir}/fitting/predictions.npz"]
+        return [f"{seed_dir}/fitting/predictions.npz"] + choice
     folds = [f"{seed_dir}/folds/fold{k}/predictions.npz" for k in FOLDS]
     base = f"{seed_dir}/coresets/{wildcards.selection}/rate{wildcards.rate}"
-    return folds + [f"{base}/stage{t}/predictions.npz" for t in range(1, len(stages_of(method)))]
+    stages = [f"{base}/stage{t}/predictions.npz" for t in range(1, len(stages_of(method)))]
+    return folds + stages + choice
 
 
 def selection_labels(wildcards):

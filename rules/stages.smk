@@ -6,6 +6,7 @@
 rule select_first_stage:
     input:
         unpack(difficulty_input),
+        unpack(choice_input("unseen")),
         scores=f"{RESULTS}/seed{{seed}}/scores/oof/{{scorer}}.parquet",
     output:
         f"{STAGE_DIR}/stage1.parquet",
@@ -21,9 +22,10 @@ rule select_first_stage:
         stages=lambda wc: as_json(stage_fractions(wc)),
         selection=selection_json,
         difficulty=difficulty_flag,
+        choice=choice_flag,
     shell:
         "python -m unseen select-first-stage --scores {input.scores:q} --rate {wildcards.rate}"
-        " --stages {params.stages:q} --selection {params.selection:q} {params.difficulty}"
+        " --stages {params.stages:q} --selection {params.selection:q} {params.difficulty} {params.choice}"
         " --seed {wildcards.seed} --output {output:q} > {log:q} 2>&1"
 
 
@@ -91,6 +93,7 @@ rule select_next_stage:
     input:
         unpack(previous_stage),
         unpack(difficulty_input),
+        unpack(choice_input("unseen")),
         folds=rules.split_folds.output,
     output:
         f"{STAGE_DIR}/stage{{stage,[2-9]|[1-9][0-9]+}}.parquet",
@@ -106,10 +109,11 @@ rule select_next_stage:
         stages=lambda wc: as_json(stage_fractions(wc)),
         selection=selection_json,
         difficulty=difficulty_flag,
+        choice=choice_flag,
     shell:
         "python -m unseen select-next-stage --previous {input.previous:q} --stage-scores {input.scores:q}"
         " --folds-table {input.folds:q} --stage {wildcards.stage} --rate {wildcards.rate}"
-        " --stages {params.stages:q} --selection {params.selection:q} {params.difficulty}"
+        " --stages {params.stages:q} --selection {params.selection:q} {params.difficulty} {params.choice}"
         " --seed {wildcards.seed} --output {output:q} > {log:q} 2>&1"
 
 

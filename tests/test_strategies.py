@@ -162,13 +162,31 @@ def test_every_strategy_hits_the_size_exactly_once_each(strategy, problem, keep)
     scores, labels, rate, err, perm = problem
     n = coreset_size(len(labels), rate)
     ids = np.arange(len(labels)) * 2 + 1
-    options = dict(class_error=err, priority_lambda=3.0, ccs_bins=4, keep=keep)
+    options = dict(class_error=err, priority_lambda=3.0, ccs_bins=4, keep=keep,
+                   validated_strategy="ccs")
     pos = select_coreset(scores, labels, n, strategy, sample_ids=ids, **options)
     assert len(pos) == n and len(np.unique(pos)) == n
     assert np.all((pos >= 0) & (pos < len(labels)))
     # deterministic and independent of the order the candidates come in
     again = select_coreset(scores[perm], labels[perm], n, strategy, sample_ids=ids[perm], **options)
     assert sorted(ids[pos].tolist()) == sorted(ids[perm][again].tolist())
+
+
+@pytest.mark.parametrize("chosen", ["top", "ccs"])
+def test_validated_applies_the_chosen_strategy(chosen):
+    rng = np.random.default_rng(3)
+    scores, labels = rng.random(200), rng.integers(0, 4, 200)
+    options = dict(ccs_bins=5, seed=7, pruning_rate=0.8)
+    got = select_coreset(scores, labels, 40, "validated", validated_strategy=chosen, **options)
+    assert got.tolist() == select_coreset(scores, labels, 40, chosen, **options).tolist()
+
+
+def test_validated_without_a_choice_says_how_to_make_one():
+    with pytest.raises(ValueError, match="choose_strategy"):
+        select_coreset(np.zeros(3), np.zeros(3, dtype=int), 1, "validated")
+    with pytest.raises(ValueError, match="validated_strategy must be one of"):
+        select_coreset(np.zeros(3), np.zeros(3, dtype=int), 1, "validated",
+                       validated_strategy="hard_class_priority")
 
 
 def test_top_breaks_ties_by_ascending_id():

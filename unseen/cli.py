@@ -43,6 +43,8 @@ def _add_selection(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--seed", type=int, default=0, help="run seed (CCS sampling)")
     p.add_argument("--class-difficulty", default=None, help="Parquet; hard_class_priority")
+    p.add_argument("--strategy-choice", default=None,
+                   help="JSON from choose-strategy; the validated strategy")
 
 
 def _add_scoring_outputs(p: argparse.ArgumentParser) -> None:
@@ -124,7 +126,7 @@ def cmd_aggregate(args: argparse.Namespace) -> None:
 def cmd_select_first(args: argparse.Namespace) -> None:
     jobs.select_first_stage(
         args.scores, args.rate, args.stages, args.selection, args.output, args.seed,
-        args.class_difficulty,
+        args.class_difficulty, args.strategy_choice,
     )
 
 
@@ -132,14 +134,21 @@ def cmd_select_next(args: argparse.Namespace) -> None:
     n_total = len(jobs.io.read_table(args.folds_table))
     jobs.select_next_stage(
         args.previous, args.stage_scores, n_total, args.rate, args.stages, args.selection,
-        args.stage, args.output, args.seed, args.class_difficulty,
+        args.stage, args.output, args.seed, args.class_difficulty, args.strategy_choice,
     )
 
 
 def cmd_select_top(args: argparse.Namespace) -> None:
     jobs.select_by_scores(
         args.scores, args.rate, args.selection, args.output, args.id_list, args.seed,
-        args.class_difficulty,
+        args.class_difficulty, args.strategy_choice,
+    )
+
+
+def cmd_choose_strategy(args: argparse.Namespace) -> None:
+    jobs.choose_strategy(
+        args.dataset_cache, args.scores, args.rate, args.selection, args.model, args.train,
+        args.retrain_budget, args.seed, args.device, args.threads, args.output,
     )
 
 
@@ -298,6 +307,17 @@ def build_parser() -> argparse.ArgumentParser:
     _add_selection(p)
     p.add_argument("--output", required=True)
     p.add_argument("--id-list", required=True)
+
+    p = add("choose-strategy", cmd_choose_strategy,
+            "the validated strategy's choice at one rate, on a split held out of the training set")
+    _add_training(p)
+    p.add_argument("--scores", required=True, help="score table of every training sample")
+    p.add_argument("--rate", type=float, required=True, help="pruning rate")
+    p.add_argument("--selection", type=_json, default={},
+                   help="JSON config selection section (validation_candidates, validation_fraction)")
+    p.add_argument("--retrain-budget", choices=RETRAIN_BUDGETS, default=RETRAIN_BUDGETS[0],
+                   help="how long each candidate's model trains (as a retrain)")
+    p.add_argument("--output", required=True, help="choice JSON")
 
     p = add("select-random", cmd_select_random, "random baseline coreset")
     p.add_argument("--folds-table", required=True)

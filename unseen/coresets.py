@@ -17,7 +17,9 @@ from unseen.seeds import derive_seed
 from unseen.selection import coreset_size, select_coreset, stage_sizes
 
 #: Keys of the config's ``selection`` section that become :func:`select_coreset` options.
-STRATEGY_OPTION_KEYS = ("ccs_beta", "ccs_bins", "priority_lambda", "auto_ccs_rate")
+STRATEGY_OPTION_KEYS = (
+    "ccs_beta", "ccs_bins", "priority_lambda", "auto_ccs_rate", "validated_strategy",
+)
 
 
 def stage_target(n_total: int, pruning_rate: float, fractions: list[float], stage: int) -> int:
@@ -51,8 +53,9 @@ def choose_rows(
     Args:
         table: candidates with columns sample_id, label, score.
         selection: the config's ``selection`` section (keep, strategy, ccs_beta,
-            ccs_bins, priority_lambda, auto_ccs_rate); missing keys take the
-            library defaults.
+            ccs_bins, priority_lambda, auto_ccs_rate; validated_strategy, the
+            choice of :func:`unseen.validation.choose_strategy` for ``validated``);
+            missing keys take the library defaults.
         seed: seeds CCS's within-bin sampling.
         class_error: float (C,) out-of-fold error rate per class in [0, 1];
             required by hard_class_priority, ignored otherwise.

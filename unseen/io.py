@@ -198,6 +198,12 @@ def write_json(obj: Any, path: str | os.PathLike) -> None:
         tmp.write_text(json.dumps(obj, indent=2, sort_keys=True) + "\n")
 
 
+def read_json(path: str | os.PathLike) -> Any:
+    """A JSON file written by :func:`write_json`; DamagedFileError names it if it is not whole."""
+    with reading(path):
+        return json.loads(Path(path).read_text())
+
+
 def write_id_list(sample_ids: np.ndarray, path: str | os.PathLike) -> None:
     """Write one sample id per line (sorted ascending), atomically."""
     ids = np.sort(np.asarray(sample_ids, dtype=np.int64))

@@ -122,6 +122,10 @@ def _save_scoring_model(
 def scoring_cost(predictions: list[str]) -> dict[str, Any]:
     """What training the scoring models behind ``predictions`` cost, and under which budget.
 
+    ``predictions`` are predictions files (``.npz``) and, for ``validated``
+    coresets, the strategy choice (``.json``): its candidates' training counts
+    as scoring cost too, since the coreset needed it.
+
     Returns a dict with ``scoring_sample_epochs`` (training samples processed),
     ``scoring_wall_seconds``, ``scoring_steps`` (SGD steps, summed over the
     models) and ``scoring_budget`` (the budget label of the fold and stage
@@ -132,6 +136,12 @@ def scoring_cost(predictions: list[str]) -> dict[str, Any]:
     cost = {"scoring_sample_epochs": 0, "scoring_wall_seconds": 0.0, "scoring_steps": 0}
     labels = []
     for path in predictions:
+        if str(path).endswith(".json"):
+            choice = io.read_json(path)
+            cost["scoring_sample_epochs"] += int(choice["train_samples_seen"])
+            cost["scoring_wall_seconds"] += float(choice["train_wall_seconds"])
+            cost["scoring_steps"] += int(choice["train_steps"])
+            continue
         with io.reading(path), io.open_npz(path) as arrays:
             cost["scoring_sample_epochs"] += int(arrays["train_samples_seen"])
             cost["scoring_wall_seconds"] += float(arrays["train_wall_seconds"])
@@ -329,6 +339,39 @@ def check_finite_scores(scores: np.ndarray, sample_ids: np.ndarray, source: str,
         )
 
 
+def with_strategy_choice(selection: dict[str, Any], strategy_choice: str | None) -> dict[str, Any]:
+    """``selection`` plus ``validated_strategy`` from a :func:`choose_strategy` file, if one is given."""
+    if strategy_choice is None:
+        return selection
+    chosen = io.read_json(strategy_choice)["strategy"]
+    log.info("validated: %s chose %s", strategy_choice, chosen)
+    return {**selection, "validated_strategy": chosen}
+
+
+def choose_strategy(
+    dataset_cache: str,
+    scores: str,
+    pruning_rate: float,
+    selection: dict[str, Any],
+    model_spec: dict[str, Any],
+    train_settings: dict[str, Any],
+    retrain_budget: str,
+    seed: int,
+    device: str,
+    threads: int,
+    output: str,
+) -> None:
+    """The ``validated`` strategy's choice at one rate (:func:`unseen.validation.choose_strategy`) as JSON."""
+    from unseen.validation import choose_strategy as choose
+
+    data = load_cached(dataset_cache)
+    table = read_scores(scores, io.schema_of(scores))
+    choice = choose(data, table, pruning_rate, selection, model_spec, train_settings,
+                    retrain_budget, seed, device, threads)
+    log.info("held-out accuracy %s: chose %s", choice["validation_accuracy"], choice["strategy"])
+    io.write_json({**choice, "seed": int(seed), "scores": str(scores)}, output)
+
+
 def read_class_error(class_difficulty: str | None) -> np.ndarray | None:
     """float (C,) out-of-fold error rate per class from :func:`class_difficulty`'s table, or None."""
     if class_difficulty is None:
@@ -344,8 +387,10 @@ def select_first_stage(
     output: str,
     seed: int = 0,
     class_difficulty: str | None = None,
+    strategy_choice: str | None = None,
 ) -> None:
     """Stage 1: M1 samples by aggregated out-of-fold score and the configured strategy."""
+    selection = with_strategy_choice(selection, strategy_choice)
     table = read_scores(scores, io.AGGREGATE_SCHEMA)
     frame = first_stage(table, pruning_rate, fractions, selection, seed,
                         read_class_error(class_difficulty))
@@ -365,8 +410,10 @@ def select_next_stage(
     output: str,
     seed: int = 0,
     class_difficulty: str | None = None,
+    strategy_choice: str | None = None,
 ) -> None:
     """Stage ``stage``: S_{t-1} plus unselected samples chosen by the stage model's score."""
+    selection = with_strategy_choice(selection, strategy_choice)
     prev = io.read_table(previous, io.CORESET_SCHEMA)
     scored = read_scores(stage_scores, io.SHARD_SCHEMA)
     frame = next_stage(prev, scored, n_total, pruning_rate, fractions, stage, selection, seed,
@@ -391,8 +438,10 @@ def select_by_scores(
     id_list: str,
     seed: int = 0,
     class_difficulty: str | None = None,
+    strategy_choice: str | None = None,
 ) -> None:
     """Single-step selection (the fitting baseline) by ``scores`` and the configured strategy."""
+    selection = with_strategy_choice(selection, strategy_choice)
     table = read_scores(scores, io.SHARD_SCHEMA)
     frame = first_stage(table, pruning_rate, [1.0], selection, seed,
                         read_class_error(class_difficulty))

@@ -245,6 +245,9 @@ class SelectionContext:
             None; the rate-aware ``auto`` strategy needs it.
         auto_ccs_rate: ``auto`` keeps the top scores below this pruning rate and
             switches to CCS from it on.
+        validated_strategy: the strategy ``validated`` applies: the candidate
+            that trained best on a split held out of the training set
+            (:func:`unseen.validation.choose_strategy`), or None.
     """
 
     keep: str = "highest"
@@ -257,6 +260,7 @@ class SelectionContext:
     seed: int = 0
     pruning_rate: float | None = None
     auto_ccs_rate: float = 0.8
+    validated_strategy: str | None = None
 
 
 def strategy_top(ids, scores, labels, n, ctx: SelectionContext) -> np.ndarray:
@@ -416,6 +420,26 @@ def strategy_auto(ids, scores, labels, n, ctx: SelectionContext) -> np.ndarray:
     return STRATEGIES[name](ids, scores, labels, n, ctx)
 
 
+def strategy_validated(ids, scores, labels, n, ctx: SelectionContext) -> np.ndarray:
+    """The strategy chosen for this run and rate on a held-out split of the training set.
+
+    The choice (``ctx.validated_strategy``) is made by training one model per
+    candidate strategy on the rest of the training set and comparing their
+    accuracy on the held-out samples (:func:`unseen.validation.choose_strategy`,
+    the workflow's ``choose_strategy`` job); the test set is never used.
+    """
+    name = ctx.validated_strategy
+    if name is None:
+        raise ValueError(
+            "strategy 'validated' needs the strategy chosen on the held-out split: run "
+            "unseen.validation.choose_strategy (the workflow's choose_strategy job) and pass "
+            "its result as validated_strategy"
+        )
+    if name not in VALIDATION_CANDIDATES:
+        raise ValueError(f"validated_strategy must be one of {VALIDATION_CANDIDATES}, got {name!r}")
+    return STRATEGIES[name](ids, scores, labels, n, ctx)
+
+
 StrategyFn = Callable[[np.ndarray, np.ndarray, np.ndarray, int, SelectionContext], np.ndarray]
 
 #: name -> fn(sample_ids, scores, labels, n, ctx) -> int64 (n,) positions, best first.
@@ -425,7 +449,10 @@ STRATEGIES: dict[str, StrategyFn] = {
     "ccs": strategy_ccs,
     "hard_class_priority": strategy_hard_class_priority,
     "auto": strategy_auto,
+    "validated": strategy_validated,
 }
+#: Strategies ``validated`` may choose between: those that need nothing but the scores.
+VALIDATION_CANDIDATES = ("top", "ccs", "class_balanced", "auto")
 
 
 def select_coreset(
@@ -451,7 +478,8 @@ def select_coreset(
         **options: further :class:`SelectionContext` fields, e.g.
             ``class_error`` (float (C,)) for hard_class_priority, ``ccs_beta``,
             ``ccs_bins``, ``priority_lambda``, ``seed``, ``base_counts``,
-            ``population_counts``, ``pruning_rate`` and ``auto_ccs_rate`` (auto).
+            ``population_counts``, ``pruning_rate`` and ``auto_ccs_rate`` (auto),
+            ``validated_strategy`` (validated).
 
     Returns:
         int64 (n,) distinct positions into ``scores``, best first.

@@ -1,0 +1,31 @@
+# The `validated` strategy's choice: per seed, score table and rate, one model
+# per candidate strategy trained on the training set minus a held-out split and
+# compared on that split (unseen.validation). Selections read the choice.
+
+
+rule choose_strategy:
+    input:
+        data=rules.prepare_data.output,
+        scores=f"{RESULTS}/seed{{seed}}/scores/{{score_kind}}/{{scorer}}.parquet",
+    output:
+        f"{RESULTS}/seed{{seed}}/strategy_choice/{{score_kind}}-{{scorer}}/rate{{rate}}.json",
+    log:
+        "logs/seed{seed}/choose_strategy/{score_kind}-{scorer}_rate{rate}.log",
+    conda:
+        CONDA_ENV_FILE
+    threads: TRAIN["threads"]
+    resources:
+        mem_mb=TRAIN["mem_mb"],
+        runtime=TRAIN["runtime"],
+        gpu=TRAIN["gpu"],
+    params:
+        model=model_json("final_model"),
+        train=train_json("final_model"),
+        selection=as_json(config["selection"]),
+        budget=RETRAIN_BUDGETS[0],
+        device=config["device"],
+    shell:
+        "python -m unseen choose-strategy --dataset-cache {input.data:q} --scores {input.scores:q}"
+        " --rate {wildcards.rate} --selection {params.selection:q} --retrain-budget {params.budget}"
+        " --model {params.model:q} --train {params.train:q} --seed {wildcards.seed}"
+        " --device {params.device} --threads {threads} --output {output:q} > {log:q} 2>&1"
