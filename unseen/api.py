@@ -29,6 +29,7 @@ from typing import Any, Sequence
 import numpy as np
 import pandas as pd
 
+from unseen import validation
 from unseen.budget import retrain_train_settings, scoring_train_settings
 from unseen.config import validate_config
 from unseen.coresets import first_stage, next_stage
@@ -39,7 +40,7 @@ from unseen.seeds import derive_seed
 from unseen.selection import aggregate_scores
 from unseen.subset_training import record_scoring_model, train_and_evaluate
 
-__all__ = ["load_dataset", "out_of_fold_scores", "select", "multi_step", "retrain"]
+__all__ = ["load_dataset", "out_of_fold_scores", "choose_strategy", "select", "multi_step", "retrain"]
 
 
 @functools.lru_cache(maxsize=1)
@@ -199,12 +200,15 @@ def select(
         pruning_rate: fraction of the samples removed, in (0, 1); the coreset
             keeps ``round(N * (1 - pruning_rate))``.
         strategy: ``auto`` (default: ``top`` below ``auto_ccs_rate``, ``ccs``
-            from it on), ``top``, ``class_balanced``, ``ccs`` or ``hard_class_priority``.
+            from it on), ``top``, ``class_balanced``, ``ccs``, ``hard_class_priority``
+            or ``validated`` (pass ``validated_strategy``, the ``strategy`` of
+            :func:`choose_strategy`).
         keep: ``highest`` (keep the highest scores first) or ``lowest``.
         class_error: float (C,) per-class error rate in [0, 1]; needed by
             ``hard_class_priority``.
         seed: run seed (CCS's sampling derives its seed from it as the workflow does).
-        **strategy_options: ``ccs_beta``, ``ccs_bins``, ``priority_lambda``, ``auto_ccs_rate``.
+        **strategy_options: ``ccs_beta``, ``ccs_bins``, ``priority_lambda``, ``auto_ccs_rate``,
+            ``validated_strategy``.
 
     Returns:
         The kept samples, best first, with the columns of ``coreset.parquet``:
@@ -212,6 +216,56 @@ def select(
     """
     selection = _selection(strategy, keep, strategy_options)
     return first_stage(scores, pruning_rate, [1.0], selection, seed, class_error)
+
+
+def choose_strategy(
+    images: np.ndarray,
+    labels: np.ndarray,
+    scores: pd.DataFrame,
+    pruning_rate: float,
+    *,
+    candidates: Sequence[str] | None = None,
+    fraction: float | None = None,
+    model: str | dict[str, Any] | None = None,
+    train: dict[str, Any] | None = None,
+    budget: str | None = None,
+    seed: int = 0,
+    device: str = "auto",
+    threads: int | None = None,
+    **strategy_options: Any,
+) -> dict[str, Any]:
+    """Which strategy to use at ``pruning_rate``, decided on a slice held out of the training set.
+
+    One final model per candidate trains on its coreset of the rest of the
+    training set; the most accurate on the held-out slice wins
+    (:func:`unseen.validation.choose_strategy`). No test data is involved.
+
+    Args:
+        images, labels: the training set (row i is sample_id i).
+        scores: columns sample_id, label, score for every training sample.
+        candidates: strategies to compare (default ``selection.validation_candidates``: top, ccs).
+        fraction: share of every class held out (default ``selection.validation_fraction``: 0.1).
+        model, train, budget: the candidates' model, its full-data settings
+            and the retrain budget, as in :func:`retrain`.
+        **strategy_options: the candidates' options (``ccs_beta``, ``ccs_bins``, ...).
+
+    Returns:
+        The choice: ``strategy`` (pass it to :func:`select` as
+        ``validated_strategy`` with strategy ``validated``, or use it directly),
+        ``validation_accuracy`` per candidate (fractions in [0, 1]) and the
+        keys documented for ``strategy_choice`` in results/README.md.
+    """
+    selection = _selection("validated", "highest", strategy_options)
+    if candidates is not None:
+        selection["validation_candidates"] = list(candidates)
+    if fraction is not None:
+        selection["validation_fraction"] = fraction
+    budget = _defaults("budget", "retrain")[0] if budget is None else budget
+    return validation.choose_strategy(
+        _training_data(images, labels), scores, pruning_rate, selection,
+        _model_spec(model, "final_model"), _train(train, "final_model"), budget, seed,
+        device, threads,
+    )
 
 
 def multi_step(
