@@ -78,6 +78,15 @@ def selection_json(wildcards):
     return as_json({**config["selection"], "strategy": wildcards.strategy})
 
 
+def choice_selection_json():
+    """What a strategy choice depends on: the selection options but the strategy list.
+
+    Adding a strategy to `selection.strategy` then does not retrain the choices.
+    """
+    skip = ("strategy", "priority_lambda")
+    return as_json({k: v for k, v in config["selection"].items() if k not in skip})
+
+
 def stages_of(method):
     """Stage fractions of an UNSEEN method: single-step is one stage of the full target."""
     return [1.0] if method == "unseen_single" else config["stages"]

@@ -21,7 +21,7 @@ rule choose_strategy:
     params:
         model=model_json("final_model"),
         train=train_json("final_model"),
-        selection=as_json(config["selection"]),
+        selection=choice_selection_json(),
         budget=RETRAIN_BUDGETS[0],
         device=config["device"],
     shell:

@@ -17,7 +17,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from conftest import run_snakemake
+from conftest import planned_jobs, run_snakemake
 from test_workflow_scorers import SMALL, write_config
 from unseen.data import load_dataset
 from unseen.selection import coreset_size
@@ -144,3 +144,8 @@ def test_validated_coresets_are_the_chosen_strategys_and_pay_for_the_choice(tmp_
     coreset = api.select(oof, 0.3, "validated", validated_strategy=again["strategy"], ccs_bins=10)
     assert sorted(coreset["sample_id"]) == sorted(
         np.loadtxt(seed_dir / "coresets/unseen_single-el2n-validated/rate0.3/coreset.txt", dtype=int))
+    # a strategy added to the list later reuses the choices: no candidate trains again
+    write_config(tmp_path, {**config, "selection": {**config["selection"],
+                                                    "strategy": ["validated", "top", "ccs", "class_balanced"]}})
+    planned = planned_jobs(tmp_path)
+    assert "choose_strategy" not in planned and planned.get("select_fitting_coreset") == 2, planned
