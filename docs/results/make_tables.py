@@ -1,18 +1,22 @@
 """Print the Markdown tables of docs/results.md from a report's tables.
 
     python docs/results/make_tables.py docs/results/fashion_mnist [--recipe unseen_single-el2n-auto]
+        [--collect-choices RUN_DIR]
 
 reads ``summary.parquet`` and ``diagnostics.parquet`` there (copies of a run's
 ``results/report/``) and, if present, ``ablation.parquet`` (``unseen
 budget-ablation``), and prints per retrain budget: test accuracy, worst-class
 accuracy (all in %, mean ± std over seeds), the recipe against the best
 baseline at every rate, the scoring cost, the score diagnostics and the
-budget ablation.
+budget ablation. With ``--collect-choices`` it first copies the `validated`
+strategy's choices of a run (``RUN_DIR/results/seed*/strategy_choice/``) into
+``strategy_choices.csv`` there, and prints them per rate.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 from pathlib import Path
 
 import pandas as pd
@@ -85,14 +89,44 @@ def ablation_table(ablation: pd.DataFrame, recipe: tuple[str, str, str]) -> str:
     return "\n\n".join(out)
 
 
+def collect_choices(run_dir: Path, out_csv: Path) -> None:
+    """One row per seed, score table and rate: the choice and each candidate's held-out accuracy."""
+    rows = []
+    for path in sorted(run_dir.glob("results/seed*/strategy_choice/*/rate*.json")):
+        choice = json.loads(path.read_text())
+        rows.append({"seed": choice["seed"], "scores": path.parent.name,
+                     "pruning_rate": choice["pruning_rate"], "strategy": choice["strategy"],
+                     **{f"held_out_accuracy_{k}": v for k, v in choice["validation_accuracy"].items()},
+                     "held_out_size": choice["held_out_size"], "pool_size": choice["pool_size"]})
+    pd.DataFrame(rows).to_csv(out_csv, index=False)
+
+
+def choices_table(choices: pd.DataFrame) -> str:
+    """Per score table and rate: what `validated` chose in how many seeds, and the held-out accuracies."""
+    accuracy = [c for c in choices.columns if c.startswith("held_out_accuracy_")]
+    rows = []
+    for (scores, rate), part in choices.groupby(["scores", "pruning_rate"]):
+        row = {"scores": scores, "pruning rate": rate_name(rate),
+               "chosen (seeds)": ", ".join(f"{s} ({n})" for s, n in part["strategy"].value_counts().items())}
+        for column in accuracy:
+            row[f"held-out acc. {column.removeprefix('held_out_accuracy_')}"] = (
+                " / ".join(f"{100 * v:.1f}" for v in part.sort_values("seed")[column]))
+        rows.append(row)
+    return pd.DataFrame(rows).to_markdown(index=False, disable_numparse=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("folder")
     parser.add_argument("--recipe", default="unseen_single-el2n-auto",
                         help="<method>-<scorer>-<strategy> to compare with the baselines")
+    parser.add_argument("--collect-choices", metavar="RUN_DIR", default=None,
+                        help="copy the run's strategy choices into FOLDER/strategy_choices.csv first")
     args = parser.parse_args()
     recipe = tuple(args.recipe.split("-"))
     folder = Path(args.folder)
+    if args.collect_choices:
+        collect_choices(Path(args.collect_choices), folder / "strategy_choices.csv")
     summary = pd.read_parquet(folder / "summary.parquet")
     summary = summary.sort_values(["pruning_rate"], kind="stable")
     seeds = sorted(int(n) for n in summary["n_seeds"].unique())
@@ -118,6 +152,9 @@ def main() -> None:
     print(diagnostics[["scorer", "kind", "n_seeds", "std", "iqr", "concentration",
                        "rank_pearson_mean", "rank_pearson_min", "n_seed_pairs"]]
           .round(3).to_markdown(index=False) + "\n")
+    if (folder / "strategy_choices.csv").exists():
+        print("What `validated` chose (seeds 0 / 1 / 2: held-out accuracy, %)\n")
+        print(choices_table(pd.read_csv(folder / "strategy_choices.csv")) + "\n")
     if (folder / "ablation.parquet").exists():
         print("Budget ablation: the recipe's test accuracy (%) by scoring budget\n")
         print(ablation_table(pd.read_parquet(folder / "ablation.parquet"), recipe))
