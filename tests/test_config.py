@@ -6,7 +6,7 @@ from conftest import make_workdir, run_snakemake
 from unseen.config import (
     ConfigError, load_schema, parse_selection, selection_names, validate_config,
 )
-from unseen.data import DATASETS
+from unseen.datasets import DATASETS
 from unseen.models import MODELS
 from unseen.scorers import SCORERS
 from unseen.selection import STRATEGIES

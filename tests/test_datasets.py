@@ -22,18 +22,14 @@ from PIL import Image
 
 from unseen.config import load_schema
 from unseen.data import (
-    DATASETS,
-    DatasetError,
-    IDX_FILES,
-    ImageFiles,
-    channel_stats,
     check_dataset,
     load_cached,
     load_dataset,
     prepare_cached,
-    read_idx,
     save_cached,
 )
+from unseen.datasets import DATASETS, IDX_FILES, read_idx
+from unseen.images import DatasetError, ImageFiles, channel_stats
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -18,7 +18,9 @@ import torch
 from PIL import Image
 
 from unseen.config import load_schema
-from unseen.data import IDX_FILES, channel_stats, load_dataset
+from unseen.data import load_dataset
+from unseen.datasets import IDX_FILES
+from unseen.images import channel_stats
 from unseen.models import MODELS, build_model, count_parameters
 from unseen.train import (
     TrainSettings,

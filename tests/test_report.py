@@ -1,4 +1,5 @@
-"""Tests of unseen.report: rank stability, score spread, result tables and plots.
+"""Tests of unseen.diagnostics, unseen.report and unseen.plots: rank stability,
+score spread, result tables and plots.
 
 Expected numbers are derived by hand in the comments next to them.
 """
@@ -13,7 +14,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from unseen import report
+from unseen import diagnostics, plots, report
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
@@ -39,12 +40,12 @@ def test_rank_stability_hand_example_with_shuffled_rows_and_one_swap():
     # ranks by id: a = [1, 3, 2, 5, 4], b = [1, 3, 2, 4, 5]
     # centred (mean 3): a = [-2, 0, -1, 2, 1], b = [-2, 0, -1, 1, 2]
     # dot = 4 + 0 + 1 + 2 + 2 = 9; both squared norms = 10 -> rho = 0.9
-    ranks = report.aligned_ranks(a, b)
+    ranks = diagnostics.aligned_ranks(a, b)
     assert ranks["sample_id"].tolist() == [0, 1, 2, 3, 4]
     assert ranks["rank_a"].tolist() == [1, 3, 2, 5, 4]
     assert ranks["rank_b"].tolist() == [1, 3, 2, 4, 5]
-    assert report.rank_stability(a, b) == pytest.approx(0.9, abs=1e-12)
-    assert report.rank_stability(b, a) == pytest.approx(0.9, abs=1e-12)
+    assert diagnostics.rank_stability(a, b) == pytest.approx(0.9, abs=1e-12)
+    assert diagnostics.rank_stability(b, a) == pytest.approx(0.9, abs=1e-12)
 
 
 def test_rank_stability_identical_and_reversed_orderings():
@@ -53,8 +54,10 @@ def test_rank_stability_identical_and_reversed_orderings():
     scores = rng.normal(size=100)
     a = table(ids, scores)
     # A monotone transform keeps the ranking; negation reverses it.
-    assert report.rank_stability(a, table(ids, np.exp(scores) * 3)) == pytest.approx(1.0, abs=1e-12)
-    assert report.rank_stability(a, table(ids, -scores)) == pytest.approx(-1.0, abs=1e-12)
+    assert diagnostics.rank_stability(a, table(ids, np.exp(scores) * 3)) == pytest.approx(
+        1.0, abs=1e-12
+    )
+    assert diagnostics.rank_stability(a, table(ids, -scores)) == pytest.approx(-1.0, abs=1e-12)
 
 
 def test_rank_stability_uses_average_ranks_for_ties():
@@ -63,47 +66,47 @@ def test_rank_stability_uses_average_ranks_for_ties():
     # ranks a = [1, 2.5, 2.5, 4], b = [1, 2, 3, 4]; centred (mean 2.5):
     # a = [-1.5, 0, 0, 1.5], b = [-1.5, -0.5, 0.5, 1.5]
     # dot = 4.5, |a|^2 = 4.5, |b|^2 = 5 -> rho = 4.5 / sqrt(22.5) = sqrt(0.9)
-    assert report.aligned_ranks(a, b)["rank_a"].tolist() == [1.0, 2.5, 2.5, 4.0]
-    assert report.rank_stability(a, b) == pytest.approx(math.sqrt(0.9), abs=1e-12)
+    assert diagnostics.aligned_ranks(a, b)["rank_a"].tolist() == [1.0, 2.5, 2.5, 4.0]
+    assert diagnostics.rank_stability(a, b) == pytest.approx(math.sqrt(0.9), abs=1e-12)
 
 
 def test_ids_on_one_side_only_are_dropped_before_ranking():
     a = table([0, 1, 2, 3, 4, 99], [0.1, 0.5, 0.3, 0.9, 0.7, -100.0])
     b = table([4, 2, 0, 3, 1, 7], [9.0, 3.0, 1.0, 7.0, 5.0, 100.0])
-    ranks = report.aligned_ranks(a, b)
+    ranks = diagnostics.aligned_ranks(a, b)
     # Only the 5 shared ids, re-ranked 1..5 among themselves.
     assert ranks["sample_id"].tolist() == [0, 1, 2, 3, 4]
     assert sorted(ranks["rank_a"]) == [1, 2, 3, 4, 5]
-    assert report.rank_stability(a, b) == pytest.approx(0.9, abs=1e-12)
+    assert diagnostics.rank_stability(a, b) == pytest.approx(0.9, abs=1e-12)
 
 
 def test_nan_scores_are_dropped_on_both_sides():
     a = table([0, 1, 2], [0.1, np.nan, 0.3])
     b = table([0, 1, 2], [5.0, 1.0, 6.0])
-    ranks = report.aligned_ranks(a, b)
+    ranks = diagnostics.aligned_ranks(a, b)
     assert ranks["sample_id"].tolist() == [0, 2]
-    assert report.rank_stability(a, b) == pytest.approx(1.0)
+    assert diagnostics.rank_stability(a, b) == pytest.approx(1.0)
 
 
 def test_duplicate_ids_raise():
     a = table([0, 1, 1], [0.1, 0.2, 0.3])
     b = table([0, 1, 2], [0.1, 0.2, 0.3])
     with pytest.raises(ValueError, match="duplicate"):
-        report.rank_stability(a, b)
+        diagnostics.rank_stability(a, b)
     with pytest.raises(ValueError, match="duplicate"):
-        report.rank_stability(b, a)
+        diagnostics.rank_stability(b, a)
 
 
 def test_fewer_than_two_shared_ids_raise():
     with pytest.raises(ValueError, match="at least 2"):
-        report.rank_stability(table([0, 1], [0.1, 0.2]), table([1, 2], [0.1, 0.2]))
+        diagnostics.rank_stability(table([0, 1], [0.1, 0.2]), table([1, 2], [0.1, 0.2]))
 
 
 def test_constant_scores_give_nan():
     a = table([0, 1, 2], [0.5, 0.5, 0.5])
     b = table([0, 1, 2], [0.1, 0.2, 0.3])
-    assert math.isnan(report.rank_stability(a, b))
-    assert math.isnan(report.rank_stability(b, a))
+    assert math.isnan(diagnostics.rank_stability(a, b))
+    assert math.isnan(diagnostics.rank_stability(b, a))
 
 
 # --------------------------------------------------------------------------- #
@@ -114,7 +117,7 @@ def test_constant_scores_give_nan():
 def test_score_spread_of_0_to_100_has_known_quantiles():
     values = np.arange(101, dtype=float)
     values_with_nan = np.concatenate([values, [np.nan, np.nan]])
-    spread = report.score_spread(values_with_nan)
+    spread = diagnostics.score_spread(values_with_nan)
     # With 101 equally spaced points linear-interpolated quantile q is exactly 100 q.
     assert spread["n"] == 101
     assert spread["mean"] == pytest.approx(50.0)
@@ -126,28 +129,28 @@ def test_score_spread_of_0_to_100_has_known_quantiles():
     assert spread["iqr"] == pytest.approx(50.0)
     # population variance of 0..N-1 is (N^2 - 1) / 12 = (101^2 - 1) / 12 = 850
     assert spread["std"] == pytest.approx(math.sqrt(850.0))
-    assert set(spread) == set(report.SPREAD_FIELDS)
+    assert set(spread) == set(diagnostics.SPREAD_FIELDS)
 
 
 def test_concentration_uniform_vs_clustered():
     rng = np.random.default_rng(0)
     uniform = rng.uniform(0, 1, size=100_000)
     # 98% of the mass inside [q01, q99] split over 50 bins -> about 0.98 / 50.
-    assert report.score_spread(uniform)["concentration"] == pytest.approx(0.98 / 50, abs=0.003)
+    assert diagnostics.score_spread(uniform)["concentration"] == pytest.approx(0.98 / 50, abs=0.003)
 
     # 90% of the samples in one tight cluster, the rest spread wide.
     clustered = np.concatenate([rng.normal(0.5, 1e-4, 9_000), rng.uniform(0, 1, 1_000)])
-    assert report.score_spread(clustered)["concentration"] > 0.85
+    assert diagnostics.score_spread(clustered)["concentration"] > 0.85
 
     constant_ish = np.concatenate([np.full(990, 0.3), [0.0] * 5 + [1.0] * 5])
     # q01 == q99 == 0.3: the zero-width case counts the samples equal to that value.
-    assert report.score_spread(constant_ish)["concentration"] == pytest.approx(0.99)
+    assert diagnostics.score_spread(constant_ish)["concentration"] == pytest.approx(0.99)
 
 
 def test_score_spread_empty_is_nan():
-    spread = report.score_spread(np.array([np.nan]))
+    spread = diagnostics.score_spread(np.array([np.nan]))
     assert spread["n"] == 0
-    assert all(math.isnan(spread[k]) for k in report.SPREAD_FIELDS[1:])
+    assert all(math.isnan(spread[k]) for k in diagnostics.SPREAD_FIELDS[1:])
 
 
 # --------------------------------------------------------------------------- #
@@ -165,22 +168,23 @@ def test_diagnostics_table_averages_over_seeds_and_pairs():
         tables[(seed, "el2n", "fitting")] = table(ids, base + rng.normal(scale=2.0, size=500))
     tables[(0, "forgetting", "unseen")] = table(ids, base)
 
-    diag = report.diagnostics_table(tables)
-    assert list(diag.columns) == list(report.DIAGNOSTICS_COLUMNS)
+    diag = diagnostics.diagnostics_table(tables)
+    assert list(diag.columns) == list(diagnostics.DIAGNOSTICS_COLUMNS)
     assert list(zip(diag["scorer"], diag["kind"])) == [
         ("el2n", "fitting"), ("el2n", "unseen"), ("forgetting", "unseen"),
     ]
     for kind in ("fitting", "unseen"):
         row = diag[(diag["scorer"] == "el2n") & (diag["kind"] == kind)].iloc[0]
         pairs = [
-            report.rank_stability(tables[(a, "el2n", kind)], tables[(b, "el2n", kind)])
+            diagnostics.rank_stability(tables[(a, "el2n", kind)], tables[(b, "el2n", kind)])
             for a, b in itertools.combinations((0, 1, 2), 2)
         ]
         assert row["n_seeds"] == 3
         assert row["n_seed_pairs"] == 3
         assert row["rank_pearson_mean"] == pytest.approx(np.mean(pairs), abs=1e-12)
         assert row["rank_pearson_min"] == pytest.approx(min(pairs), abs=1e-12)
-        stds = [report.score_spread(tables[(s, "el2n", kind)]["score"])["std"] for s in (0, 1, 2)]
+        stds = [diagnostics.score_spread(tables[(s, "el2n", kind)]["score"])["std"]
+                for s in (0, 1, 2)]
         assert row["std"] == pytest.approx(np.mean(stds))
     unseen = diag[(diag["scorer"] == "el2n") & (diag["kind"] == "unseen")].iloc[0]
     fitting = diag[(diag["scorer"] == "el2n") & (diag["kind"] == "fitting")].iloc[0]
@@ -321,7 +325,7 @@ def test_plot_accuracy_vs_rate_with_many_methods(tmp_path):
                                   [0.5, 0.9], 1.0))
     summary = report.summary_table(pd.DataFrame(rows))
     path = tmp_path / "plots" / "accuracy.png"
-    report.plot_accuracy_vs_rate(summary, path)
+    plots.plot_accuracy_vs_rate(summary, path)
     assert_png(path)
 
 
@@ -330,7 +334,7 @@ def test_plot_score_histograms(tmp_path):
     fitting = np.clip(rng.exponential(0.05, 5000), 0, 1.4)
     unseen = rng.uniform(0, 1.4, 5000)
     path = tmp_path / "hist.png"
-    report.plot_score_histograms(fitting, unseen, "el2n", path)
+    plots.plot_score_histograms(fitting, unseen, "el2n", path)
     assert_png(path)
 
 
@@ -339,35 +343,35 @@ def test_plot_rank_stability_subsamples_large_inputs(tmp_path):
     ids = np.arange(30_000)
     base = rng.normal(size=ids.size)
     pairs = {
-        "fitting": report.aligned_ranks(
+        "fitting": diagnostics.aligned_ranks(
             table(ids, base + rng.normal(scale=2, size=ids.size)),
             table(ids, base + rng.normal(scale=2, size=ids.size)),
         ),
-        "UNSEEN": report.aligned_ranks(
+        "UNSEEN": diagnostics.aligned_ranks(
             table(ids, base + rng.normal(scale=0.3, size=ids.size)),
             table(ids, base + rng.normal(scale=0.3, size=ids.size)),
         ),
     }
     path = tmp_path / "rank.png"
-    report.plot_rank_stability(pairs, path, seeds=(0, 1))
+    plots.plot_rank_stability(pairs, path, seeds=(0, 1))
     assert_png(path)
 
 
 def test_plot_per_class_accuracy(tmp_path, metrics):
     path = tmp_path / "per_class.png"
-    report.plot_per_class_accuracy(
+    plots.plot_per_class_accuracy(
         metrics,
         [("full", "none", "none"), ("random", "none", "none"), ("unseen", "el2n", "top")],
         0.5, path, class_names=["cat", "dog", "bird"],
     )
     assert_png(path)
     with pytest.raises(ValueError, match="no models"):
-        report.plot_per_class_accuracy(metrics, [("fitting", "el2n", "top")], 0.5,
+        plots.plot_per_class_accuracy(metrics, [("fitting", "el2n", "top")], 0.5,
                                        tmp_path / "missing.png")
     assert not (tmp_path / "missing.png").exists()
 
 
 def test_placeholder_plot(tmp_path):
     path = tmp_path / "placeholder.png"
-    report.placeholder_plot("rank stability needs at least two seeds", path)
+    plots.placeholder_plot("rank stability needs at least two seeds", path)
     assert_png(path, min_bytes=0)

@@ -22,6 +22,7 @@ import pytest
 
 from conftest import DEFAULT_CONFIG, deep_update, make_workdir, planned_jobs, run_snakemake
 from unseen import report
+from unseen.diagnostics import DIAGNOSTICS_COLUMNS, rank_stability
 from unseen.selection import coreset_size
 
 pytestmark = pytest.mark.workflow
@@ -177,7 +178,7 @@ def test_report_tables_have_the_documented_columns_and_one_row_per_selection(def
     assert np.array_equal(merged["scoring_sample_epochs_x"], merged["scoring_sample_epochs_y"])
 
     diagnostics = read_report(default_run, "diagnostics")
-    assert list(diagnostics.columns) == list(report.DIAGNOSTICS_COLUMNS)
+    assert list(diagnostics.columns) == list(DIAGNOSTICS_COLUMNS)
     scorers = DEFAULT_CONFIG["scorers"]
     assert sorted(zip(diagnostics["scorer"], diagnostics["kind"])) == sorted(
         (s, kind) for s in scorers for kind in ("fitting", "unseen")
@@ -273,7 +274,7 @@ def test_rank_stability_recomputed_from_the_two_seeds(two_seed_run):
         folder = "oof" if row.kind == "unseen" else "fitting"
         tables = [pd.read_parquet(two_seed_run / f"results/seed{s}/scores/{folder}/el2n.parquet")
                   for s in (0, 1)]
-        expected = report.rank_stability(tables[0], tables[1])
+        expected = rank_stability(tables[0], tables[1])
         assert (row.n_seeds, row.n_seed_pairs) == (2, 1)
         assert row.rank_pearson_mean == pytest.approx(expected, abs=1e-12)
         assert row.rank_pearson_min == pytest.approx(expected, abs=1e-12)

@@ -10,7 +10,8 @@ import pytest
 from conftest import REPO
 from unseen import io
 from unseen.ablation import ABLATION_COLUMNS
-from unseen.report import DIAGNOSTICS_COLUMNS, SUMMARY_COLUMNS
+from unseen.diagnostics import DIAGNOSTICS_COLUMNS
+from unseen.report import SUMMARY_COLUMNS
 
 DOC = REPO / "results" / "README.md"
 

@@ -14,6 +14,7 @@ from hypothesis.extra.numpy import arrays
 from torch import nn
 
 from unseen.config import load_schema
+from unseen.dynamics import tdds
 from unseen.grand import ScoringModel, grand_scores
 from unseen.scorers import (
     MODEL_SCORERS,
@@ -23,7 +24,6 @@ from unseen.scorers import (
     StatisticsRecorder,
     compute_scores,
     scores_from_predictions,
-    tdds,
 )
 from unseen.selection import STRATEGIES
 from unseen.subset_training import RECORD_FORMATS

@@ -22,17 +22,17 @@ import torch.nn.functional as F
 import yaml
 
 from unseen import jobs
+from unseen.batches import _Normalizer
 from unseen.config import load_schema
-from unseen.data import channel_stats, load_dataset, save_cached
+from unseen.data import load_dataset, save_cached
+from unseen.images import channel_stats
 from unseen.models import AirbenchNet, build_model, count_parameters, data_init_samples
+from unseen.optim import Lookahead, NesterovSGD
 from unseen.seeds import derive_seed
 from unseen.subset_training import train_on_subset
 from unseen.train import (
     NORM_LAYERS,
-    Lookahead,
-    NesterovSGD,
     TrainSettings,
-    _Normalizer,
     predict_logits,
     seed_everything,
     train_model,

@@ -17,7 +17,8 @@ import pandas as pd
 
 from unseen.budget import RETRAIN_BUDGETS
 from unseen.io import atomic_path
-from unseen.report import _figure, _legend_below, _line_styles, selection_label
+from unseen.plots import figure, legend_below, line_styles
+from unseen.report import selection_label
 
 ABLATION_KEYS = ("retrain_budget", "scoring_budget", "method", "scorer", "strategy", "pruning_rate")
 
@@ -99,13 +100,13 @@ def plot_budget_ablation(table: pd.DataFrame, path: str | Path) -> None:
         raise ValueError("ablation table is empty: nothing to plot")
     budgets = [b for b in RETRAIN_BUDGETS if b in set(table["retrain_budget"])]
     rates = sorted(table["pruning_rate"].unique())
-    colours = {r: s["color"] for r, s in zip(rates, _line_styles(len(rates)))}
+    colours = {r: s["color"] for r, s in zip(rates, line_styles(len(rates)))}
     scored = table[table["method"] != "random"]
     selections = list(dict.fromkeys(
         scored[["method", "scorer", "strategy"]].itertuples(index=False, name=None)))
     markers = dict(zip(selections, ["o", "s", "^", "D", "v", "P", "X", "*"] * 4))
-    with _figure(path, figsize=(6.5 * len(budgets), 5.0), ncols=len(budgets),
-                 squeeze=False, sharey=True) as (fig, axes):
+    with figure(path, figsize=(6.5 * len(budgets), 5.0), ncols=len(budgets),
+                squeeze=False, sharey=True) as (fig, axes):
         for panel, (ax, budget) in enumerate(zip(axes[0], budgets)):
             part = table[table["retrain_budget"] == budget]
             for rate in rates:
@@ -133,7 +134,7 @@ def plot_budget_ablation(table: pd.DataFrame, path: str | Path) -> None:
             ax.set_title(f"retrain budget: {budget}", fontsize="medium")
             ax.grid(True, alpha=0.3)
         axes[0][0].set_ylabel("test accuracy (%), mean ± std over seeds")
-        _legend_below(fig, len(rates) * (len(selections) + 1))
+        legend_below(fig, len(rates) * (len(selections) + 1))
 
 
 def write_budget_ablation(

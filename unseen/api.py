@@ -33,8 +33,9 @@ from unseen import validation
 from unseen.budget import retrain_train_settings, scoring_train_settings
 from unseen.config import validate_config
 from unseen.coresets import first_stage, next_stage
-from unseen.data import ImageDataset, load_dataset
+from unseen.data import load_dataset
 from unseen.folds import assign_folds, fold_training_mask
+from unseen.images import ImageDataset
 from unseen.scorers import compute_scores
 from unseen.seeds import derive_seed
 from unseen.selection import aggregate_scores

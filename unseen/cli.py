@@ -203,7 +203,8 @@ def cmd_install_profile(args: argparse.Namespace) -> None:
 
 def cmd_check_config(args: argparse.Namespace) -> None:
     from unseen.config import ConfigError, validate_config
-    from unseen.data import DatasetError, check_dataset
+    from unseen.data import check_dataset
+    from unseen.images import DatasetError
     from unseen.preflight import PreflightError, check_config_syntax
 
     import yaml

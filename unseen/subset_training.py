@@ -2,7 +2,7 @@
 
 One home for what the workflow's training jobs (:mod:`unseen.jobs`) and the
 Python API (:mod:`unseen.api`) both do: seed, build the model, train it on
-the rows ``train_ids`` of an :class:`~unseen.data.ImageDataset` while recording
+the rows ``train_ids`` of an :class:`~unseen.images.ImageDataset` while recording
 its logits on ``record_ids``, and measure its test accuracy. No files. Torch is
 imported inside the functions, so importing this module stays light.
 """
@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from unseen.data import ImageDataset
+from unseen.images import ImageDataset
 from unseen.scorers import MAX_LOGIT_CLASSES, PredictionRecord, StatisticsRecorder
 
 log = logging.getLogger("unseen.jobs")

@@ -4,8 +4,10 @@ Data stay as one uint8 tensor in memory (on the GPU when training there); each
 step gathers a batch by index, converts and normalises it, and augments it on
 tensors, so there is no per-sample Python in the loop. On CUDA the trainer
 uses channels_last for convolutional models and bf16 autocast. Data too big
-for memory (:class:`unseen.data.ImageFiles`) are decoded by DataLoader workers
-in the same batch order; normalisation and augmentation stay batched.
+for memory (:class:`unseen.images.ImageFiles`) are decoded by DataLoader workers
+in the same batch order; normalisation and augmentation stay batched
+(:mod:`unseen.batches`). The optimizer and the learning-rate schedules are in
+:mod:`unseen.optim`.
 
 The length of training is a fixed epoch budget or, for the CCS protocol, a
 fixed iteration budget (every coreset gets the same number of SGD steps).
@@ -24,8 +26,19 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from unseen.batches import (
+    _first_images,
+    _flip_where,
+    _is_streamed,
+    _Normalizer,
+    _place_data,
+    _random_flip,
+    _random_translate,
+    _streamed_batches,
+)
 from unseen.budget import steps_per_epoch as count_steps_per_epoch
 from unseen.models import data_init_samples, is_convolutional
+from unseen.optim import Lookahead, NesterovSGD, _lr_factor
 
 log = logging.getLogger("unseen.train")
 
@@ -61,8 +74,8 @@ class TrainSettings:
     - ``norm_lr_scale``: learning-rate multiplier for normalisation-layer
       parameters (BatchNorm shifts and scales).
     - ``lookahead``: every 5 steps the weights and BatchNorm statistics are
-      pulled to a slow copy that follows them (:class:`Lookahead`); training
-      ends on the slow copy.
+      pulled to a slow copy that follows them (:class:`unseen.optim.Lookahead`);
+      training ends on the slow copy.
     - ``torch_compile``: a :data:`COMPILE_MODES` mode of ``torch.compile`` for
       the forward pass and loss (compiled on the first step; pays off on GPU).
     - ``cudnn_benchmark``: let cuDNN time its convolution algorithms on the
@@ -158,188 +171,11 @@ def resolve_device(name: str) -> torch.device:
     return device
 
 
-class _Normalizer:
-    def __init__(self, mean: np.ndarray, std: np.ndarray, device: torch.device):
-        self.scale = torch.as_tensor(1.0 / (255.0 * std), device=device).view(1, -1, 1, 1)
-        self.shift = torch.as_tensor(mean / std, device=device).view(1, -1, 1, 1)
-
-    def __call__(self, batch_uint8: torch.Tensor) -> torch.Tensor:
-        return batch_uint8.float() * self.scale - self.shift
-
-
-def _to_device(values: torch.Tensor, device: torch.device) -> torch.Tensor:
-    """Copy a small CPU tensor (per-step random draws) to ``device`` without a host sync.
-
-    A copy from pageable host memory to a GPU waits for the GPU to finish its
-    queued work; from pinned memory it is asynchronous, so the Python loop keeps
-    running ahead of the GPU. On the CPU nothing is copied.
-    """
-    if device.type == "cuda":
-        return values.pin_memory().to(device, non_blocking=True)
-    return values.to(device)
-
-
-def _random_translate(x: torch.Tensor, padding: int, gen: torch.Generator) -> torch.Tensor:
-    """Per-sample random crop of a zero-padded batch: (B, C, H, W) -> (B, C, H, W)."""
-    b, _, h, w = x.shape
-    padded = F.pad(x, (padding, padding, padding, padding))
-    dy = _to_device(torch.randint(0, 2 * padding + 1, (b,), generator=gen, device="cpu"), x.device)
-    dx = _to_device(torch.randint(0, 2 * padding + 1, (b,), generator=gen, device="cpu"), x.device)
-    rows = (dy[:, None] + torch.arange(h, device=x.device)[None, :])[:, None, :, None]
-    cols = (dx[:, None] + torch.arange(w, device=x.device)[None, :])[:, None, None, :]
-    batch_index = torch.arange(b, device=x.device)[:, None, None, None]
-    chan_index = torch.arange(x.shape[1], device=x.device)[None, :, None, None]
-    return padded[batch_index, chan_index, rows, cols]
-
-
-def _random_flip(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
-    mask = _to_device(torch.rand(x.shape[0], generator=gen, device="cpu"), x.device) < 0.5
-    return _flip_where(x, mask)
-
-
-def _flip_where(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """Mirror (left-right) the images of batch ``x`` (B, C, H, W) where bool ``mask`` (B,) is set."""
-    return torch.where(mask[:, None, None, None], x.flip(3), x)
-
-
-class NesterovSGD:
-    """SGD with (Nesterov) momentum and L2 weight decay, as ``torch.optim.SGD`` computes it.
-
-    Weight decay applies to weight matrices and kernels only, not to biases or
-    norm parameters. Written out with foreach ops because constructing a
-    ``torch.optim`` optimizer imports TorchDynamo, which adds about a second to
-    every job's start; with dozens of short jobs per run that dominates on a CPU.
-
-    ``scaled`` parameters (a subset of ``params``) take ``lr * scale`` instead
-    of ``lr``; the default (none) is one update for all parameters.
-    """
-
-    def __init__(self, params: list[torch.Tensor], momentum: float, weight_decay: float,
-                 nesterov: bool = True, scaled: list[torch.Tensor] = (), scale: float = 1.0):
-        self.params = [p for p in params if p.requires_grad]
-        self.decay = [p for p in self.params if p.ndim > 1]
-        self.momentum = momentum
-        self.weight_decay = weight_decay
-        self.nesterov = nesterov and momentum > 0
-        self.buffers: list[torch.Tensor] | None = None
-        scaled_ids = {id(p) for p in scaled}
-        self.scaled_positions = [i for i, p in enumerate(self.params) if id(p) in scaled_ids]
-        self.plain_positions = [i for i, p in enumerate(self.params) if id(p) not in scaled_ids]
-        self.scale = float(scale)
-
-    def zero_grad(self) -> None:
-        for p in self.params:
-            p.grad = None
-
-    @torch.no_grad()
-    def step(self, lr: float) -> None:
-        with_grad = [p for p in self.params if p.grad is not None]
-        if len(with_grad) != len(self.params):
-            raise RuntimeError("every trainable parameter needs a gradient")
-        if self.weight_decay and self.decay:
-            torch._foreach_add_([p.grad for p in self.decay], self.decay, alpha=self.weight_decay)
-        grads = [p.grad for p in self.params]
-        if self.momentum > 0:
-            if self.buffers is None:
-                self.buffers = [g.clone() for g in grads]
-            else:
-                torch._foreach_mul_(self.buffers, self.momentum)
-                torch._foreach_add_(self.buffers, grads)
-            if self.nesterov:
-                torch._foreach_add_(grads, self.buffers, alpha=self.momentum)
-            else:
-                grads = self.buffers
-        if not self.scaled_positions or self.scale == 1.0:
-            torch._foreach_add_(self.params, grads, alpha=-lr)
-            return
-        for positions, step_lr in ((self.plain_positions, lr),
-                                   (self.scaled_positions, lr * self.scale)):
-            if positions:
-                torch._foreach_add_([self.params[i] for i in positions],
-                                    [grads[i] for i in positions], alpha=-step_lr)
-
-
-class Lookahead:
-    """Lookahead on the weights and BatchNorm statistics (floating-point state of the model).
-
-    A slow copy follows the model: every ``period`` steps it moves to
-    ``decay * slow + (1 - decay) * current`` and the model is reset to it, with
-    ``decay = base**period * (step / total_steps)**3``, so it is a no-op early
-    and averages more towards the end. After the last step the model takes the
-    slow copy.
-    """
-
-    def __init__(self, model: nn.Module, total_steps: int, period: int = 5, base: float = 0.95):
-        self.state = [t for t in model.state_dict().values() if t.is_floating_point()]
-        self.slow = [t.detach().clone() for t in self.state]
-        self.total_steps, self.period, self.base = total_steps, period, base
-
-    @torch.no_grad()
-    def after_step(self, step: int) -> None:
-        """Call after SGD step ``step`` (1-based)."""
-        if step == self.total_steps:
-            torch._foreach_copy_(self.state, self.slow)
-        elif step % self.period == 0:
-            decay = self.base**self.period * (step / self.total_steps) ** 3
-            torch._foreach_lerp_(self.slow, self.state, 1.0 - decay)
-            torch._foreach_copy_(self.state, self.slow)
-
-
 def training_length(settings: TrainSettings, steps_per_epoch: int) -> tuple[int, int]:
     """(total SGD steps, number of epochs, the last possibly partial) under ``settings``."""
     if settings.iterations > 0:
         return settings.iterations, math.ceil(settings.iterations / steps_per_epoch)
     return steps_per_epoch * settings.epochs, settings.epochs
-
-
-def _is_streamed(images: object) -> bool:
-    return hasattr(images, "load") and not isinstance(images, (np.ndarray, torch.Tensor))
-
-
-class _FileImages(torch.utils.data.Dataset):
-    """Map-style view of :class:`unseen.data.ImageFiles` for DataLoader workers; uint8 (C, H, W)."""
-
-    def __init__(self, files):
-        self.files = files
-
-    def __len__(self) -> int:
-        return len(self.files)
-
-    def __getitem__(self, i: int) -> torch.Tensor:
-        return torch.from_numpy(self.files.load(i))
-
-
-def _streamed_batches(files, batches: list[list[int]], device: torch.device, workers: int):
-    """Yield uint8 (B, C, H, W) batches of ``files`` on ``device``, in the order of ``batches``."""
-    loader = torch.utils.data.DataLoader(
-        _FileImages(files), batch_sampler=batches, num_workers=workers,
-        pin_memory=device.type == "cuda", prefetch_factor=4 if workers else None,
-    )
-    for batch in loader:
-        yield batch.to(device, non_blocking=True)
-
-
-def _place_data(images: np.ndarray, device: torch.device) -> torch.Tensor:
-    """uint8 images as a tensor on ``device`` if they fit in half its free memory.
-
-    Otherwise (a big data set on a small GPU) they stay in pinned host memory and
-    each gathered batch is copied over; half, to leave room for activations.
-    """
-    data = torch.as_tensor(images)
-    if device.type != "cuda":
-        return data
-    free, _ = torch.cuda.mem_get_info(device)
-    return data.to(device) if data.nbytes < free // 2 else data.pin_memory()
-
-
-def _lr_factor(schedule: str, step: int, total: int) -> float:
-    progress = step / max(1, total)
-    if schedule == "cosine":
-        return 0.5 * (1.0 + math.cos(math.pi * progress))
-    if schedule == "onecycle":
-        warm = 0.15
-        return progress / warm if progress < warm else (1.0 - progress) / (1.0 - warm)
-    return 1.0
 
 
 @torch.no_grad()
@@ -398,13 +234,6 @@ def forward_loss(
     return loss, out
 
 
-def _first_images(images, data: torch.Tensor | None, count: int, device: torch.device):
-    """uint8 (count, C, H, W): the first ``count`` training images, on ``device``."""
-    if data is not None:
-        return data[:count].to(device)
-    return torch.from_numpy(np.stack([images.load(i) for i in range(count)])).to(device)
-
-
 def train_model(
     model: nn.Module,
     images: np.ndarray,
@@ -420,7 +249,7 @@ def train_model(
 ) -> TrainResult:
     """Train ``model`` in place on uint8 ``images`` (N, C, H, W) with int ``labels`` (N,).
 
-    ``images`` may also be an :class:`unseen.data.ImageFiles` (streamed).
+    ``images`` may also be an :class:`unseen.images.ImageFiles` (streamed).
 
     Args:
         settings: optimisation settings.

@@ -31,7 +31,7 @@ import pandas as pd
 
 from unseen.budget import retrain_train_settings
 from unseen.coresets import first_stage
-from unseen.data import ImageDataset
+from unseen.images import ImageDataset
 from unseen.seeds import derive_seed
 from unseen.selection import VALIDATION_CANDIDATES, exact_decimal, round_half_up
 
