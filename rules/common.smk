@@ -12,7 +12,7 @@ from unseen.config import parse_selection, selection_names, validate_config
 from unseen.data import check_dataset, dataset_fingerprint
 from unseen.preflight import invocation, preflight
 from unseen.scorers import MODEL_SCORERS
-from unseen.selection import STRATEGIES
+from unseen.strategies import STRATEGIES
 
 # Our validator names the key and the allowed values; Snakemake's validate then
 # re-checks the filled-in config against the same file, the package's schema

@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from unseen import io, jobs
+from unseen import io, jobs, predictions
 from unseen.ablation import ABLATION_COLUMNS, budget_ablation_table, write_budget_ablation
 from unseen.budget import (
     planned_steps,
@@ -25,7 +25,7 @@ from unseen.budget import (
 from unseen.config import ConfigError, validate_config
 from unseen.data import load_dataset, save_cached, stratified_subset
 from unseen.folds import assign_folds
-from unseen.selection import auto_strategy_name, select_coreset
+from unseen.strategies import auto_strategy_name, select_coreset
 
 TRAIN = {"epochs": 3, "batch_size": 64, "lr": 0.05}
 MODEL = {"arch": "mlp", "options": {"width": 16}}
@@ -129,7 +129,7 @@ def test_fold_model_gets_its_budget_of_the_fitting_models_steps(digits_cache, tm
         assert int(fold_model["train_steps"]) == math.floor(budget * full_steps + 0.5)
     assert str(fold_model["scoring_budget"]) == scoring_budget_label(budget)
     assert int(fold_model["train_samples_seen"]) == int(fold_model["train_steps"]) * 64
-    cost = jobs.scoring_cost([str(tmp_path / "fold0/predictions.npz")])
+    cost = predictions.scoring_cost([str(tmp_path / "fold0/predictions.npz")])
     assert cost["scoring_steps"] == int(fold_model["train_steps"])
     assert cost["scoring_budget"] == scoring_budget_label(budget)
 

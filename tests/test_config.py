@@ -9,7 +9,7 @@ from unseen.config import (
 from unseen.datasets import DATASETS
 from unseen.models import MODELS
 from unseen.scorers import SCORERS
-from unseen.selection import STRATEGIES
+from unseen.strategies import STRATEGIES
 
 INVALID = [
     ({"folds": {"k": 1}}, ["folds.k", ">= 2"]),

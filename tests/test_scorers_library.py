@@ -25,7 +25,7 @@ from unseen.scorers import (
     compute_scores,
     scores_from_predictions,
 )
-from unseen.selection import STRATEGIES
+from unseen.strategies import STRATEGIES
 from unseen.subset_training import RECORD_FORMATS
 
 RECORD_SCORERS = sorted(set(SCORERS) - MODEL_SCORERS)

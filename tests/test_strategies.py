@@ -10,15 +10,10 @@ from hypothesis import strategies as st
 
 from unseen import io
 from unseen.coresets import choose_rows
-from unseen.jobs import class_error_table, read_class_error
-from unseen.selection import (
-    STRATEGIES,
-    apportion,
-    class_quotas,
-    coreset_size,
-    select_coreset,
-    select_top,
-)
+from unseen.jobs import read_class_error
+from unseen.strategies import class_error_table
+from unseen.selection import coreset_size, select_top
+from unseen.strategies import STRATEGIES, apportion, class_quotas, select_coreset
 
 
 def counts(labels, pos, c):

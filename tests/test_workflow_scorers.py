@@ -18,7 +18,8 @@ import yaml
 
 from conftest import run_snakemake
 from unseen.scorers import SCORERS
-from unseen.selection import coreset_size, hard_class_weights, select_top, stage_sizes
+from unseen.selection import coreset_size, select_top, stage_sizes
+from unseen.strategies import hard_class_weights
 
 pytestmark = pytest.mark.workflow
 

@@ -11,12 +11,26 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
+import platform
 import sys
 from typing import Any, Callable
 
 from unseen import jobs
 from unseen.budget import RETRAIN_BUDGETS
 from unseen.seeds import derive_seed
+
+
+def log_job_context() -> None:
+    """Log where the job runs; the SLURM job id makes cluster runs traceable.
+
+    ``cuda_visible_devices`` shows which GPU(s) SLURM (or the user) gave the job.
+    """
+    logging.getLogger("unseen.jobs").info(
+        "host=%s pid=%d slurm_job_id=%s cuda_visible_devices=%s",
+        platform.node(), os.getpid(), os.environ.get("SLURM_JOB_ID", "none"),
+        os.environ.get("CUDA_VISIBLE_DEVICES", "unset"),
+    )
 
 
 def _json(text: str) -> Any:
@@ -393,7 +407,7 @@ def main(argv: list[str] | None = None) -> int:
         stream=sys.stderr,
     )
     args = build_parser().parse_args(argv)
-    jobs.log_job_context()
+    log_job_context()
     logging.getLogger("unseen").info("command: unseen %s", " ".join(sys.argv[1:] if argv is None else argv))
     args.func(args)
     return 0

@@ -198,7 +198,7 @@ def selection_names(config: dict[str, Any]) -> list[str]:
 
 def _semantic_problems(config: dict[str, Any]) -> list[str]:
     from unseen.scorers import SCORERS
-    from unseen.selection import STRATEGIES
+    from unseen.strategies import STRATEGIES
 
     problems = _rate_problems(config["pruning_rates"])
     for i, name in enumerate(config["extra_selections"]):

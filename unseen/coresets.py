@@ -14,7 +14,8 @@ import numpy as np
 import pandas as pd
 
 from unseen.seeds import derive_seed
-from unseen.selection import coreset_size, select_coreset, stage_sizes
+from unseen.selection import coreset_size, stage_sizes
+from unseen.strategies import select_coreset
 
 #: Keys of the config's ``selection`` section that become :func:`select_coreset` options.
 STRATEGY_OPTION_KEYS = (

@@ -120,7 +120,7 @@ def stratified_subset(labels: np.ndarray, subset: int | float, seed: int) -> np.
         training set (largest-remainder rounding), so class frequencies are
         preserved to within one sample. The test split is never subset.
     """
-    from unseen.selection import apportion
+    from unseen.strategies import apportion
 
     labels = np.asarray(labels, dtype=np.int64)
     n_total = len(labels)

@@ -11,8 +11,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
-import os
-import platform
 from typing import Any
 
 import numpy as np
@@ -20,7 +18,6 @@ import pandas as pd
 
 from unseen import io
 from unseen.budget import (
-    NO_SCORING,
     retrain_train_settings,
     scoring_budget_label,
     scoring_train_settings,
@@ -28,14 +25,15 @@ from unseen.budget import (
 from unseen.coresets import coreset_frame, first_stage, next_stage
 from unseen.data import load_cached, prepare_cached
 from unseen.folds import assign_folds, fold_training_mask
+from unseen.predictions import record_from_arrays, save_scoring_model, scoring_cost
 from unseen.scorers import (
     MODEL_SCORERS,
-    PredictionRecord,
     StatisticsRecorder,
     compute_scores,
 )
 from unseen.seeds import derive_seed
 from unseen.selection import aggregate_scores, coreset_size, random_subset
+from unseen.strategies import class_error_table
 from unseen.subset_training import (
     train_and_evaluate,
     train_on_subset,
@@ -43,18 +41,6 @@ from unseen.subset_training import (
 )
 
 log = logging.getLogger("unseen.jobs")
-
-
-def log_job_context() -> None:
-    """Log where the job runs; the SLURM job id makes cluster runs traceable.
-
-    ``cuda_visible_devices`` shows which GPU(s) SLURM (or the user) gave the job.
-    """
-    log.info(
-        "host=%s pid=%d slurm_job_id=%s cuda_visible_devices=%s",
-        platform.node(), os.getpid(), os.environ.get("SLURM_JOB_ID", "none"),
-        os.environ.get("CUDA_VISIBLE_DEVICES", "unset"),
-    )
 
 
 def prepare_data(dataset: dict[str, Any], output: str) -> None:
@@ -78,79 +64,6 @@ def split(dataset_cache: str, k: int, seed: int, output: str) -> None:
     table = pd.DataFrame({"sample_id": data.sample_ids, "label": data.train_y, "fold": folds})
     io.write_table(table, output, io.FOLDS_SCHEMA)
     log.info("fold sizes: %s", np.bincount(folds, minlength=k).tolist())
-
-
-def _save_scoring_model(
-    result, model_spec, train_ids, record_ids, labels, model_name, seed, norm,
-    recorder, checkpoint: str, predictions: str, budget_label: str,
-) -> None:
-    import torch
-
-    with io.atomic_path(checkpoint) as tmp:
-        torch.save(
-            {
-                "state_dict": result.model.state_dict(),
-                "model_spec": model_spec,
-                "train_ids": np.asarray(train_ids, dtype=np.int64),
-                "seed": seed,
-                "model_name": model_name,
-                "mean": np.asarray(norm[0]),
-                "std": np.asarray(norm[1]),
-            },
-            tmp,
-        )
-    if recorder is None:
-        record = {"epochs": result.recorded_epochs, "logits": result.recorded_logits}
-    else:
-        stats = recorder.stacked()
-        record = {"epochs": np.asarray(recorder.epochs, dtype=np.int64)}
-        record.update({f"stat_{name}": values for name, values in stats.items()})
-    io.save_npz(
-        predictions,
-        sample_ids=np.asarray(record_ids, dtype=np.int64),
-        labels=labels[record_ids],
-        train_ids=np.asarray(train_ids, dtype=np.int64),
-        model_name=np.array(model_name),
-        train_samples_seen=np.int64(result.samples_seen),
-        train_wall_seconds=np.float64(result.wall_seconds),
-        train_steps=np.int64(result.steps),
-        scoring_budget=np.array(budget_label),
-        **record,
-    )
-
-
-def scoring_cost(predictions: list[str]) -> dict[str, Any]:
-    """What training the scoring models behind ``predictions`` cost, and under which budget.
-
-    ``predictions`` are predictions files (``.npz``) and, for ``validated``
-    coresets, the strategy choice (``.json``): its candidates' training counts
-    as scoring cost too, since the coreset needed it.
-
-    Returns a dict with ``scoring_sample_epochs`` (training samples processed),
-    ``scoring_wall_seconds``, ``scoring_steps`` (SGD steps, summed over the
-    models) and ``scoring_budget`` (the budget label of the fold and stage
-    models, ``"1"`` for the fitting model, ``"none"`` without predictions).
-    Shared models (the K fold models) count fully for every coreset that uses
-    them: the cost is what producing that one coreset from scratch takes.
-    """
-    cost = {"scoring_sample_epochs": 0, "scoring_wall_seconds": 0.0, "scoring_steps": 0}
-    labels = []
-    for path in predictions:
-        if str(path).endswith(".json"):
-            choice = io.read_json(path)
-            cost["scoring_sample_epochs"] += int(choice["train_samples_seen"])
-            cost["scoring_wall_seconds"] += float(choice["train_wall_seconds"])
-            cost["scoring_steps"] += int(choice["train_steps"])
-            continue
-        with io.reading(path), io.open_npz(path) as arrays:
-            cost["scoring_sample_epochs"] += int(arrays["train_samples_seen"])
-            cost["scoring_wall_seconds"] += float(arrays["train_wall_seconds"])
-            cost["scoring_steps"] += int(arrays["train_steps"])
-            labels.append(str(arrays["scoring_budget"]))
-    # The fitting model is the reference (budget 1); fold and stage models carry the run's budget.
-    distinct = sorted(set(labels) - {"1"}) or sorted(set(labels))
-    cost["scoring_budget"] = "/".join(distinct) if distinct else NO_SCORING
-    return cost
 
 
 def train_scoring_model(
@@ -198,7 +111,7 @@ def train_scoring_model(
         data, train_ids, record_ids, model_spec, train_settings,
         record_epochs, seed, device, threads, on_record=recorder,
     )
-    _save_scoring_model(
+    save_scoring_model(
         result, model_spec, train_ids, record_ids, data.train_y, model_name, seed, norm,
         recorder, checkpoint, predictions,
         "1" if scoring_budget is None else scoring_budget_label(scoring_budget),
@@ -211,21 +124,6 @@ def fold_ids(folds_table: str, fold: int, mode: str) -> tuple[np.ndarray, np.nda
     mask = fold_training_mask(table["fold"].to_numpy(), fold, mode)
     ids = table["sample_id"].to_numpy()
     return ids[mask], ids[~mask]
-
-
-def record_from_arrays(arrays: dict[str, np.ndarray]) -> PredictionRecord:
-    """The :class:`PredictionRecord` in the arrays of a predictions file (either format).
-
-    ``arrays`` is ``io.load_npz(path)`` of a file written by :func:`train_scoring_model`.
-    """
-    stats = {k[len("stat_"):]: v for k, v in arrays.items() if k.startswith("stat_")}
-    return PredictionRecord(
-        sample_ids=arrays["sample_ids"],
-        labels=arrays["labels"],
-        epochs=arrays["epochs"],
-        logits=arrays.get("logits"),
-        stats=stats or None,
-    )
 
 
 def score_shard(
@@ -297,21 +195,6 @@ def class_difficulty(predictions: list[str], output: str) -> None:
     table = class_error_table(np.concatenate(labels), np.concatenate(wrong))
     io.write_table(table, output, io.CLASS_DIFFICULTY_SCHEMA)
     log.info("out-of-fold error rate per class: %s", table["error_rate"].round(4).tolist())
-
-
-def class_error_table(labels: np.ndarray, wrong: np.ndarray) -> pd.DataFrame:
-    """label, n_predictions, n_errors, error_rate for every class 0..max(label)."""
-    labels = np.asarray(labels, dtype=np.int64)
-    n = np.bincount(labels)
-    errors = np.bincount(labels, weights=np.asarray(wrong, dtype=np.float64), minlength=len(n))
-    return pd.DataFrame(
-        {
-            "label": np.arange(len(n), dtype=np.int64),
-            "n_predictions": n.astype(np.int64),
-            "n_errors": errors.astype(np.int64),
-            "error_rate": np.divide(errors, n, out=np.zeros(len(n)), where=n > 0),
-        }
-    )
 
 
 def aggregate(shards: list[str], output: str) -> None:

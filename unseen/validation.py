@@ -33,7 +33,8 @@ from unseen.budget import retrain_train_settings
 from unseen.coresets import first_stage
 from unseen.images import ImageDataset
 from unseen.seeds import derive_seed
-from unseen.selection import VALIDATION_CANDIDATES, exact_decimal, round_half_up
+from unseen.selection import exact_decimal, round_half_up
+from unseen.strategies import VALIDATION_CANDIDATES
 
 
 def holdout_split(labels: np.ndarray, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:

@@ -1,0 +1,114 @@
+"""The scoring models' files: ``model.pt`` and ``predictions.npz``, written and read here.
+
+A scoring model (fold, fitting or stage model) leaves a checkpoint (state
+dict, model spec, training ids, seed, name, input normalisation) and a
+predictions file: the per-epoch record of the samples it scored, plus what
+its training cost (results/README.md). The gradient scorers load the
+checkpoint through :mod:`unseen.grand`. Torch is imported only to write a
+checkpoint.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from unseen import io
+from unseen.budget import NO_SCORING
+from unseen.scorers import PredictionRecord
+
+
+def save_scoring_model(
+    result, model_spec, train_ids, record_ids, labels, model_name, seed, norm,
+    recorder, checkpoint: str, predictions: str, budget_label: str,
+) -> None:
+    """Write a trained scoring model: checkpoint ``model.pt`` and its record ``predictions.npz``.
+
+    The formats are those :func:`unseen.jobs.train_scoring_model` documents
+    (and results/README.md); ``norm`` is the input normalisation (mean, std)
+    and ``recorder`` None (float16 logits) or a
+    :class:`~unseen.scorers.StatisticsRecorder`.
+    """
+    import torch
+
+    with io.atomic_path(checkpoint) as tmp:
+        torch.save(
+            {
+                "state_dict": result.model.state_dict(),
+                "model_spec": model_spec,
+                "train_ids": np.asarray(train_ids, dtype=np.int64),
+                "seed": seed,
+                "model_name": model_name,
+                "mean": np.asarray(norm[0]),
+                "std": np.asarray(norm[1]),
+            },
+            tmp,
+        )
+    if recorder is None:
+        record = {"epochs": result.recorded_epochs, "logits": result.recorded_logits}
+    else:
+        stats = recorder.stacked()
+        record = {"epochs": np.asarray(recorder.epochs, dtype=np.int64)}
+        record.update({f"stat_{name}": values for name, values in stats.items()})
+    io.save_npz(
+        predictions,
+        sample_ids=np.asarray(record_ids, dtype=np.int64),
+        labels=labels[record_ids],
+        train_ids=np.asarray(train_ids, dtype=np.int64),
+        model_name=np.array(model_name),
+        train_samples_seen=np.int64(result.samples_seen),
+        train_wall_seconds=np.float64(result.wall_seconds),
+        train_steps=np.int64(result.steps),
+        scoring_budget=np.array(budget_label),
+        **record,
+    )
+
+
+def record_from_arrays(arrays: dict[str, np.ndarray]) -> PredictionRecord:
+    """The :class:`PredictionRecord` in the arrays of a predictions file (either format).
+
+    ``arrays`` is ``io.load_npz(path)`` of a file written by :func:`train_scoring_model`.
+    """
+    stats = {k[len("stat_"):]: v for k, v in arrays.items() if k.startswith("stat_")}
+    return PredictionRecord(
+        sample_ids=arrays["sample_ids"],
+        labels=arrays["labels"],
+        epochs=arrays["epochs"],
+        logits=arrays.get("logits"),
+        stats=stats or None,
+    )
+
+
+def scoring_cost(predictions: list[str]) -> dict[str, Any]:
+    """What training the scoring models behind ``predictions`` cost, and under which budget.
+
+    ``predictions`` are predictions files (``.npz``) and, for ``validated``
+    coresets, the strategy choice (``.json``): its candidates' training counts
+    as scoring cost too, since the coreset needed it.
+
+    Returns a dict with ``scoring_sample_epochs`` (training samples processed),
+    ``scoring_wall_seconds``, ``scoring_steps`` (SGD steps, summed over the
+    models) and ``scoring_budget`` (the budget label of the fold and stage
+    models, ``"1"`` for the fitting model, ``"none"`` without predictions).
+    Shared models (the K fold models) count fully for every coreset that uses
+    them: the cost is what producing that one coreset from scratch takes.
+    """
+    cost = {"scoring_sample_epochs": 0, "scoring_wall_seconds": 0.0, "scoring_steps": 0}
+    labels = []
+    for path in predictions:
+        if str(path).endswith(".json"):
+            choice = io.read_json(path)
+            cost["scoring_sample_epochs"] += int(choice["train_samples_seen"])
+            cost["scoring_wall_seconds"] += float(choice["train_wall_seconds"])
+            cost["scoring_steps"] += int(choice["train_steps"])
+            continue
+        with io.reading(path), io.open_npz(path) as arrays:
+            cost["scoring_sample_epochs"] += int(arrays["train_samples_seen"])
+            cost["scoring_wall_seconds"] += float(arrays["train_wall_seconds"])
+            cost["scoring_steps"] += int(arrays["train_steps"])
+            labels.append(str(arrays["scoring_budget"]))
+    # The fitting model is the reference (budget 1); fold and stage models carry the run's budget.
+    distinct = sorted(set(labels) - {"1"}) or sorted(set(labels))
+    cost["scoring_budget"] = "/".join(distinct) if distinct else NO_SCORING
+    return cost
