@@ -72,6 +72,7 @@ SMALL = {
     "record_epochs": [5],
     "scoring_model": {"train": {"epochs": 10}},
     "final_model": {"train": {"epochs": 10}},
+    "selection": {"strategy": ["auto"]},  # validated: test_validation.py checks the API's choice
 }
 
 
@@ -87,11 +88,12 @@ def test_api_reproduces_the_workflow(tmp_path):
     scores = api.out_of_fold_scores(data.train_x, data.train_y, "el2n", **kwargs)
     pd.testing.assert_frame_equal(scores, pd.read_parquet(res / "scores/oof/el2n.parquet"))
 
-    single = api.select(scores, 0.7)
+    single = api.select(scores, 0.7, "auto")
     pd.testing.assert_frame_equal(
         single, pd.read_parquet(res / "coresets/unseen_single-el2n-auto/rate0.7/coreset.parquet")
     )
-    staged = api.multi_step(data.train_x, data.train_y, scores, 0.7, "el2n", stages=[0.5, 1.0], **kwargs)
+    staged = api.multi_step(data.train_x, data.train_y, scores, 0.7, "el2n", "auto", stages=[0.5, 1.0],
+                            **kwargs)
     pd.testing.assert_frame_equal(
         staged, pd.read_parquet(res / "coresets/unseen-el2n-auto/rate0.7/coreset.parquet")
     )

@@ -55,7 +55,7 @@ def test_defaults_fill_a_minimal_config():
 
 def test_a_single_strategy_name_is_a_one_item_list():
     assert validate_config({"selection": {"strategy": "ccs"}})["selection"]["strategy"] == ["ccs"]
-    assert validate_config({})["selection"]["strategy"] == ["auto"]
+    assert validate_config({})["selection"]["strategy"] == ["validated"]
     both = validate_config({"selection": {"strategy": ["ccs", "top"]}})
     assert both["selection"]["strategy"] == ["ccs", "top"]
 
@@ -75,7 +75,7 @@ def test_selection_names_are_the_grid_plus_extra_selections():
     assert parse_selection("unseen_single-el2n_avg-class_balanced") == (
         "unseen_single", "el2n_avg", "class_balanced")
     assert selection_names(validate_config({"methods": ["full", "unseen"], "scorers": ["el2n"]})) == [
-        "unseen-el2n-auto"]
+        "unseen-el2n-validated"]
 
 
 @pytest.mark.parametrize("changes, key, words", [

@@ -137,8 +137,19 @@ def expected_scoring_cost(run: Path, config: dict, seed: int, selection: str, ra
     method = selection.split("-")[0]
     if method == "random":
         return 0
+    # validated also paid for its choice: the candidates' training on the held-out split's pool
+    choice = 0
+    if selection.endswith("-validated"):
+        kind = "fitting" if method == "fitting" else "oof"
+        scorer = selection.split("-")[1]
+        made = json.loads((res / f"strategy_choice/{kind}-{scorer}/rate{rate}.json").read_text())
+        n_pool, n_candidates = made["pool_size"], len(made["candidates"])
+        final = config["final_model"]["train"]
+        assert made["train_samples_seen"] == n_candidates * sample_epochs(
+            n_pool, final["batch_size"], final["epochs"])
+        choice = made["train_samples_seen"]
     if method == "fitting":
-        return sample_epochs(len(folds), train["batch_size"], train["epochs"])
+        return sample_epochs(len(folds), train["batch_size"], train["epochs"]) + choice
     # paper mode: fold model k trains on fold k
     cost = sum(
         model_sample_epochs(int((folds["fold"] == k).sum()), len(folds), train, budget)
@@ -148,7 +159,7 @@ def expected_scoring_cost(run: Path, config: dict, seed: int, selection: str, ra
         for t in range(1, len(config["stages"])):
             stage = pd.read_parquet(res / f"coresets/{selection}/rate{rate}/stage{t}.parquet")
             cost += model_sample_epochs(len(stage), len(folds), train, budget)
-    return cost
+    return cost + choice
 
 
 # --- the default run (one seed) ------------------------------------------------------------

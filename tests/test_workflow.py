@@ -25,7 +25,7 @@ K = DEFAULT_CONFIG["folds"]["k"]
 SCORERS = DEFAULT_CONFIG["scorers"]
 RATES = [f"{r:g}" for r in DEFAULT_CONFIG["pruning_rates"]]
 N_STAGES = len(DEFAULT_CONFIG["stages"])
-STRATEGY = DEFAULT_CONFIG["selection"]["strategy"]  # the default recipe's strategy (auto)
+STRATEGY = DEFAULT_CONFIG["selection"]["strategy"]  # the default recipe's strategy (validated)
 SCORED_METHODS = ("fitting", "unseen_single", "unseen")
 
 

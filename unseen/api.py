@@ -200,10 +200,10 @@ def select(
         scores: columns sample_id, label, score (e.g. :func:`out_of_fold_scores`).
         pruning_rate: fraction of the samples removed, in (0, 1); the coreset
             keeps ``round(N * (1 - pruning_rate))``.
-        strategy: ``auto`` (default: ``top`` below ``auto_ccs_rate``, ``ccs``
-            from it on), ``top``, ``class_balanced``, ``ccs``, ``hard_class_priority``
-            or ``validated`` (pass ``validated_strategy``, the ``strategy`` of
-            :func:`choose_strategy`).
+        strategy: ``validated`` (default; pass ``validated_strategy``, the
+            ``strategy`` of :func:`choose_strategy`), ``auto`` (``top`` below
+            ``auto_ccs_rate``, ``ccs`` from it on), ``top``, ``class_balanced``,
+            ``ccs`` or ``hard_class_priority``.
         keep: ``highest`` (keep the highest scores first) or ``lowest``.
         class_error: float (C,) per-class error rate in [0, 1]; needed by
             ``hard_class_priority``.

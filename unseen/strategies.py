@@ -327,9 +327,9 @@ def strategy_validated(ids, scores, labels, n, ctx: SelectionContext) -> np.ndar
     name = ctx.validated_strategy
     if name is None:
         raise ValueError(
-            "strategy 'validated' needs the strategy chosen on the held-out split: run "
-            "unseen.validation.choose_strategy (the workflow's choose_strategy job) and pass "
-            "its result as validated_strategy"
+            "strategy 'validated' needs the strategy chosen on the held-out split: call "
+            "unseen.api.choose_strategy (the workflow's choose_strategy job does it) and pass "
+            "its 'strategy' as validated_strategy, or pick a strategy such as 'auto'"
         )
     if name not in VALIDATION_CANDIDATES:
         raise ValueError(f"validated_strategy must be one of {VALIDATION_CANDIDATES}, got {name!r}")
