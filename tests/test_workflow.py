@@ -131,9 +131,16 @@ def test_metrics_and_summary(default_run):
     assert metrics["train_steps"] == full["train_steps"]
     assert metrics["train_samples_seen"] == metrics["train_steps"] * batch
     assert metrics["epochs"] > epochs
-    # scoring: K fold models plus 2 stage models, each with the fitting model's steps
+    # scoring: K fold models plus 2 stage models, each with the fitting model's steps,
+    # plus (validated) the candidates' training of the strategy choice
     assert metrics["scoring_budget"] == "1"
-    assert metrics["scoring_steps"] == (K + N_STAGES - 1) * full["train_steps"]
+    choice_steps = 0
+    if STRATEGY == "validated":
+        choice = json.loads((default_run / "results/seed0/strategy_choice/oof-el2n/rate0.7.json").read_text())
+        pool_steps = choice["pool_size"] // batch * epochs
+        assert choice["train_steps"] == len(choice["candidates"]) * pool_steps
+        choice_steps = choice["train_steps"]
+    assert metrics["scoring_steps"] == (K + N_STAGES - 1) * full["train_steps"] + choice_steps
     assert metrics["scoring_sample_epochs"] > 0 and metrics["scoring_wall_seconds"] > 0
     assert metrics["train_samples_per_s"] > 0 and metrics["wall_seconds"] > 0
     assert min(metrics["per_class_accuracy"]) == pytest.approx(metrics["worst_class_accuracy"])
