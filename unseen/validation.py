@@ -118,8 +118,7 @@ def choose_strategy(
 
     candidates = list(selection.get("validation_candidates", ["top", "ccs"]))
     check_candidates(candidates)
-    by_row = scores.set_index("sample_id").reindex(np.arange(len(data.train_y)))
-    if by_row["score"].isna().any():
+    if not np.array_equal(np.sort(scores["sample_id"].to_numpy()), np.arange(len(data.train_y))):
         raise ValueError("the score table must score every training sample once")
     pool, held_out = holdout_split(data.train_y, selection.get("validation_fraction", 0.1), seed)
     pool_scores = scores[scores["sample_id"].isin(pool)].reset_index(drop=True)
