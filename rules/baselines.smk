@@ -2,37 +2,18 @@
 # and random (a uniform subset of the same size). The full baseline is a retrain.
 
 
-rule train_fitting_model:
-    input:
-        data=rules.prepare_data.output,
-        folds=rules.split_folds.output,
+use rule train_fold_model as train_fitting_model with:
     output:
         checkpoint=f"{RESULTS}/seed{{seed}}/fitting/model.pt",
         predictions=f"{RESULTS}/seed{{seed}}/fitting/predictions.npz",
     log:
         "logs/seed{seed}/train_fitting_model.log",
-    conda:
-        CONDA_ENV_FILE
-    threads: TRAIN["threads"]
-    resources:
-        mem_mb=TRAIN["mem_mb"],
-        runtime=TRAIN["runtime"],
-        gpu=TRAIN["gpu"],
     params:
-        model=model_json("scoring_model"),
-        train=train_json("scoring_model"),
-        record=as_json(config["record_epochs"]),
-        record_format=config["record_format"],
-        device=config["device"],
-    shell:
-        "python -m unseen train-fitting --dataset-cache {input.data:q} --folds-table {input.folds:q}"
-        " --model {params.model:q} --train {params.train:q} --record-epochs {params.record:q}"
-        " --record-format {params.record_format}"
-        " --seed {wildcards.seed} --device {params.device} --threads {threads}"
-        " --checkpoint {output.checkpoint:q} --predictions {output.predictions:q} > {log:q} 2>&1"
+        trained_on="--all-samples",
+        budget="",  # the fitting model's own training is the budget's reference
 
 
-rule score_fitting:
+use rule score_fold as score_fitting with:
     input:
         predictions=rules.train_fitting_model.output.predictions,
         checkpoint=rules.train_fitting_model.output.checkpoint,
@@ -41,21 +22,8 @@ rule score_fitting:
         f"{RESULTS}/seed{{seed}}/scores/fitting/{{scorer}}.parquet",
     log:
         "logs/seed{seed}/score_fitting/{scorer}.log",
-    conda:
-        CONDA_ENV_FILE
-    threads: score_resource("threads")
-    resources:
-        mem_mb=score_resource("mem_mb"),
-        runtime=score_resource("runtime"),
-        gpu=score_resource("gpu"),
     params:
-        options=scorer_options,
-        device=config["device"],
-    shell:
-        "python -m unseen score --predictions {input.predictions:q} --checkpoint {input.checkpoint:q}"
-        " --dataset-cache {input.data:q} --scorer {wildcards.scorer} --options {params.options:q}"
-        " --device {params.device} --allow-seen --seed {wildcards.seed} --output {output:q}"
-        " > {log:q} 2>&1"
+        seen="--allow-seen",  # the fitting model scores its own training data, by design
 
 
 rule select_fitting_coreset:

@@ -18,18 +18,19 @@ rule train_fold_model:
         runtime=TRAIN["runtime"],
         gpu=TRAIN["gpu"],
     params:
-        mode=config["folds"]["mode"],
-        budget=config["budget"]["scoring"],
+        # what the model trains on (the fitting and stage models override this),
+        trained_on=lambda wc: f"--fold {wc.fold} --fold-mode {config['folds']['mode']}",
+        # and for how long: the fitting model's steps times budget.scoring
+        budget=f"--scoring-budget {config['budget']['scoring']}",
         model=model_json("scoring_model"),
         train=train_json("scoring_model"),
         record=as_json(config["record_epochs"]),
         record_format=config["record_format"],
         device=config["device"],
     shell:
-        "python -m unseen train-fold --dataset-cache {input.data:q} --folds-table {input.folds:q}"
-        " --fold {wildcards.fold} --fold-mode {params.mode} --scoring-budget {params.budget}"
-        " --model {params.model:q}"
-        " --train {params.train:q} --record-epochs {params.record:q}"
+        "python -m unseen train-scoring-model {params.trained_on} {params.budget}"
+        " --dataset-cache {input.data:q} --folds-table {input.folds:q}"
+        " --model {params.model:q} --train {params.train:q} --record-epochs {params.record:q}"
         " --record-format {params.record_format} --seed {wildcards.seed}"
         " --device {params.device} --threads {threads}"
         " --checkpoint {output.checkpoint:q} --predictions {output.predictions:q} > {log:q} 2>&1"
@@ -54,10 +55,11 @@ rule score_fold:
     params:
         options=scorer_options,
         device=config["device"],
+        seen="",  # "--allow-seen" only for the fitting baseline (rules/baselines.smk)
     shell:
         "python -m unseen score --predictions {input.predictions:q} --checkpoint {input.checkpoint:q}"
         " --dataset-cache {input.data:q} --scorer {wildcards.scorer} --options {params.options:q}"
-        " --device {params.device} --seed {wildcards.seed} --output {output:q} > {log:q} 2>&1"
+        " --device {params.device} {params.seen} --seed {wildcards.seed} --output {output:q} > {log:q} 2>&1"
 
 
 rule aggregate_scores:

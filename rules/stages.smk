@@ -29,7 +29,7 @@ rule select_first_stage:
         " --seed {wildcards.seed} --output {output:q} > {log:q} 2>&1"
 
 
-rule train_stage_model:
+use rule train_fold_model as train_stage_model with:
     input:
         data=rules.prepare_data.output,
         folds=rules.split_folds.output,
@@ -39,32 +39,14 @@ rule train_stage_model:
         predictions=f"{STAGE_DIR}/stage{{stage}}/predictions.npz",
     log:
         "logs/seed{seed}/train_stage_model/{unseen_method}-{scorer}-{strategy}_rate{rate}_stage{stage}.log",
-    conda:
-        CONDA_ENV_FILE
-    threads: TRAIN["threads"]
-    resources:
-        mem_mb=TRAIN["mem_mb"],
-        runtime=TRAIN["runtime"],
-        gpu=TRAIN["gpu"],
     params:
-        model=model_json("scoring_model"),
-        train=train_json("scoring_model"),
-        record=as_json(config["record_epochs"]),
-        record_format=config["record_format"],
-        device=config["device"],
-        name=lambda wc: f"stage{wc.stage}-{wc.unseen_method}-{wc.scorer}-{wc.strategy}-rate{wc.rate}",
-        budget=config["budget"]["scoring"],
-    shell:
-        "python -m unseen train-stage --dataset-cache {input.data:q} --folds-table {input.folds:q}"
-        " --coreset {input.coreset:q} --model-name {params.name} --scoring-budget {params.budget}"
-        " --model {params.model:q}"
-        " --train {params.train:q} --record-epochs {params.record:q}"
-        " --record-format {params.record_format} --seed {wildcards.seed}"
-        " --device {params.device} --threads {threads}"
-        " --checkpoint {output.checkpoint:q} --predictions {output.predictions:q} > {log:q} 2>&1"
+        trained_on=lambda wc, input: (
+            f"--coreset {shlex.quote(input.coreset)} --model-name"
+            f" stage{wc.stage}-{wc.unseen_method}-{wc.scorer}-{wc.strategy}-rate{wc.rate}"
+        ),
 
 
-rule score_stage:
+use rule score_fold as score_stage with:
     input:
         predictions=rules.train_stage_model.output.predictions,
         checkpoint=rules.train_stage_model.output.checkpoint,
@@ -73,20 +55,6 @@ rule score_stage:
         f"{STAGE_DIR}/stage{{stage}}/scores.parquet",
     log:
         "logs/seed{seed}/score_stage/{unseen_method}-{scorer}-{strategy}_rate{rate}_stage{stage}.log",
-    conda:
-        CONDA_ENV_FILE
-    threads: score_resource("threads")
-    resources:
-        mem_mb=score_resource("mem_mb"),
-        runtime=score_resource("runtime"),
-        gpu=score_resource("gpu"),
-    params:
-        options=scorer_options,
-        device=config["device"],
-    shell:
-        "python -m unseen score --predictions {input.predictions:q} --checkpoint {input.checkpoint:q}"
-        " --dataset-cache {input.data:q} --scorer {wildcards.scorer} --options {params.options:q}"
-        " --device {params.device} --seed {wildcards.seed} --output {output:q} > {log:q} 2>&1"
 
 
 rule select_next_stage:

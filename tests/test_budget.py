@@ -106,10 +106,11 @@ def digits_cache(tmp_path_factory):
 
 def _train(cache, tmp_path, name, train_ids, record_ids, budget):
     out = tmp_path / name
-    jobs.train_scoring_model(
-        str(cache), train_ids, record_ids, name, MODEL, TRAIN, [], 0, "cpu", 1,
-        str(out / "model.pt"), str(out / "predictions.npz"), scoring_budget=budget,
+    job = jobs.ScoringModelJob(
+        str(cache), MODEL, TRAIN, [], 0, "cpu", 1, str(out / "model.pt"),
+        str(out / "predictions.npz"), scoring_budget=budget,
     )
+    jobs.train_scoring_model(job, train_ids, record_ids, name)
     return io.load_npz(out / "predictions.npz")
 
 

@@ -16,6 +16,7 @@ import pytest
 import torch
 
 from conftest import DEFAULT_CONFIG, make_workdir, planned_jobs, run_snakemake, snakemake_command
+from unseen.compare import compare_results
 from unseen.io import load_npz, read_id_list
 from unseen.selection import coreset_size, stage_sizes
 
@@ -192,24 +193,15 @@ def test_changing_scorer_or_rate_retrains_no_fold_model(default_run):
     assert plan.get("train_fold_model") == K
 
 
-def _comparable_outputs(run: Path) -> dict[str, object]:
-    res = run / "results/seed0"
-    out: dict[str, object] = {"folds": read(res / "split/folds.parquet")}
-    for scorer in SCORERS:
-        out[f"oof/{scorer}"] = read(res / f"scores/oof/{scorer}.parquet")
-    for path in sorted(res.glob("coresets/*/rate*/coreset.parquet")):
-        out[str(path.relative_to(res))] = read(path)
-    out["summary"] = read(run / "results/summary.parquet").drop(
-        columns=["wall_seconds", "train_samples_per_s", "scoring_wall_seconds"]
-    )
-    return out
-
-
 def _assert_same_outputs(a: Path, b: Path) -> None:
-    left, right = _comparable_outputs(a), _comparable_outputs(b)
-    assert left.keys() == right.keys()
-    for key in left:
-        pd.testing.assert_frame_equal(left[key], right[key], obj=key)
+    """Same folds, score tables and coresets, byte for byte; same retrain accuracies."""
+    files = compare_results(a / "results", b / "results")
+    assert len(files) > 0 and (files["status"] == "identical").all(), files[files.status != "identical"]
+    timings = ["wall_seconds", "train_samples_per_s", "scoring_wall_seconds"]
+    pd.testing.assert_frame_equal(
+        read(a / "results/summary.parquet").drop(columns=timings),
+        read(b / "results/summary.parquet").drop(columns=timings),
+    )
 
 
 def test_same_seed_gives_identical_folds_scores_and_coresets(default_run, tmp_path):

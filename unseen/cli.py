@@ -18,7 +18,9 @@ from typing import Any, Callable
 
 from unseen import jobs
 from unseen.budget import RETRAIN_BUDGETS
+from unseen.folds import FOLD_MODES
 from unseen.seeds import derive_seed
+from unseen.subset_training import RECORD_FORMATS
 
 
 def log_job_context() -> None:
@@ -61,16 +63,6 @@ def _add_selection(p: argparse.ArgumentParser) -> None:
                    help="JSON from choose-strategy; the validated strategy")
 
 
-def _add_scoring_outputs(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--record-epochs", type=_json, default=[], help="JSON list of epochs")
-    p.add_argument(
-        "--record-format", choices=["auto", "logits", "stats"], default="auto",
-        help="per-epoch record: float16 logits, per-sample statistics, or auto (by class count)",
-    )
-    p.add_argument("--checkpoint", required=True)
-    p.add_argument("--predictions", required=True)
-
-
 def _scoring_budget(text: str) -> float | str:
     from unseen.budget import EPOCHS, check_scoring_budget
 
@@ -82,22 +74,6 @@ def _scoring_budget(text: str) -> float | str:
     return value
 
 
-def _add_scoring_budget(p: argparse.ArgumentParser) -> None:
-    p.add_argument(
-        "--scoring-budget", type=_scoring_budget, default=1.0,
-        help="fraction of the fitting model's SGD steps (e.g. 1.0), or 'epochs' (docs: budget.scoring)",
-    )
-
-
-def _train_scoring(args: argparse.Namespace, name: str, train_ids, record_ids) -> None:
-    jobs.train_scoring_model(
-        args.dataset_cache, train_ids, record_ids, name, args.model, args.train,
-        args.record_epochs, derive_seed(args.seed, name), args.device, args.threads,
-        args.checkpoint, args.predictions, args.record_format,
-        getattr(args, "scoring_budget", None),
-    )
-
-
 def cmd_prepare_data(args: argparse.Namespace) -> None:
     jobs.prepare_data(args.dataset, args.output)
 
@@ -106,20 +82,19 @@ def cmd_split(args: argparse.Namespace) -> None:
     jobs.split(args.dataset_cache, args.folds, args.seed, args.output)
 
 
-def cmd_train_fold(args: argparse.Namespace) -> None:
-    train_ids, scored_ids = jobs.fold_ids(args.folds_table, args.fold, args.fold_mode)
-    _train_scoring(args, f"fold{args.fold}", train_ids, scored_ids)
-
-
-def cmd_train_fitting(args: argparse.Namespace) -> None:
-    every = jobs.io.read_table(args.folds_table)["sample_id"].to_numpy()
-    _train_scoring(args, "fitting", every, every)
-
-
-def cmd_train_stage(args: argparse.Namespace) -> None:
-    selected = jobs.io.read_table(args.coreset)["sample_id"].to_numpy()
-    rest = jobs.unselected_ids(args.coreset, args.folds_table)
-    _train_scoring(args, args.model_name, selected, rest)
+def cmd_train_scoring_model(args: argparse.Namespace) -> None:
+    if args.coreset is not None and args.model_name is None:
+        sys.exit("unseen train-scoring-model: --coreset needs --model-name (the stage model's name)")
+    name = args.model_name or (f"fold{args.fold}" if args.fold is not None else "fitting")
+    train_ids, record_ids = jobs.scoring_model_samples(
+        args.folds_table, args.fold, args.fold_mode, args.coreset
+    )
+    job = jobs.ScoringModelJob(
+        args.dataset_cache, args.model, args.train, args.record_epochs, derive_seed(args.seed, name),
+        args.device, args.threads, args.checkpoint, args.predictions, args.record_format,
+        args.scoring_budget,
+    )
+    jobs.train_scoring_model(job, train_ids, record_ids, name)
 
 
 def cmd_score(args: argparse.Namespace) -> None:
@@ -215,6 +190,25 @@ def cmd_install_profile(args: argparse.Namespace) -> None:
     print(f"{action} {target}; use it with: snakemake --profile {args.name}")
 
 
+def cmd_compare_runs(args: argparse.Namespace) -> None:
+    from unseen.compare import EQUAL, IDENTICAL, ONLY_LEFT, ONLY_RIGHT, STATUSES, compare_results
+
+    try:
+        table = compare_results(args.left, args.right)
+    except FileNotFoundError as err:
+        sys.exit(f"unseen compare-runs: {err}")
+    if args.shared_only:
+        table = table[~table["status"].isin([ONLY_LEFT, ONLY_RIGHT])]
+    counts = table["status"].value_counts()
+    print(", ".join(f"{counts.get(status, 0)} {status}" for status in STATUSES))
+    for row in table[table["status"] != IDENTICAL].itertuples():
+        print(f"{row.status}: {row.path}")
+    if table.empty:
+        sys.exit("unseen compare-runs: neither folder holds a fold, score or coreset file")
+    if not table["status"].isin([IDENTICAL, EQUAL]).all():
+        sys.exit(1)
+
+
 def cmd_check_config(args: argparse.Namespace) -> None:
     from unseen.config import ConfigError, validate_config
     from unseen.data import check_dataset
@@ -262,26 +256,31 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, required=True)
     p.add_argument("--output", required=True)
 
-    p = add("train-fold", cmd_train_fold, "train fold model k; record its unseen samples")
+    p = add("train-scoring-model", cmd_train_scoring_model,
+            "train a scoring model and record its predictions: fold model k (--fold),"
+            " stage model on S_t (--coreset) or the fitting model (--all-samples)")
     _add_training(p)
-    _add_scoring_outputs(p)
     p.add_argument("--folds-table", required=True)
-    p.add_argument("--fold", type=int, required=True)
-    p.add_argument("--fold-mode", choices=["paper", "holdout"], default="paper")
-    _add_scoring_budget(p)
-
-    p = add("train-fitting", cmd_train_fitting, "train on all data; record all data")
-    _add_training(p)
-    _add_scoring_outputs(p)
-    p.add_argument("--folds-table", required=True)
-
-    p = add("train-stage", cmd_train_stage, "train on coreset S_t; record the rest")
-    _add_training(p)
-    _add_scoring_outputs(p)
-    p.add_argument("--folds-table", required=True)
-    p.add_argument("--coreset", required=True, help="stage table of S_t")
-    p.add_argument("--model-name", required=True)
-    _add_scoring_budget(p)
+    trained_on = p.add_mutually_exclusive_group(required=True)
+    trained_on.add_argument("--fold", type=int, help="fold model k: trains on fold k (paper mode)")
+    trained_on.add_argument("--coreset", help="stage table of S_t: trains on it, records the rest")
+    trained_on.add_argument("--all-samples", action="store_true",
+                            help="the fitting model: trains on and records every training sample")
+    p.add_argument("--fold-mode", choices=FOLD_MODES, default=FOLD_MODES[0])
+    p.add_argument("--model-name", default=None,
+                   help="names the model and derives its seed; default fold<k> or fitting")
+    p.add_argument(
+        "--scoring-budget", type=_scoring_budget, default=None,
+        help="fraction of the fitting model's SGD steps (e.g. 1.0), or 'epochs' (docs: budget.scoring);"
+        " omitted: train.epochs as written (the fitting model)",
+    )
+    p.add_argument("--record-epochs", type=_json, default=[], help="JSON list of epochs")
+    p.add_argument(
+        "--record-format", choices=RECORD_FORMATS, default=RECORD_FORMATS[0],
+        help="per-epoch record: float16 logits, per-sample statistics, or auto (by class count)",
+    )
+    p.add_argument("--checkpoint", required=True)
+    p.add_argument("--predictions", required=True)
 
     p = add("score", cmd_score, "score recorded predictions with one scorer")
     p.add_argument("--predictions", required=True)
@@ -388,6 +387,13 @@ def build_parser() -> argparse.ArgumentParser:
                    "default: all)")
     p.add_argument("metrics", nargs="+",
                    help="results/summary.parquet of each run (the full-data model once)")
+
+    p = add("compare-runs", cmd_compare_runs,
+            "compare two runs' folds, score tables and coresets file by file; exit 1 on a difference")
+    p.add_argument("left", help="a run's results/ folder")
+    p.add_argument("right", help="the other run's results/ folder")
+    p.add_argument("--shared-only", action="store_true",
+                   help="compare only the outputs both runs have (e.g. a run with fewer scorers)")
 
     p = add("install-profile", cmd_install_profile,
             "copy a Snakemake profile to where `snakemake --profile NAME` finds it "

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 
+# How fold model k uses the folds (config folds.mode); the first is the default.
+FOLD_MODES = ("paper", "holdout")
+
 
 def assign_folds(labels: np.ndarray, k: int, seed: int) -> np.ndarray:
     """Assign each sample to one of ``k`` folds, stratified by class.
@@ -50,4 +53,4 @@ def fold_training_mask(folds: np.ndarray, fold: int, mode: str) -> np.ndarray:
         return in_fold
     if mode == "holdout":
         return ~in_fold
-    raise ValueError(f"unknown fold mode {mode!r}; choose 'paper' or 'holdout'")
+    raise ValueError(f"unknown fold mode {mode!r}; choose one of {', '.join(FOLD_MODES)}")

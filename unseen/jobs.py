@@ -66,27 +66,33 @@ def split(dataset_cache: str, k: int, seed: int, output: str) -> None:
     log.info("fold sizes: %s", np.bincount(folds, minlength=k).tolist())
 
 
-def train_scoring_model(
-    dataset_cache: str,
-    train_ids: np.ndarray,
-    record_ids: np.ndarray,
-    model_name: str,
-    model_spec: dict[str, Any],
-    train_settings: dict[str, Any],
-    record_epochs: list[int],
-    seed: int,
-    device: str,
-    threads: int,
-    checkpoint: str,
-    predictions: str,
-    record_format: str = "auto",
-    scoring_budget: float | str | None = None,
-) -> None:
-    """Train a scoring model and save it plus its per-epoch record on ``record_ids``.
+@dataclasses.dataclass(frozen=True)
+class ScoringModelJob:
+    """What every scoring model's training job (fold, stage or fitting model) reads and writes.
 
+    ``seed`` is the model's own seed (``derive_seed(run seed, model name)``).
     ``scoring_budget`` sets the length of a fold or stage model's training
     relative to the fitting model (:func:`unseen.budget.scoring_train_settings`);
     None trains for ``train_settings`` as written (the fitting model itself).
+    """
+
+    dataset_cache: str
+    model_spec: dict[str, Any]
+    train_settings: dict[str, Any]
+    record_epochs: list[int]
+    seed: int
+    device: str
+    threads: int
+    checkpoint: str
+    predictions: str
+    record_format: str = "auto"
+    scoring_budget: float | str | None = None
+
+
+def train_scoring_model(
+    job: ScoringModelJob, train_ids: np.ndarray, record_ids: np.ndarray, model_name: str
+) -> None:
+    """Train a scoring model on ``train_ids``; save it plus its per-epoch record on ``record_ids``.
 
     The predictions file (``.npz``) holds: sample_ids (R,), labels (R,),
     epochs (E,), train_ids (T,), model_name, train_samples_seen (sample-epochs
@@ -99,23 +105,42 @@ def train_scoring_model(
     """
     train_ids = np.sort(np.asarray(train_ids, dtype=np.int64))
     record_ids = np.sort(np.asarray(record_ids, dtype=np.int64))
-    data = load_cached(dataset_cache)
-    if scoring_budget is not None:
-        train_settings = scoring_train_settings(train_settings, len(data.train_y), scoring_budget)
+    data = load_cached(job.dataset_cache)
+    train_settings = job.train_settings
+    if job.scoring_budget is not None:
+        train_settings = scoring_train_settings(train_settings, len(data.train_y), job.scoring_budget)
     recorder = (
         StatisticsRecorder(data.train_y[record_ids])
-        if uses_statistics(record_format, data.num_classes)
+        if uses_statistics(job.record_format, data.num_classes)
         else None
     )
     result, norm, _, _ = train_on_subset(
-        data, train_ids, record_ids, model_spec, train_settings,
-        record_epochs, seed, device, threads, on_record=recorder,
+        data, train_ids, record_ids, job.model_spec, train_settings,
+        job.record_epochs, job.seed, job.device, job.threads, on_record=recorder,
     )
     save_scoring_model(
-        result, model_spec, train_ids, record_ids, data.train_y, model_name, seed, norm,
-        recorder, checkpoint, predictions,
-        "1" if scoring_budget is None else scoring_budget_label(scoring_budget),
+        result, job.model_spec, train_ids, record_ids, data.train_y, model_name, job.seed, norm,
+        recorder, job.checkpoint, job.predictions,
+        "1" if job.scoring_budget is None else scoring_budget_label(job.scoring_budget),
     )
+
+
+def scoring_model_samples(
+    folds_table: str, fold: int | None = None, fold_mode: str = "paper", coreset: str | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """(train_ids, record_ids) of a scoring model, from the fold table.
+
+    Fold model ``fold``: :func:`fold_ids`. Stage model (``coreset``, a stage
+    table of S_t): trained on S_t, records the rest. Fitting model (neither):
+    trained on every training sample, records every one.
+    """
+    if fold is not None:
+        return fold_ids(folds_table, fold, fold_mode)
+    every = io.read_table(folds_table, io.FOLDS_SCHEMA)["sample_id"].to_numpy()
+    if coreset is None:
+        return every, every
+    selected = io.read_table(coreset)["sample_id"].to_numpy()
+    return selected, np.setdiff1d(every, selected)
 
 
 def fold_ids(folds_table: str, fold: int, mode: str) -> tuple[np.ndarray, np.ndarray]:
@@ -304,13 +329,6 @@ def select_next_stage(
     io.write_table(frame, output, io.CORESET_SCHEMA)
     log.info("stage %d: added %d, coreset now %d of %d", stage, len(frame) - len(prev),
              len(frame), n_total)
-
-
-def unselected_ids(stage_table: str, folds_table: str) -> np.ndarray:
-    """Training ids not in the coreset ``stage_table``; int64 sorted."""
-    selected = io.read_table(stage_table)["sample_id"].to_numpy()
-    every = io.read_table(folds_table)["sample_id"].to_numpy()
-    return np.setdiff1d(every, selected)
 
 
 def select_by_scores(
