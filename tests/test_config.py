@@ -1,15 +1,22 @@
 """Invalid configs stop `snakemake` before any job runs, with a message naming key and fix."""
 
+import dataclasses
+
 import pytest
 
 from conftest import make_workdir, run_snakemake
+from unseen.budget import RETRAIN_BUDGETS
 from unseen.config import (
-    ConfigError, load_schema, parse_selection, selection_names, validate_config,
+    METHODS, ConfigError, load_schema, parse_selection, selection_names, validate_config,
 )
 from unseen.datasets import DATASETS
+from unseen.folds import FOLD_MODES
 from unseen.models import MODELS
 from unseen.scorers import SCORERS
-from unseen.strategies import STRATEGIES
+from unseen.selection import KEEP_CHOICES
+from unseen.strategies import STRATEGIES, VALIDATION_CANDIDATES
+from unseen.subset_training import RECORD_FORMATS
+from unseen.train import COMPILE_MODES, SCHEDULES, TrainSettings
 
 INVALID = [
     ({"folds": {"k": 1}}, ["folds.k", ">= 2"]),
@@ -115,12 +122,49 @@ def test_every_problem_is_listed():
     assert "folds.k" in str(err.value) and "scorers[0]" in str(err.value)
 
 
-def test_schema_names_exactly_the_registered_components():
-    schema = load_schema()
-    props = schema["properties"]
-    assert sorted(props["scorers"]["items"]["enum"]) == sorted(SCORERS)
-    assert sorted(props["dataset"]["properties"]["name"]["enum"]) == sorted(DATASETS)
-    assert sorted(schema["$defs"]["model"]["properties"]["arch"]["enum"]) == sorted(MODELS)
+def _schema_enums(schema: dict) -> dict[str, list]:
+    props, selection = schema["properties"], schema["properties"]["selection"]["properties"]
+    model = schema["$defs"]["model"]["properties"]
+    return {
+        "dataset.name": props["dataset"]["properties"]["name"]["enum"],
+        "scorers": props["scorers"]["items"]["enum"],
+        "methods": props["methods"]["items"]["enum"],
+        "folds.mode": props["folds"]["properties"]["mode"]["enum"],
+        "budget.retrain": props["budget"]["properties"]["retrain"]["items"]["enum"],
+        "record_format": props["record_format"]["enum"],
+        "selection.keep": selection["keep"]["enum"],
+        "selection.strategy": selection["strategy"]["items"]["enum"],
+        "selection.validation_candidates": selection["validation_candidates"]["items"]["enum"],
+        "model.arch": model["arch"]["enum"],
+        "model.train.schedule": model["train"]["properties"]["schedule"]["enum"],
+        "model.train.torch_compile": model["train"]["properties"]["torch_compile"]["enum"],
+    }
+
+
+def test_every_schema_choice_is_the_codes_own_list():
+    """The schema documents each choice list; the code's registry or constant is its home."""
+    code = {
+        "dataset.name": DATASETS, "scorers": SCORERS, "methods": METHODS, "folds.mode": FOLD_MODES,
+        "budget.retrain": RETRAIN_BUDGETS, "record_format": RECORD_FORMATS,
+        "selection.keep": KEEP_CHOICES, "selection.strategy": STRATEGIES,
+        "selection.validation_candidates": VALIDATION_CANDIDATES, "model.arch": MODELS,
+        "model.train.schedule": SCHEDULES, "model.train.torch_compile": COMPILE_MODES,
+    }
+    enums = _schema_enums(load_schema())
+    assert enums.keys() == code.keys()
+    for key, names in code.items():
+        assert sorted(enums[key]) == sorted(names), key
+    # the first of an ordered choice list is the schema's default
+    assert validate_config({})["folds"]["mode"] == FOLD_MODES[0]
+    assert validate_config({})["record_format"] == RECORD_FORMATS[0]
+    assert validate_config({})["budget"]["retrain"] == [RETRAIN_BUDGETS[0]]
+
+
+def test_training_settings_defaults_are_the_schemas():
+    """TrainSettings (library calls) and a config's scoring/final model train alike by default."""
+    filled = validate_config({})
+    for section in ("scoring_model", "final_model"):
+        assert filled[section]["train"] == dataclasses.asdict(TrainSettings())
 
 
 def test_command_line_values_are_coerced_to_numbers(tmp_path):

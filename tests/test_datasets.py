@@ -20,7 +20,6 @@ import pytest
 import yaml
 from PIL import Image
 
-from unseen.config import load_schema
 from unseen.data import (
     check_dataset,
     load_cached,
@@ -56,11 +55,6 @@ def write_idx_set(root: Path, n_train: int = 30, n_test: int = 10, seed: int = 0
     for name, arr in zip(IDX_FILES, arrays):
         write_idx(root / name, arr)
     return arrays
-
-
-def test_schema_dataset_enum_lists_exactly_the_registry():
-    schema = load_schema()
-    assert sorted(schema["properties"]["dataset"]["properties"]["name"]["enum"]) == sorted(DATASETS)
 
 
 @pytest.mark.parametrize("name", ["fashion_mnist", "mnist"])

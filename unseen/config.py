@@ -164,6 +164,11 @@ def _budget_values(config: dict[str, Any]) -> None:
             pass
 
 
+#: Every method a run can compare (config ``methods``), and those that score samples.
+METHODS = ("full", "random", "fitting", "unseen", "unseen_single")
+SCORED_METHODS = ("fitting", "unseen_single", "unseen")
+
+
 def parse_selection(name: str) -> tuple[str, str, str]:
     """(method, scorer, strategy) of a coreset name; ``random`` is (random, none, none).
 
@@ -186,7 +191,7 @@ def selection_names(config: dict[str, Any]) -> list[str]:
     """
     methods = config["methods"]
     names = ["random"] if "random" in methods else []
-    for method in ("fitting", "unseen_single", "unseen"):
+    for method in SCORED_METHODS:
         if method in methods:
             names += [
                 f"{method}-{scorer}-{strategy}"

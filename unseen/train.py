@@ -83,7 +83,7 @@ class TrainSettings:
     """
 
     epochs: int = 20
-    batch_size: int = 128
+    batch_size: int = 64
     lr: float = 0.05
     momentum: float = 0.9
     nesterov: bool = True
