@@ -181,19 +181,19 @@ def test_diagnostics_table_averages_over_seeds_and_pairs():
         ]
         assert row["n_seeds"] == 3
         assert row["n_seed_pairs"] == 3
-        assert row["rank_pearson_mean"] == pytest.approx(np.mean(pairs), abs=1e-12)
-        assert row["rank_pearson_min"] == pytest.approx(min(pairs), abs=1e-12)
+        assert row["spearman_rho_mean"] == pytest.approx(np.mean(pairs), abs=1e-12)
+        assert row["spearman_rho_min"] == pytest.approx(min(pairs), abs=1e-12)
         stds = [diagnostics.score_spread(tables[(s, "el2n", kind)]["score"])["std"]
                 for s in (0, 1, 2)]
         assert row["std"] == pytest.approx(np.mean(stds))
     unseen = diag[(diag["scorer"] == "el2n") & (diag["kind"] == "unseen")].iloc[0]
     fitting = diag[(diag["scorer"] == "el2n") & (diag["kind"] == "fitting")].iloc[0]
     # Less seed noise -> more stable ranking.
-    assert unseen["rank_pearson_mean"] > fitting["rank_pearson_mean"]
+    assert unseen["spearman_rho_mean"] > fitting["spearman_rho_mean"]
 
     single = diag[diag["scorer"] == "forgetting"].iloc[0]
     assert single["n_seeds"] == 1 and single["n_seed_pairs"] == 0
-    assert math.isnan(single["rank_pearson_mean"]) and math.isnan(single["rank_pearson_min"])
+    assert math.isnan(single["spearman_rho_mean"]) and math.isnan(single["spearman_rho_min"])
 
 
 # --------------------------------------------------------------------------- #

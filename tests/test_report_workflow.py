@@ -195,7 +195,7 @@ def test_report_tables_have_the_documented_columns_and_one_row_per_selection(def
         (s, kind) for s in scorers for kind in ("fitting", "unseen")
     )
     assert (diagnostics["n_seeds"] == 1).all() and (diagnostics["n_seed_pairs"] == 0).all()
-    assert diagnostics["rank_pearson_mean"].isna().all()
+    assert diagnostics["spearman_rho_mean"].isna().all()
     for row in diagnostics.itertuples():
         folder = "oof" if row.kind == "unseen" else "fitting"
         scores = pd.read_parquet(default_run / f"results/seed0/scores/{folder}/{row.scorer}.parquet")
@@ -287,10 +287,10 @@ def test_rank_stability_recomputed_from_the_two_seeds(two_seed_run):
                   for s in (0, 1)]
         expected = rank_stability(tables[0], tables[1])
         assert (row.n_seeds, row.n_seed_pairs) == (2, 1)
-        assert row.rank_pearson_mean == pytest.approx(expected, abs=1e-12)
-        assert row.rank_pearson_min == pytest.approx(expected, abs=1e-12)
+        assert row.spearman_rho_mean == pytest.approx(expected, abs=1e-12)
+        assert row.spearman_rho_min == pytest.approx(expected, abs=1e-12)
         # a finite correlation, below 1: the two seeds' scores do differ
-        assert -1.0 < row.rank_pearson_mean < 1.0
+        assert -1.0 < row.spearman_rho_mean < 1.0
 
 
 def test_rank_stability_is_a_real_plot_with_two_seeds(two_seed_run, default_run):

@@ -12,10 +12,11 @@ more important to keep. Ranks are 1..n with 1 = lowest score (least important).
 from __future__ import annotations
 
 import itertools
+import warnings
 
 import numpy as np
 import pandas as pd
-from scipy.stats import rankdata
+from scipy.stats import ConstantInputWarning, rankdata, spearmanr
 
 SPREAD_FIELDS = (
     "n", "mean", "std", "q05", "q25", "median", "q75", "q95", "iqr", "concentration",
@@ -26,7 +27,7 @@ CONCENTRATION_BINS = 50
 
 DIAGNOSTICS_COLUMNS = (
     "scorer", "kind", "n_seeds", *SPREAD_FIELDS,
-    "rank_pearson_mean", "rank_pearson_min", "n_seed_pairs",
+    "spearman_rho_mean", "spearman_rho_min", "n_seed_pairs",
 )
 
 
@@ -88,25 +89,26 @@ def aligned_ranks(scores_a: pd.DataFrame, scores_b: pd.DataFrame) -> pd.DataFram
     )
 
 
-def _pearson(x: np.ndarray, y: np.ndarray) -> float:
-    """Pearson correlation of two equal-length vectors; NaN when either is constant."""
-    dx = x - x.mean()
-    dy = y - y.mean()
-    denom = np.sqrt(np.dot(dx, dx) * np.dot(dy, dy))
-    if denom == 0.0:
-        return float("nan")
-    return float(np.dot(dx, dy) / denom)
+def spearman_rho(x: np.ndarray, y: np.ndarray) -> float:
+    """Spearman's rank correlation of two equal-length vectors (``scipy.stats.spearmanr``).
+
+    In [-1, 1]; ties take their average rank. NaN when either vector is constant
+    (no ordering to compare).
+    """
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConstantInputWarning)
+        return float(spearmanr(x, y).statistic)
 
 
 def rank_stability(scores_a: pd.DataFrame, scores_b: pd.DataFrame) -> float:
     """Spearman's rho between two score tables (e.g. the same scorer under two seeds).
 
-    The Pearson correlation of the average ranks from :func:`aligned_ranks`, in
-    [-1, 1]: 1 = both tables order the shared samples identically. NaN when either
-    table gives all shared samples the same score (no ordering to compare).
+    Over the samples both tables score (:func:`aligned_ranks`), in [-1, 1]:
+    1 = both tables order the shared samples identically. NaN when either table
+    gives all shared samples the same score (no ordering to compare).
     """
     ranks = aligned_ranks(scores_a, scores_b)
-    return _pearson(ranks["rank_a"].to_numpy(), ranks["rank_b"].to_numpy())
+    return spearman_rho(ranks["rank_a"].to_numpy(), ranks["rank_b"].to_numpy())
 
 
 def score_spread(scores: np.ndarray) -> dict:
@@ -170,7 +172,7 @@ def diagnostics_table(
         :data:`DIAGNOSTICS_COLUMNS`:
         ``scorer, kind, n_seeds``; the :func:`score_spread` fields ``n, mean, std,
         q05, q25, median, q75, q95, iqr, concentration``, each averaged over the
-        seeds (no prefix); ``rank_pearson_mean`` / ``rank_pearson_min``: mean /
+        seeds (no prefix); ``spearman_rho_mean`` / ``spearman_rho_min``: mean /
         minimum of :func:`rank_stability` over all unordered pairs of distinct
         seeds (NaN with fewer than 2 seeds; a NaN pair, i.e. constant scores,
         propagates); ``n_seed_pairs`` = n_seeds * (n_seeds - 1) / 2.
@@ -194,8 +196,8 @@ def diagnostics_table(
                 "kind": kind,
                 "n_seeds": len(by_seed),
                 **spreads[list(SPREAD_FIELDS)].mean().to_dict(),
-                "rank_pearson_mean": float(np.mean(pairs)) if pairs else float("nan"),
-                "rank_pearson_min": float(np.min(pairs)) if pairs else float("nan"),
+                "spearman_rho_mean": float(np.mean(pairs)) if pairs else float("nan"),
+                "spearman_rho_min": float(np.min(pairs)) if pairs else float("nan"),
                 "n_seed_pairs": len(pairs),
             }
         )

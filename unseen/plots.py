@@ -23,7 +23,7 @@ import numpy as np
 import pandas as pd
 
 from unseen.budget import RETRAIN_BUDGETS
-from unseen.diagnostics import _pearson, score_spread
+from unseen.diagnostics import score_spread, spearman_rho
 from unseen.io import atomic_path
 from unseen.report import _PLAIN_STRATEGIES, _require_columns, per_class_matrix, selection_label
 
@@ -200,7 +200,7 @@ def plot_rank_stability(
         path: PNG to write.
         seeds: (seed A, seed B), for the axis labels.
 
-    Each title gives the Pearson correlation of the ranks over all shared samples;
+    Each title gives Spearman's rho over all shared samples;
     the scatter shows at most :data:`MAX_SCATTER_POINTS` of them, drawn with a
     fixed seed so the figure is reproducible.
     """
@@ -217,7 +217,7 @@ def plot_rank_stability(
         for ax, (kind, ranks) in zip(axes[0], pairs.items()):
             x = ranks["rank_a"].to_numpy(dtype=np.float64)
             y = ranks["rank_b"].to_numpy(dtype=np.float64)
-            rho = _pearson(x, y)
+            rho = spearman_rho(x, y)
             if x.size > MAX_SCATTER_POINTS:
                 keep = rng.choice(x.size, MAX_SCATTER_POINTS, replace=False)
                 x, y = x[keep], y[keep]
@@ -227,7 +227,7 @@ def plot_rank_stability(
             ax.set_xlim(0, n + 1)
             ax.set_ylim(0, n + 1)
             ax.set_aspect("equal")
-            ax.set_title(f"{kind}: rank Pearson r = {rho:.3f}", fontsize="medium")
+            ax.set_title(f"{kind}: Spearman's rho = {rho:.3f}", fontsize="medium")
             ax.set_xlabel(f"rank, seed {seed_a} (1 = lowest score)")
             ax.set_ylabel(f"rank, seed {seed_b}")
 

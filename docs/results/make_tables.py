@@ -150,7 +150,7 @@ def main() -> None:
     diagnostics = pd.read_parquet(folder / "diagnostics.parquet")
     print("Score diagnostics\n")
     print(diagnostics[["scorer", "kind", "n_seeds", "std", "iqr", "concentration",
-                       "rank_pearson_mean", "rank_pearson_min", "n_seed_pairs"]]
+                       "spearman_rho_mean", "spearman_rho_min", "n_seed_pairs"]]
           .round(3).to_markdown(index=False) + "\n")
     if (folder / "strategy_choices.csv").exists():
         print("What `validated` chose (seeds 0 / 1 / 2: held-out accuracy, %)\n")
