@@ -158,7 +158,7 @@ def main(argv: list[str] | None = None) -> Path:
         "model": spec["arch"],
         "model_options": options,
         "parameters": count_parameters(model),
-        "settings": settings.to_dict(),
+        "settings": dataclasses.asdict(settings),
         "test_accuracy": round(accuracy, 4),
         "test_accuracy_std": round(statistics.stdev(r["test_accuracy"] for r in runs), 4)
         if len(runs) > 1 else None,

@@ -47,7 +47,7 @@ rule select_fitting_coreset:
         difficulty=difficulty_flag,
         choice=choice_flag,
     shell:
-        "python -m unseen select-top --scores {input.scores:q} --rate {wildcards.rate}"
+        "python -m unseen select-single-step --scores {input.scores:q} --rate {wildcards.rate}"
         " --selection {params.selection:q} {params.difficulty} {params.choice} --seed {wildcards.seed}"
         " --output {output.parquet:q} --id-list {output.ids:q} > {log:q} 2>&1"
 

@@ -5,20 +5,17 @@ import os
 import shlex
 import sys
 
-from snakemake.utils import validate
-
 from unseen.budget import RETRAIN_BUDGETS as RETRAIN_BUDGET_NAMES
-from unseen.config import parse_selection, selection_names, validate_config
+from unseen.config import parse_coreset_name, coreset_names, validate_config
 from unseen.data import check_dataset, dataset_fingerprint
 from unseen.preflight import invocation, preflight
 from unseen.scorers import MODEL_SCORERS
 from unseen.strategies import STRATEGIES
 
-# Our validator names the key and the allowed values; Snakemake's validate then
-# re-checks the filled-in config against the same file, the package's schema
-# (unseen/config.schema.yaml, package data), named by path.
+# One validation pass against the one schema (unseen/config.schema.yaml, package
+# data): it fills in the defaults and names the key and the allowed values of
+# every problem, which Snakemake's own validate() does not.
 validate_config(config)
-validate(config, schema="../unseen/config.schema.yaml")
 # A missing or incomplete data root stops the run here, before any job starts.
 check_dataset(config["dataset"])
 # So do damaged outputs, classes too small for the folds or a class-aware coreset,
@@ -41,7 +38,7 @@ FOLDS = list(range(config["folds"]["k"]))
 # {unseen_method} is unseen (the stages of `stages`) or unseen_single (one step).
 STAGE_DIR = f"{RESULTS}/seed{{seed}}/coresets/{{unseen_method}}-{{scorer}}-{{strategy}}/rate{{rate}}"
 CONDA_ENV_FILE = "../workflow/envs/unseen.yaml"
-SELECTIONS = selection_names(config)
+CORESET_NAMES = coreset_names(config)
 REPORT_SCORER = config["report"]["scorer"] or SCORERS[0]
 REPORT_DIR = f"{RESULTS}/report"
 STRATEGY_PATTERN = "|".join(sorted(STRATEGIES))
@@ -136,19 +133,19 @@ def choice_flag(wildcards, input):
 
 def all_coresets():
     return expand(
-        f"{RESULTS}/seed{{seed}}/coresets/{{selection}}/rate{{rate}}/coreset.parquet",
+        f"{RESULTS}/seed{{seed}}/coresets/{{coreset}}/rate{{rate}}/coreset.parquet",
         seed=SEEDS,
-        selection=SELECTIONS,
+        coreset=CORESET_NAMES,
         rate=RATES,
     )
 
 
 def all_metrics():
     pruned = expand(
-        f"{RESULTS}/seed{{seed}}/retrain/{{retrain_budget}}/{{selection}}/rate{{rate}}/metrics.parquet",
+        f"{RESULTS}/seed{{seed}}/retrain/{{retrain_budget}}/{{coreset}}/rate{{rate}}/metrics.parquet",
         seed=SEEDS,
         retrain_budget=RETRAIN_BUDGETS,
-        selection=SELECTIONS,
+        coreset=CORESET_NAMES,
         rate=RATES,
     )
     full = expand(f"{RESULTS}/seed{{seed}}/retrain/full/metrics.parquet", seed=SEEDS)
@@ -169,7 +166,7 @@ def scoring_predictions(wildcards):
 
     A `validated` coreset also needed its strategy choice: the candidates' training counts too.
     """
-    method, scorer, strategy = parse_selection(wildcards.selection)
+    method, scorer, strategy = parse_coreset_name(wildcards.coreset)
     seed_dir = f"{RESULTS}/seed{wildcards.seed}"
     if method == "random":
         return []
@@ -180,14 +177,14 @@ def scoring_predictions(wildcards):
     if method == "fitting":
         return [f"{seed_dir}/fitting/predictions.npz"] + choice
     folds = [f"{seed_dir}/folds/fold{k}/predictions.npz" for k in FOLDS]
-    base = f"{seed_dir}/coresets/{wildcards.selection}/rate{wildcards.rate}"
+    base = f"{seed_dir}/coresets/{wildcards.coreset}/rate{wildcards.rate}"
     stages = [f"{base}/stage{t}/predictions.npz" for t in range(1, len(stages_of(method)))]
     return folds + stages + choice
 
 
-def selection_labels(wildcards):
+def coreset_labels(wildcards):
     """--method/--scorer/--strategy arguments of a retrain, from the coreset name."""
-    method, scorer, strategy = parse_selection(wildcards.selection)
+    method, scorer, strategy = parse_coreset_name(wildcards.coreset)
     return f"--method {method} --scorer {scorer} --strategy {strategy}"
 
 

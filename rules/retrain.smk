@@ -5,13 +5,13 @@
 rule retrain:
     input:
         data=rules.prepare_data.output,
-        coreset=f"{RESULTS}/seed{{seed}}/coresets/{{selection}}/rate{{rate}}/coreset.parquet",
+        coreset=f"{RESULTS}/seed{{seed}}/coresets/{{coreset}}/rate{{rate}}/coreset.parquet",
         scoring=scoring_predictions,
     output:
-        json=f"{RESULTS}/seed{{seed}}/retrain/{{retrain_budget}}/{{selection}}/rate{{rate}}/metrics.json",
-        parquet=f"{RESULTS}/seed{{seed}}/retrain/{{retrain_budget}}/{{selection}}/rate{{rate}}/metrics.parquet",
+        json=f"{RESULTS}/seed{{seed}}/retrain/{{retrain_budget}}/{{coreset}}/rate{{rate}}/metrics.json",
+        parquet=f"{RESULTS}/seed{{seed}}/retrain/{{retrain_budget}}/{{coreset}}/rate{{rate}}/metrics.parquet",
     log:
-        "logs/seed{seed}/retrain/{retrain_budget}/{selection}_rate{rate}.log",
+        "logs/seed{seed}/retrain/{retrain_budget}/{coreset}_rate{rate}.log",
     conda:
         CONDA_ENV_FILE
     threads: TRAIN["threads"]
@@ -23,10 +23,10 @@ rule retrain:
         model=model_json("final_model"),
         train=train_json("final_model"),
         device=config["device"],
-        labels=selection_labels,
+        coreset_labels=coreset_labels,
     shell:
         "python -m unseen retrain --dataset-cache {input.data:q} --coreset {input.coreset:q}"
-        " {params.labels} --rate {wildcards.rate} --scoring-predictions {input.scoring:q}"
+        " {params.coreset_labels} --rate {wildcards.rate} --scoring-predictions {input.scoring:q}"
         " --retrain-budget {wildcards.retrain_budget}"
         " --model {params.model:q} --train {params.train:q} --seed {wildcards.seed}"
         " --device {params.device} --threads {threads}"

@@ -7,7 +7,7 @@ import pytest
 from conftest import make_workdir, run_snakemake
 from unseen.budget import RETRAIN_BUDGETS
 from unseen.config import (
-    METHODS, ConfigError, load_schema, parse_selection, selection_names, validate_config,
+    METHODS, ConfigError, load_schema, parse_coreset_name, coreset_names, validate_config,
 )
 from unseen.datasets import DATASETS
 from unseen.folds import FOLD_MODES
@@ -67,7 +67,7 @@ def test_a_single_strategy_name_is_a_one_item_list():
     assert both["selection"]["strategy"] == ["ccs", "top"]
 
 
-def test_selection_names_are_the_grid_plus_extra_selections():
+def test_coreset_names_are_the_grid_plus_extra_selections():
     config = validate_config({
         "methods": ["full", "random", "fitting", "unseen_single", "unseen"],
         "scorers": ["el2n", "loss"],
@@ -77,11 +77,11 @@ def test_selection_names_are_the_grid_plus_extra_selections():
     grid = [f"{m}-{s}-{t}" for m in ("fitting", "unseen_single", "unseen")
             for s in ("el2n", "loss") for t in ("top", "ccs")]
     # fitting-loss-ccs is already in the grid: listed once
-    assert selection_names(config) == ["random", *grid, "unseen-aum-hard_class_priority"]
-    assert parse_selection("random") == ("random", "none", "none")
-    assert parse_selection("unseen_single-el2n_avg-class_balanced") == (
+    assert coreset_names(config) == ["random", *grid, "unseen-aum-hard_class_priority"]
+    assert parse_coreset_name("random") == ("random", "none", "none")
+    assert parse_coreset_name("unseen_single-el2n_avg-class_balanced") == (
         "unseen_single", "el2n_avg", "class_balanced")
-    assert selection_names(validate_config({"methods": ["full", "unseen"], "scorers": ["el2n"]})) == [
+    assert coreset_names(validate_config({"methods": ["full", "unseen"], "scorers": ["el2n"]})) == [
         "unseen-el2n-validated"]
 
 

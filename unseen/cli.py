@@ -127,7 +127,7 @@ def cmd_select_next(args: argparse.Namespace) -> None:
     )
 
 
-def cmd_select_top(args: argparse.Namespace) -> None:
+def cmd_select_single_step(args: argparse.Namespace) -> None:
     jobs.select_by_scores(
         args.scores, args.rate, args.selection, args.output, args.id_list, args.seed,
         args.class_difficulty, args.strategy_choice,
@@ -150,11 +150,11 @@ def cmd_finalize(args: argparse.Namespace) -> None:
 
 
 def cmd_retrain(args: argparse.Namespace) -> None:
-    labels = {"method": args.method, "scorer": args.scorer, "strategy": args.strategy,
-              "pruning_rate": args.rate}
+    coreset_labels = {"method": args.method, "scorer": args.scorer, "strategy": args.strategy,
+                      "pruning_rate": args.rate}
     jobs.retrain(
         args.dataset_cache, args.coreset, args.model, args.train, args.seed, args.device,
-        args.threads, labels, args.metrics_json, args.metrics_parquet,
+        args.threads, coreset_labels, args.metrics_json, args.metrics_parquet,
         args.scoring_predictions, args.retrain_budget,
     )
 
@@ -315,7 +315,8 @@ def build_parser() -> argparse.ArgumentParser:
         sub.choices["select-next-stage"].add_argument(flag, required=True)
     sub.choices["select-next-stage"].add_argument("--stage", type=int, required=True)
 
-    p = add("select-top", cmd_select_top, "single-step selection by a score table")
+    p = add("select-single-step", cmd_select_single_step,
+            "single-step coreset from a score table, by any strategy (the fitting baseline)")
     p.add_argument("--scores", required=True)
     p.add_argument("--rate", type=float, required=True)
     _add_selection(p)

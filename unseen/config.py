@@ -169,7 +169,7 @@ METHODS = ("full", "random", "fitting", "unseen", "unseen_single")
 SCORED_METHODS = ("fitting", "unseen_single", "unseen")
 
 
-def parse_selection(name: str) -> tuple[str, str, str]:
+def parse_coreset_name(name: str) -> tuple[str, str, str]:
     """(method, scorer, strategy) of a coreset name; ``random`` is (random, none, none).
 
     Names are ``random`` or ``<method>-<scorer>-<strategy>``, e.g.
@@ -183,7 +183,7 @@ def parse_selection(name: str) -> tuple[str, str, str]:
     return parts[0], parts[1], parts[2]
 
 
-def selection_names(config: dict[str, Any]) -> list[str]:
+def coreset_names(config: dict[str, Any]) -> list[str]:
     """Every pruned coreset a (validated) config asks for, in a stable order.
 
     ``random``, then the grid of scoring methods x ``scorers`` x
@@ -207,7 +207,7 @@ def _semantic_problems(config: dict[str, Any]) -> list[str]:
 
     problems = _rate_problems(config["pruning_rates"])
     for i, name in enumerate(config["extra_selections"]):
-        _, scorer, strategy = parse_selection(name)
+        _, scorer, strategy = parse_coreset_name(name)
         if scorer not in SCORERS or strategy not in STRATEGIES:
             problems.append(
                 f"config key 'extra_selections[{i}]': {name!r} names an unknown "

@@ -151,10 +151,6 @@ def remove_stale_partials(target: str | os.PathLike, older_than: float) -> None:
             pass
 
 
-def glob_escape(name: str) -> str:
-    return re.sub(r"([*?\[])", r"[\1]", name)
-
-
 def write_table(df: pd.DataFrame, path: str | os.PathLike, schema: pa.Schema) -> None:
     """Write ``df`` as Parquet with exactly the columns and dtypes of ``schema``.
 

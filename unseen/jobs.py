@@ -270,11 +270,11 @@ def choose_strategy(
     output: str,
 ) -> None:
     """The ``validated`` strategy's choice at one rate (:func:`unseen.validation.choose_strategy`) as JSON."""
-    from unseen.validation import choose_strategy as choose
+    from unseen import validation
 
     data = load_cached(dataset_cache)
     table = read_scores(scores, io.schema_of(scores))
-    choice = choose(data, table, pruning_rate, selection, model_spec, train_settings,
+    choice = validation.choose_strategy(data, table, pruning_rate, selection, model_spec, train_settings,
                     retrain_budget, seed, device, threads)
     log.info("held-out accuracy %s: chose %s", choice["validation_accuracy"], choice["strategy"])
     io.write_json({**choice, "seed": int(seed), "scores": str(scores)}, output)
@@ -382,7 +382,7 @@ def retrain(
     seed: int,
     device: str,
     threads: int,
-    labels: dict[str, Any],
+    coreset_labels: dict[str, Any],
     metrics_json: str,
     metrics_parquet: str,
     scoring_predictions: list[str] = (),
@@ -390,7 +390,7 @@ def retrain(
 ) -> None:
     """Train a fresh model on the coreset (or all data if ``coreset`` is None); evaluate on test.
 
-    ``labels`` (method, scorer, strategy, pruning_rate) are copied into the
+    ``coreset_labels`` (method, scorer, strategy, pruning_rate) are copied into the
     metrics, and so is the scoring cost of the coreset (:func:`scoring_cost`
     of ``scoring_predictions``; 0 for full and random). ``retrain_budget``
     (:data:`unseen.budget.RETRAIN_BUDGETS`) sets how long a coreset trains; the
@@ -408,7 +408,7 @@ def retrain(
     if coreset is not None:
         train_settings = retrain_train_settings(train_settings, len(data.train_y), retrain_budget)
     metrics = {
-        **labels,
+        **coreset_labels,
         "seed": int(seed),
         **train_and_evaluate(data, ids, model_spec, train_settings, derive_seed(seed, "retrain"),
                              device, threads),

@@ -18,7 +18,7 @@ from __future__ import annotations
 import logging
 import math
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Any, Callable
 
 import numpy as np
@@ -121,9 +121,6 @@ class TrainSettings:
         if settings.norm_lr_scale <= 0:
             raise ValueError("norm_lr_scale must be > 0")
         return settings
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
 
 
 @dataclass
