@@ -182,10 +182,14 @@ def scoring_predictions(wildcards):
     return folds + stages + choice
 
 
-def coreset_labels(wildcards):
-    """--method/--scorer/--strategy arguments of a retrain, from the coreset name."""
+def retrain_coreset_args(wildcards, input):
+    """What a retrain trains on: the coreset, its labels (from its name), budget and scoring cost."""
     method, scorer, strategy = parse_coreset_name(wildcards.coreset)
-    return f"--method {method} --scorer {scorer} --strategy {strategy}"
+    return shlex.join([
+        "--coreset", input.coreset, "--method", method, "--scorer", scorer,
+        "--strategy", strategy, "--rate", wildcards.rate,
+        "--retrain-budget", wildcards.retrain_budget, "--scoring-predictions", *input.scoring,
+    ])
 
 
 def score_table_inputs(wildcards):

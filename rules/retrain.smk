@@ -20,20 +20,18 @@ rule retrain:
         runtime=TRAIN["runtime"],
         gpu=TRAIN["gpu"],
     params:
+        trained_on=retrain_coreset_args,  # the full baseline overrides this
         model=model_json("final_model"),
         train=train_json("final_model"),
         device=config["device"],
-        coreset_labels=coreset_labels,
     shell:
-        "python -m unseen retrain --dataset-cache {input.data:q} --coreset {input.coreset:q}"
-        " {params.coreset_labels} --rate {wildcards.rate} --scoring-predictions {input.scoring:q}"
-        " --retrain-budget {wildcards.retrain_budget}"
+        "python -m unseen retrain --dataset-cache {input.data:q} {params.trained_on}"
         " --model {params.model:q} --train {params.train:q} --seed {wildcards.seed}"
         " --device {params.device} --threads {threads}"
         " --metrics-json {output.json:q} --metrics-parquet {output.parquet:q} > {log:q} 2>&1"
 
 
-rule retrain_full:
+use rule retrain as retrain_full with:
     input:
         data=rules.prepare_data.output,
     output:
@@ -41,22 +39,8 @@ rule retrain_full:
         parquet=f"{RESULTS}/seed{{seed}}/retrain/full/metrics.parquet",
     log:
         "logs/seed{seed}/retrain/full.log",
-    conda:
-        CONDA_ENV_FILE
-    threads: TRAIN["threads"]
-    resources:
-        mem_mb=TRAIN["mem_mb"],
-        runtime=TRAIN["runtime"],
-        gpu=TRAIN["gpu"],
     params:
-        model=model_json("final_model"),
-        train=train_json("final_model"),
-        device=config["device"],
-    shell:
-        "python -m unseen retrain --dataset-cache {input.data:q} --method full --scorer none --strategy none"
-        " --model {params.model:q} --train {params.train:q} --seed {wildcards.seed}"
-        " --device {params.device} --threads {threads}"
-        " --metrics-json {output.json:q} --metrics-parquet {output.parquet:q} > {log:q} 2>&1"
+        trained_on="--method full --scorer none --strategy none",  # all training data
 
 
 rule summarize:

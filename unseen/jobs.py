@@ -17,28 +17,16 @@ import numpy as np
 import pandas as pd
 
 from unseen import io
-from unseen.budget import (
-    retrain_train_settings,
-    scoring_budget_label,
-    scoring_train_settings,
-)
+from unseen.budget import retrain_train_settings, scoring_budget_label, scoring_train_settings
 from unseen.coresets import coreset_frame, first_stage, next_stage
 from unseen.data import load_cached, prepare_cached
 from unseen.folds import assign_folds, fold_training_mask
 from unseen.predictions import record_from_arrays, save_scoring_model, scoring_cost
-from unseen.scorers import (
-    MODEL_SCORERS,
-    StatisticsRecorder,
-    compute_scores,
-)
+from unseen.scorers import MODEL_SCORERS, StatisticsRecorder, compute_scores
 from unseen.seeds import derive_seed
 from unseen.selection import aggregate_scores, coreset_size, random_subset
 from unseen.strategies import class_error_table
-from unseen.subset_training import (
-    train_and_evaluate,
-    train_on_subset,
-    uses_statistics,
-)
+from unseen.subset_training import train_and_evaluate, train_on_subset, uses_statistics
 
 log = logging.getLogger("unseen.jobs")
 
@@ -94,14 +82,8 @@ def train_scoring_model(
 ) -> None:
     """Train a scoring model on ``train_ids``; save it plus its per-epoch record on ``record_ids``.
 
-    The predictions file (``.npz``) holds: sample_ids (R,), labels (R,),
-    epochs (E,), train_ids (T,), model_name, train_samples_seen (sample-epochs
-    of training), train_wall_seconds (training plus recording), train_steps (SGD
-    steps), scoring_budget (its budget label, "1" for the fitting model), and either logits float16
-    (E, R, C) or, in the statistics format, ``stat_<name>`` (E, R) for every
-    name in :data:`unseen.scorers.STAT_NAMES` (see :func:`uses_statistics`).
-    The checkpoint holds the state dict, model spec, train ids, seed, name and
-    the input normalisation (mean, std), which GraNd needs.
+    Writes ``job.checkpoint`` and ``job.predictions`` in the formats of
+    :func:`unseen.predictions.save_scoring_model`.
     """
     train_ids = np.sort(np.asarray(train_ids, dtype=np.int64))
     record_ids = np.sort(np.asarray(record_ids, dtype=np.int64))
@@ -130,25 +112,20 @@ def scoring_model_samples(
 ) -> tuple[np.ndarray, np.ndarray]:
     """(train_ids, record_ids) of a scoring model, from the fold table.
 
-    Fold model ``fold``: :func:`fold_ids`. Stage model (``coreset``, a stage
-    table of S_t): trained on S_t, records the rest. Fitting model (neither):
-    trained on every training sample, records every one.
+    Fold model ``fold``: the samples :func:`unseen.folds.fold_training_mask`
+    gives it under ``fold_mode`` (paper | holdout), recording the rest. Stage
+    model (``coreset``, a stage table of S_t): trained on S_t, records the rest.
+    Fitting model (neither): trained on every training sample, records every one.
     """
+    table = io.read_table(folds_table, io.FOLDS_SCHEMA)
+    every = table["sample_id"].to_numpy()
     if fold is not None:
-        return fold_ids(folds_table, fold, fold_mode)
-    every = io.read_table(folds_table, io.FOLDS_SCHEMA)["sample_id"].to_numpy()
+        trains = fold_training_mask(table["fold"].to_numpy(), fold, fold_mode)
+        return every[trains], every[~trains]
     if coreset is None:
         return every, every
     selected = io.read_table(coreset)["sample_id"].to_numpy()
     return selected, np.setdiff1d(every, selected)
-
-
-def fold_ids(folds_table: str, fold: int, mode: str) -> tuple[np.ndarray, np.ndarray]:
-    """(train_ids, scored_ids) of fold model ``fold`` under ``mode`` (paper | holdout)."""
-    table = io.read_table(folds_table, io.FOLDS_SCHEMA)
-    mask = fold_training_mask(table["fold"].to_numpy(), fold, mode)
-    ids = table["sample_id"].to_numpy()
-    return ids[mask], ids[~mask]
 
 
 def score_shard(
@@ -274,8 +251,8 @@ def choose_strategy(
 
     data = load_cached(dataset_cache)
     table = read_scores(scores, io.schema_of(scores))
-    choice = validation.choose_strategy(data, table, pruning_rate, selection, model_spec, train_settings,
-                    retrain_budget, seed, device, threads)
+    choice = validation.choose_strategy(data, table, pruning_rate, selection, model_spec,
+                                        train_settings, retrain_budget, seed, device, threads)
     log.info("held-out accuracy %s: chose %s", choice["validation_accuracy"], choice["strategy"])
     io.write_json({**choice, "seed": int(seed), "scores": str(scores)}, output)
 

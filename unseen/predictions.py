@@ -25,10 +25,16 @@ def save_scoring_model(
 ) -> None:
     """Write a trained scoring model: checkpoint ``model.pt`` and its record ``predictions.npz``.
 
-    The formats are those :func:`unseen.jobs.train_scoring_model` documents
-    (and results/README.md); ``norm`` is the input normalisation (mean, std)
-    and ``recorder`` None (float16 logits) or a
-    :class:`~unseen.scorers.StatisticsRecorder`.
+    The predictions file holds: sample_ids (R,), labels (R,), epochs (E,),
+    train_ids (T,), model_name, train_samples_seen (sample-epochs of training),
+    train_wall_seconds (training plus recording), train_steps (SGD steps),
+    scoring_budget (``budget_label``, "1" for the fitting model), and either
+    logits float16 (E, R, C) or, in the statistics format, ``stat_<name>`` (E, R)
+    for every name in :data:`unseen.scorers.STAT_NAMES`. The checkpoint holds
+    the state dict, model spec, train ids, seed, name and the input
+    normalisation ``norm`` (mean, std), which GraNd needs. ``recorder`` is None
+    (float16 logits) or a :class:`~unseen.scorers.StatisticsRecorder`.
+    Both are documented in results/README.md.
     """
     import torch
 
