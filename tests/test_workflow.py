@@ -1,4 +1,4 @@
-"""Real workflow runs on the digits data: leakage, sizes, nesting, determinism, resume, reuse."""
+"""Real workflow runs on the digits data: leakage, sizes, nesting, resume with determinism, reuse."""
 
 from __future__ import annotations
 
@@ -204,10 +204,9 @@ def _assert_same_outputs(a: Path, b: Path) -> None:
     )
 
 
-def test_same_seed_gives_identical_folds_scores_and_coresets(default_run, tmp_path):
-    second = make_workdir(tmp_path)
-    run_snakemake(second, "--cores", "2")
-    _assert_same_outputs(default_run, second)
+def test_another_seed_gives_other_folds(default_run, tmp_path):
+    # That the same seed gives the same outputs, byte for byte, is checked by the
+    # resume test below: its second run (killed, then resumed) must equal default_run.
     other_seed = make_workdir(tmp_path / "seed", {"seeds": [1]})
     run_snakemake(other_seed, "--cores", "2", "results/seed1/split/folds.parquet")
     assert not read(other_seed / "results/seed1/split/folds.parquet")["fold"].equals(
@@ -230,7 +229,7 @@ def _finished(workdir: Path, outputs: list[Path]) -> list[Path]:
     return [p for p in outputs if p.exists() and not marked(p)]
 
 
-def test_resume_after_sigkill_reruns_nothing_finished(default_run, tmp_path):
+def test_resume_after_sigkill_reruns_nothing_finished_and_gives_the_same_outputs(default_run, tmp_path):
     workdir = make_workdir(tmp_path)
     proc = subprocess.Popen(
         snakemake_command(workdir, "--cores", "2"),
