@@ -13,8 +13,9 @@ import subprocess
 import sys
 
 import pytest
+import yaml
 
-from conftest import REPO, job_environment, make_workdir
+from conftest import REPO, job_environment, make_workdir, run_snakemake
 
 SHIPPED = REPO / "profiles" / "slurm" / "config.yaml"
 
@@ -83,3 +84,18 @@ def test_install_profile_names_the_profiles_there_are(user_env):
     proc = _unseen(user_env, "install-profile", "no_such_profile")
     assert proc.returncode != 0
     assert "no_such_profile" in proc.stderr and "slurm" in proc.stderr, proc.stderr
+
+
+def test_both_gpu_profiles_give_a_gpu_to_exactly_the_training_rules(tmp_path):
+    """The rules that train (resources from `resources.train`) are the profiles' set-resources."""
+    # a GPU count no default has: the jobs that show it take the training resources
+    workdir = make_workdir(tmp_path, {"resources": {"train": {"gpu": 7}}})
+    plan = run_snakemake(workdir, "-n", "--forceall")
+    jobs = re.findall(r"^(?:local)?rule (\w+):\n(?:\s+.*\n)*?\s+resources: (.*)", plan.stdout + plan.stderr,
+                      re.MULTILINE)
+    training = {rule for rule, resources in jobs if re.search(r"\bgpu=7\b", resources)}
+    assert {"train_fold_model", "choose_strategy", "retrain"} <= training, jobs
+    for profile in ("slurm", "local-gpu"):
+        config = yaml.safe_load((REPO / "profiles" / profile / "config.yaml").read_text())
+        gpu_rules = {rule for rule, res in config["set-resources"].items() if res.get("gpu")}
+        assert gpu_rules == training, profile

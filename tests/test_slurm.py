@@ -61,7 +61,8 @@ SMALL = {
     "final_model": {"train": {"epochs": 3}},
     "selection": {"strategy": ["top"]},
 }
-TRAINING_RULES = {"train_fold_model", "train_fitting_model", "train_stage_model", "retrain", "retrain_full"}
+TRAINING_RULES = {"train_fold_model", "train_fitting_model", "train_stage_model", "choose_strategy",
+                  "retrain", "retrain_full"}
 # Test-only overrides on top of the profile: poll SLURM every 2 s instead of 20 s
 # (3 x 2 s is still far below the test cluster's MinJobAge), and make the
 # retry explicit although the profile already has it.
