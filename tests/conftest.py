@@ -96,10 +96,18 @@ def default_run(tmp_path_factory) -> Path:
 
 
 def pytest_collection_modifyitems(config, items):
-    """Run the SLURM tests last.
+    """Whole test files per xdist worker, the SLURM test first.
 
-    They install SLURM's client and stop their cluster at the end; from then on
-    the SLURM executor plugin spends ~9 s at every `snakemake` start asking the
-    stopped controller for its settings, which would slow every later workflow test.
+    ``pytest`` runs on two or more workers (pyproject: ``-n``, ``--dist loadgroup``).
+    Each file is one group, so its module-scoped runs are made once; the files
+    that share the session's ``default_run`` form one group, so it is made once
+    too. The SLURM test goes first: most of its time is waiting for SLURM,
+    which the other worker fills. (When it stops its cluster, stop_cluster.sh
+    makes SLURM's client fail at once, so later snakemake starts do not wait
+    for the stopped controller.)
     """
-    items.sort(key=lambda item: item.get_closest_marker("slurm") is not None)
+    uses_default_run = {item.path for item in items if "default_run" in item.fixturenames}
+    for item in items:
+        group = "default_run" if item.path in uses_default_run else item.path.stem
+        item.add_marker(pytest.mark.xdist_group(group))
+    items.sort(key=lambda item: item.get_closest_marker("slurm") is None)

@@ -14,7 +14,7 @@ CONDA_TO_PYPI = {"pytorch": "torch"}
 JOB_ENV = REPO / "workflow" / "envs" / "unseen.yaml"
 # What runs `snakemake` or the tests, never a job: not in the per-job environment.
 # pygments: `snakemake --report` highlights code in the main process, not in a job.
-NOT_FOR_JOBS = {"snakemake", "pytest", "hypothesis", "snakemake-executor-plugin-slurm", "pygments"}
+NOT_FOR_JOBS = {"snakemake", "pytest", "pytest-xdist", "hypothesis", "snakemake-executor-plugin-slurm", "pygments"}
 
 
 def _name(requirement: str) -> str:

@@ -42,4 +42,13 @@ fi
 stop_pidfile slurmd "$RUN_DIR/slurmd.pid"
 stop_pidfile slurmctld "$RUN_DIR/slurmctld.pid"
 stop_pidfile munged "$MUNGE_PID"
+
+# A stopped cluster should say so at once: the SLURM executor plugin runs
+# `scontrol show config` at every snakemake start, and against a controller
+# that is gone that waits 9 s (10 s MessageTimeout) -- for every later test's
+# snakemake. start_cluster.sh rewrites slurm.conf, which drops this line again.
+CONF=/etc/slurm/slurm.conf
+if [ -f "$CONF" ] && grep -q "^ClusterName=unseen-ci" "$CONF" && ! grep -q "^MessageTimeout=" "$CONF"; then
+    echo "MessageTimeout=1  # stopped by stop_cluster.sh" >>"$CONF"
+fi
 log "done"
