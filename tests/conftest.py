@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import fcntl
 import os
 import subprocess
 import sys
@@ -88,26 +89,35 @@ def planned_jobs(workdir: Path, *args: str) -> dict[str, int]:
 
 
 @pytest.fixture(scope="session")
-def default_run(tmp_path_factory) -> Path:
-    """One complete run of the default config (digits, K=5, all methods)."""
-    workdir = make_workdir(tmp_path_factory.mktemp("default_run"))
-    run_snakemake(workdir, "--cores", "2")
+def default_run(tmp_path_factory, worker_id) -> Path:
+    """One complete run of the default config (digits, K=5, all methods), made once per session.
+
+    Test files run on parallel workers; the first worker that needs the run makes
+    it under a lock in the session's shared temporary folder, the others wait and
+    read it. Tests only read it (or copy it).
+    """
+    if worker_id == "master":  # pytest -n 0
+        workdir = make_workdir(tmp_path_factory.mktemp("default_run"))
+        run_snakemake(workdir, "--cores", "2")
+        return workdir
+    shared = tmp_path_factory.getbasetemp().parent
+    workdir, done = shared / "default_run", shared / "default_run.done"
+    with open(shared / "default_run.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not done.exists():
+            make_workdir(workdir)
+            run_snakemake(workdir, "--cores", "2")
+            done.touch()
     return workdir
 
 
 def pytest_collection_modifyitems(config, items):
-    """Whole test files per xdist worker, the SLURM test first.
+    """The SLURM test first.
 
-    ``pytest`` runs on two or more workers (pyproject: ``-n``, ``--dist loadgroup``).
-    Each file is one group, so its module-scoped runs are made once; the files
-    that share the session's ``default_run`` form one group, so it is made once
-    too. The SLURM test goes first: most of its time is waiting for SLURM,
-    which the other worker fills. (When it stops its cluster, stop_cluster.sh
-    makes SLURM's client fail at once, so later snakemake starts do not wait
-    for the stopped controller.)
+    ``pytest`` runs test files on parallel workers (pyproject: ``-n``,
+    ``--dist loadfile``, in this order). Most of the SLURM test's time is
+    waiting for SLURM, which the other worker fills. (When it stops its
+    cluster, stop_cluster.sh makes SLURM's client fail at once, so later
+    snakemake starts do not wait for the stopped controller.)
     """
-    uses_default_run = {item.path for item in items if "default_run" in item.fixturenames}
-    for item in items:
-        group = "default_run" if item.path in uses_default_run else item.path.stem
-        item.add_marker(pytest.mark.xdist_group(group))
     items.sort(key=lambda item: item.get_closest_marker("slurm") is None)
