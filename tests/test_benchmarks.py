@@ -126,3 +126,13 @@ def test_pipeline_times_a_whole_seed_through_snakemake(tmp_path):
     assert result["job_startup_seconds"] > 0 and result["knobs"]["gpu_slots"] == 2
     assert "pipeline.py" in result["command"] and result["seeds"] == [0]
     assert len(list((tmp_path / "run" / "results" / "seed0" / "retrain").rglob("metrics.json"))) == 2
+
+
+def test_optimizer_startup_times_both_optimizers_in_fresh_interpreters(tmp_path):
+    out = _script("optimizer_startup").main(["--repeats", "1", "--results-dir", str(tmp_path)])
+    result = json.loads(out.read_text())
+    assert out.name == "optimizer_startup_cpu.json"
+    medians = result["median_seconds_to_first_step"]
+    assert set(medians) == {"unseen NesterovSGD", "torch.optim.SGD"} and min(medians.values()) > 0
+    assert result["torch_optim_extra_seconds"] == pytest.approx(
+        medians["torch.optim.SGD"] - medians["unseen NesterovSGD"], abs=1e-3)

@@ -413,14 +413,14 @@ def test_leftover_partial_files_are_ignored_by_the_run(run_copy):
 def test_two_runs_in_one_directory(run_copy):
     """The second run is refused by Snakemake's lock; the first finishes untouched."""
     first = subprocess.Popen(
-        snakemake_command(run_copy, "--cores", "1", "--forcerun", "train_fold_model"),
+        snakemake_command(run_copy, "--cores", "1", "--forcerun", "retrain"),
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=job_environment(),
     )
     locks = run_copy / ".snakemake" / "locks"
     deadline = time.time() + 120
     while not (locks.is_dir() and any(locks.iterdir())) and time.time() < deadline:
         time.sleep(0.1)
-    second = run_snakemake(run_copy, "--cores", "1", "--forcerun", "retrain", check=False)
+    second = run_snakemake(run_copy, "--cores", "1", "--forcerun", "summarize", check=False)
     out, _ = first.communicate(timeout=600)
     assert first.returncode == 0, out[-2000:]
     assert second.returncode != 0
