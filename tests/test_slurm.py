@@ -66,7 +66,7 @@ TRAINING_RULES = {"train_fold_model", "train_fitting_model", "train_stage_model"
 # Test-only overrides on top of the profile: poll SLURM every 2 s instead of 20 s
 # (3 x 2 s is still far below the test cluster's MinJobAge), and make the
 # retry explicit although the profile already has it.
-SLURM_ARGS = ("--profile", str(PROFILE), "--slurm-init-seconds-before-status-checks", "5", "--retries", "1")
+SLURM_ARGS = ("--profile", str(PROFILE), "--slurm-init-seconds-before-status-checks", "2", "--retries", "1")
 JOB_LINE = re.compile(r"slurm_job_id=(\S+) cuda_visible_devices=(\S+)")
 
 
