@@ -9,6 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pandas as pd
 import pytest
 import yaml
 
@@ -55,6 +56,22 @@ def run_snakemake(workdir: Path, *args: str, check: bool = True) -> subprocess.C
         )
         pytest.fail(f"snakemake {' '.join(args)} failed:\n{proc.stdout}\n{proc.stderr}\n{failed_logs}")
     return proc
+
+
+def assert_same_outputs(a: Path, b: Path, metrics: bool = True) -> None:
+    """Two runs made the same folds, score tables, stage tables and coresets, byte for byte.
+
+    With ``metrics``: also the same retrain metrics (summary.parquet, timings aside).
+    """
+    from unseen.compare import compare_results
+
+    files = compare_results(a / "results", b / "results")
+    assert len(files) > 0 and (files["status"] == "identical").all(), files[files.status != "identical"]
+    if metrics:
+        timings = ["wall_seconds", "train_samples_per_s", "scoring_wall_seconds"]
+        summaries = [pd.read_parquet(run / "results/summary.parquet").drop(columns=timings)
+                     for run in (a, b)]
+        pd.testing.assert_frame_equal(*summaries)
 
 
 def job_environment() -> dict[str, str]:

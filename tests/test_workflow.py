@@ -15,8 +15,10 @@ import pandas as pd
 import pytest
 import torch
 
-from conftest import DEFAULT_CONFIG, make_workdir, planned_jobs, run_snakemake, snakemake_command
-from unseen.compare import compare_results
+from conftest import (
+    DEFAULT_CONFIG, assert_same_outputs, job_environment, make_workdir, planned_jobs, run_snakemake,
+    snakemake_command,
+)
 from unseen.io import load_npz, read_id_list
 from unseen.selection import coreset_size, stage_sizes
 
@@ -193,20 +195,10 @@ def test_changing_scorer_or_rate_retrains_no_fold_model(default_run):
     assert plan.get("train_fold_model") == K
 
 
-def _assert_same_outputs(a: Path, b: Path) -> None:
-    """Same folds, score tables and coresets, byte for byte; same retrain accuracies."""
-    files = compare_results(a / "results", b / "results")
-    assert len(files) > 0 and (files["status"] == "identical").all(), files[files.status != "identical"]
-    timings = ["wall_seconds", "train_samples_per_s", "scoring_wall_seconds"]
-    pd.testing.assert_frame_equal(
-        read(a / "results/summary.parquet").drop(columns=timings),
-        read(b / "results/summary.parquet").drop(columns=timings),
-    )
-
-
 def test_another_seed_gives_other_folds(default_run, tmp_path):
     # That the same seed gives the same outputs, byte for byte, is checked by the
-    # resume test below: its second run (killed, then resumed) must equal default_run.
+    # resume test below: its second run (killed, then resumed) must equal default_run
+    # (and by test_slurm.py, metrics included: a SLURM run must equal a local one).
     other_seed = make_workdir(tmp_path / "seed", {"seeds": [1]})
     run_snakemake(other_seed, "--cores", "2", "results/seed1/split/folds.parquet")
     assert not read(other_seed / "results/seed1/split/folds.parquet")["fold"].equals(
@@ -232,7 +224,7 @@ def _finished(workdir: Path, outputs: list[Path]) -> list[Path]:
 def test_resume_after_sigkill_reruns_nothing_finished_and_gives_the_same_outputs(default_run, tmp_path):
     workdir = make_workdir(tmp_path)
     proc = subprocess.Popen(
-        snakemake_command(workdir, "--cores", "2"),
+        snakemake_command(workdir, "--cores", "2"), env=job_environment(),
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
     )
     fold_outputs = [workdir / f"results/seed0/folds/fold{k}/predictions.npz" for k in range(K)]
@@ -249,14 +241,17 @@ def test_resume_after_sigkill_reruns_nothing_finished_and_gives_the_same_outputs
     for path in finished:
         assert load_npz(path)["logits"].ndim == 3
 
-    # Resume exactly as the README says.
+    # Resume exactly as the README says (up to the coresets: the retrains after them
+    # are plain jobs, and their determinism is test_slurm.py's SLURM-vs-local check).
     run_snakemake(workdir, "--unlock")
     plan = planned_jobs(workdir, "--rerun-incomplete")
     assert plan.get("train_fold_model", 0) == K - len(finished)
-    run_snakemake(workdir, "--cores", "2", "--rerun-incomplete")
+    coresets = [str(p.relative_to(default_run))
+                for p in (default_run / "results/seed0/coresets").glob("*/rate*/coreset.parquet")]
+    run_snakemake(workdir, "--cores", "2", "--rerun-incomplete", *coresets)
     for path, mtime in finished.items():
         assert path.stat().st_mtime_ns == mtime, f"{path} was rebuilt"
-    _assert_same_outputs(default_run, workdir)
+    assert_same_outputs(default_run, workdir, metrics=False)
 
 
 def test_holdout_mode_scores_each_sample_once(tmp_path):
@@ -265,7 +260,7 @@ def test_holdout_mode_scores_each_sample_once(tmp_path):
         {"folds": {"mode": "holdout"}, "methods": ["unseen"], "scorers": ["el2n"],
          "pruning_rates": [0.5], "stages": [1.0], "selection": {"strategy": ["top"]}},
     )
-    run_snakemake(workdir, "--cores", "2")
+    run_snakemake(workdir, "--cores", "2", "results/seed0/coresets/unseen-el2n-top/rate0.5/coreset.parquet")
     folds = read(workdir / "results/seed0/split/folds.parquet")
     agg = read(workdir / "results/seed0/scores/oof/el2n.parquet")
     assert (agg["n_scores"] == 1).all() and len(agg) == len(folds)
