@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import base64
 import copy
 import fcntl
+import json
 import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pandas as pd
@@ -58,14 +62,17 @@ def run_snakemake(workdir: Path, *args: str, check: bool = True) -> subprocess.C
     return proc
 
 
-def assert_same_outputs(a: Path, b: Path, metrics: bool = True) -> None:
+def assert_same_outputs(a: Path, b: Path, metrics: bool = True, shared_only: bool = False) -> None:
     """Two runs made the same folds, score tables, stage tables and coresets, byte for byte.
 
     With ``metrics``: also the same retrain metrics (summary.parquet, timings aside).
+    With ``shared_only``: only the files both runs have (one of them made a part).
     """
-    from unseen.compare import compare_results
+    from unseen.compare import ONLY_LEFT, ONLY_RIGHT, compare_results
 
     files = compare_results(a / "results", b / "results")
+    if shared_only:
+        files = files[~files["status"].isin([ONLY_LEFT, ONLY_RIGHT])]
     assert len(files) > 0 and (files["status"] == "identical").all(), files[files.status != "identical"]
     if metrics:
         timings = ["wall_seconds", "train_samples_per_s", "scoring_wall_seconds"]
@@ -105,27 +112,77 @@ def planned_jobs(workdir: Path, *args: str) -> dict[str, int]:
     return counts
 
 
+def finished_outputs(workdir: Path, outputs: list[Path]) -> list[Path]:
+    """Outputs that exist and that Snakemake has recorded as complete.
+
+    Snakemake marks each output of a running job in .snakemake/incomplete (file
+    name: the path, URL-safe base64) and clears the mark when the job succeeds.
+    """
+    marks = workdir / ".snakemake" / "incomplete"
+
+    def marked(path: Path) -> bool:
+        rel = str(path.relative_to(workdir)).encode()
+        return (marks / base64.urlsafe_b64encode(rel).decode()).exists()
+
+    return [p for p in outputs if p.exists() and not marked(p)]
+
+
+def killed_and_resumed_run(workdir: Path) -> dict:
+    """Run the workflow in ``workdir``, SIGKILL it like a lost node, resume as the README says.
+
+    The kill lands once two fold models have finished. Returns what the resume
+    test checks: the fold models finished at the kill (path -> mtime_ns), whether
+    the summary existed then, and the fold models the resume planned.
+    """
+    k = yaml.safe_load((workdir / "config" / "config.yaml").read_text())["folds"]["k"]
+    proc = subprocess.Popen(
+        snakemake_command(workdir, "--cores", "2"), env=job_environment(),
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+    )
+    folds = [workdir / f"results/seed0/folds/fold{i}/predictions.npz" for i in range(k)]
+    deadline = time.time() + 300
+    while len(finished_outputs(workdir, folds)) < 2 and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.05)
+    os.killpg(proc.pid, signal.SIGKILL)  # snakemake and its running jobs at once
+    proc.wait()
+    record = {
+        "finished": {str(p): p.stat().st_mtime_ns for p in finished_outputs(workdir, folds)},
+        "summary_at_kill": (workdir / "results/summary.parquet").exists(),
+    }
+    run_snakemake(workdir, "--unlock")
+    record["planned_fold_models"] = planned_jobs(workdir, "--rerun-incomplete").get("train_fold_model", 0)
+    run_snakemake(workdir, "--cores", "2", "--rerun-incomplete")
+    return record
+
+
 @pytest.fixture(scope="session")
 def default_run(tmp_path_factory, worker_id) -> Path:
     """One complete run of the default config (digits, K=5, all methods), made once per session.
 
-    Test files run on parallel workers; the first worker that needs the run makes
-    it under a lock in the session's shared temporary folder, the others wait and
-    read it. Tests only read it (or copy it).
+    Made the way a user makes it after a crash: killed once two fold models have
+    finished, then resumed (:func:`killed_and_resumed_run`; its record is
+    ``<run>.kill.json`` next to it, for the resume test). Test files run on
+    parallel workers; the first worker that needs the run makes it under a lock
+    in the session's shared temporary folder, the others wait and read it.
+    Tests only read it (or copy it).
     """
     if worker_id == "master":  # pytest -n 0
         workdir = make_workdir(tmp_path_factory.mktemp("default_run"))
-        run_snakemake(workdir, "--cores", "2")
+        kill_record(workdir).write_text(json.dumps(killed_and_resumed_run(workdir)))
         return workdir
     shared = tmp_path_factory.getbasetemp().parent
-    workdir, done = shared / "default_run", shared / "default_run.done"
+    workdir = shared / "default_run"
     with open(shared / "default_run.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
-        if not done.exists():
+        if not kill_record(workdir).exists():
             make_workdir(workdir)
-            run_snakemake(workdir, "--cores", "2")
-            done.touch()
+            kill_record(workdir).write_text(json.dumps(killed_and_resumed_run(workdir)))
     return workdir
+
+
+def kill_record(run: Path) -> Path:
+    """Where :func:`default_run` keeps its :func:`killed_and_resumed_run` record."""
+    return run.parent / f"{run.name}.kill.json"
 
 
 def pytest_collection_modifyitems(config, items):

@@ -39,9 +39,9 @@ from pathlib import Path
 import pytest
 
 from conftest import (
-    REPO, assert_same_outputs, make_workdir, planned_jobs, run_snakemake, snakemake_command,
+    REPO, assert_same_outputs, finished_outputs, make_workdir, planned_jobs, run_snakemake,
+    snakemake_command,
 )
-from test_workflow import _finished
 
 pytestmark = [pytest.mark.slurm, pytest.mark.workflow]
 
@@ -246,7 +246,7 @@ def slurm_run(slurm_cluster, tmp_path_factory) -> SlurmRun:
         time.sleep(0.2)
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
-    candidates = {p: p.stat().st_mtime_ns for p in _finished(workdir, _results_files(workdir))}
+    candidates = {p: p.stat().st_mtime_ns for p in finished_outputs(workdir, _results_files(workdir))}
     states = _job_states()
     log_jobs = {log: _log_job_id(log) for log in (workdir / "logs").rglob("*.log")}
     killed_output = first_log.read_text()

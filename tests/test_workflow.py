@@ -2,12 +2,7 @@
 
 from __future__ import annotations
 
-import base64
 import json
-import os
-import signal
-import subprocess
-import time
 from pathlib import Path
 
 import numpy as np
@@ -16,8 +11,7 @@ import pytest
 import torch
 
 from conftest import (
-    DEFAULT_CONFIG, assert_same_outputs, job_environment, make_workdir, planned_jobs, run_snakemake,
-    snakemake_command,
+    DEFAULT_CONFIG, assert_same_outputs, kill_record, make_workdir, planned_jobs, run_snakemake,
 )
 from unseen.io import load_npz, read_id_list
 from unseen.selection import coreset_size, stage_sizes
@@ -206,52 +200,28 @@ def test_another_seed_gives_other_folds(default_run, tmp_path):
     )
 
 
-def _finished(workdir: Path, outputs: list[Path]) -> list[Path]:
-    """Outputs that exist and that Snakemake has recorded as complete.
-
-    Snakemake marks each output of a running job in .snakemake/incomplete (file
-    name: the path, URL-safe base64) and clears the mark when the job succeeds.
-    """
-    marks = workdir / ".snakemake" / "incomplete"
-
-    def marked(path: Path) -> bool:
-        rel = str(path.relative_to(workdir)).encode()
-        return (marks / base64.urlsafe_b64encode(rel).decode()).exists()
-
-    return [p for p in outputs if p.exists() and not marked(p)]
-
-
 def test_resume_after_sigkill_reruns_nothing_finished_and_gives_the_same_outputs(default_run, tmp_path):
-    workdir = make_workdir(tmp_path)
-    proc = subprocess.Popen(
-        snakemake_command(workdir, "--cores", "2"), env=job_environment(),
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
-    )
-    fold_outputs = [workdir / f"results/seed0/folds/fold{k}/predictions.npz" for k in range(K)]
-    deadline = time.time() + 120
-    while len(_finished(workdir, fold_outputs)) < 2 and time.time() < deadline:
-        time.sleep(0.05)
-    # Kill snakemake and its running jobs at once, like a lost node.
-    os.killpg(proc.pid, signal.SIGKILL)
-    proc.wait()
-    finished = {p: p.stat().st_mtime_ns for p in _finished(workdir, fold_outputs)}
+    # default_run was killed once two fold models had finished, then resumed
+    # exactly as the README says (conftest.killed_and_resumed_run).
+    record = json.loads(kill_record(default_run).read_text())
+    finished = {Path(p): mtime for p, mtime in record["finished"].items()}
     assert 2 <= len(finished) < K, "the kill should land after some fold models finished"
-    assert not (workdir / "results/summary.parquet").exists()
-    # No half-written output under a final name: every finished npz loads.
-    for path in finished:
-        assert load_npz(path)["logits"].ndim == 3
-
-    # Resume exactly as the README says (up to the coresets: the retrains after them
-    # are plain jobs, and their determinism is test_slurm.py's SLURM-vs-local check).
-    run_snakemake(workdir, "--unlock")
-    plan = planned_jobs(workdir, "--rerun-incomplete")
-    assert plan.get("train_fold_model", 0) == K - len(finished)
-    coresets = [str(p.relative_to(default_run))
-                for p in (default_run / "results/seed0/coresets").glob("*/rate*/coreset.parquet")]
-    run_snakemake(workdir, "--cores", "2", "--rerun-incomplete", *coresets)
+    assert not record["summary_at_kill"]
+    assert record["planned_fold_models"] == K - len(finished)
     for path, mtime in finished.items():
         assert path.stat().st_mtime_ns == mtime, f"{path} was rebuilt"
-    assert_same_outputs(default_run, workdir, metrics=False)
+        assert load_npz(path)["logits"].ndim == 3  # no half-written file under a final name
+    # The resumed run equals an uninterrupted one: its folds, fold models' records
+    # and out-of-fold scores byte for byte (the whole run, metrics included, is
+    # test_slurm.py's check of a killed-and-resumed SLURM run against a local run).
+    fresh = make_workdir(tmp_path)
+    run_snakemake(fresh, "--cores", "2", f"results/seed0/scores/oof/{SCORERS[0]}.parquet")
+    assert_same_outputs(default_run, fresh, metrics=False, shared_only=True)
+    for k in range(K):  # the fold models' records, timings aside
+        again, first = (load_npz(run / f"results/seed0/folds/fold{k}/predictions.npz")
+                        for run in (fresh, default_run))
+        for key in ("sample_ids", "train_ids", "logits"):
+            assert np.array_equal(again[key], first[key]), (k, key)
 
 
 def test_holdout_mode_scores_each_sample_once(tmp_path):
