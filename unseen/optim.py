@@ -19,8 +19,9 @@ class NesterovSGD:
 
     Weight decay applies to weight matrices and kernels only, not to biases or
     norm parameters. Written out with foreach ops because constructing a
-    ``torch.optim`` optimizer imports TorchDynamo, which adds about a second to
-    every job's start; with dozens of short jobs per run that dominates on a CPU.
+    ``torch.optim`` optimizer imports TorchDynamo, which adds 1.5 s to every
+    job's start on a 2-core CPU (benchmarks/optimizer_startup.py); with dozens
+    of short jobs per run that dominates.
 
     ``scaled`` parameters (a subset of ``params``) take ``lr * scale`` instead
     of ``lr``; the default (none) is one update for all parameters.
