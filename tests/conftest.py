@@ -186,12 +186,14 @@ def kill_record(run: Path) -> Path:
 
 
 def pytest_collection_modifyitems(config, items):
-    """The SLURM test first.
+    """The SLURM test first, then the files with workflow runs, the quick unit tests last.
 
     ``pytest`` runs test files on parallel workers (pyproject: ``-n``,
     ``--dist loadfile``, in this order). Most of the SLURM test's time is
-    waiting for SLURM, which the other worker fills. (When it stops its
+    waiting for SLURM, which the other worker fills; long files early and short
+    ones last keep both workers busy to the end. (When the SLURM test stops its
     cluster, stop_cluster.sh makes SLURM's client fail at once, so later
     snakemake starts do not wait for the stopped controller.)
     """
-    items.sort(key=lambda item: item.get_closest_marker("slurm") is None)
+    items.sort(key=lambda item: (item.get_closest_marker("slurm") is None,
+                                 item.get_closest_marker("workflow") is None))
