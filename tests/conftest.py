@@ -166,11 +166,9 @@ def default_run(tmp_path_factory, worker_id) -> Path:
     in the session's shared temporary folder, the others wait and read it.
     Tests only read it (or copy it).
     """
-    if worker_id == "master":  # pytest -n 0
-        workdir = make_workdir(tmp_path_factory.mktemp("default_run"))
-        kill_record(workdir).write_text(json.dumps(killed_and_resumed_run(workdir)))
-        return workdir
-    shared = tmp_path_factory.getbasetemp().parent
+    # the folder every worker of this session shares (pytest -n 0: its own)
+    base = tmp_path_factory.getbasetemp()
+    shared = base if worker_id == "master" else base.parent
     workdir = shared / "default_run"
     with open(shared / "default_run.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)

@@ -164,9 +164,10 @@ def _budget_values(config: dict[str, Any]) -> None:
             pass
 
 
-#: Every method a run can compare (config ``methods``), and those that score samples.
-METHODS = ("full", "random", "fitting", "unseen", "unseen_single")
+#: The methods a run can compare (config ``methods``): those that score samples and the rest.
 SCORED_METHODS = ("fitting", "unseen_single", "unseen")
+UNSCORED_METHODS = ("full", "random")
+METHODS = UNSCORED_METHODS + SCORED_METHODS
 
 
 def parse_coreset_name(name: str) -> tuple[str, str, str]:

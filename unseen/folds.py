@@ -37,8 +37,8 @@ def assign_folds(labels: np.ndarray, k: int, seed: int) -> np.ndarray:
     splitter = StratifiedKFold(n_splits=k, shuffle=True, random_state=seed)
     folds = np.empty(len(labels), dtype=np.int64)
     with warnings.catch_warnings():
-        # "The least populated class has only n members": reported by the preflight
-        warnings.simplefilter("ignore", UserWarning)
+        # a class smaller than k: the workflow's preflight reports it before a run
+        warnings.filterwarnings("ignore", "The least populated class", UserWarning)
         for fold, (_, members) in enumerate(splitter.split(np.zeros(len(labels)), labels)):
             folds[members] = fold
     return folds

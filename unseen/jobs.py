@@ -20,7 +20,7 @@ from unseen import io
 from unseen.budget import retrain_train_settings, scoring_budget_label, scoring_train_settings
 from unseen.coresets import coreset_frame, first_stage, next_stage
 from unseen.data import load_cached, prepare_cached
-from unseen.folds import assign_folds, fold_training_mask
+from unseen.folds import FOLD_MODES, assign_folds, fold_training_mask
 from unseen.predictions import record_from_arrays, save_scoring_model, scoring_cost
 from unseen.scorers import MODEL_SCORERS, StatisticsRecorder, compute_scores
 from unseen.seeds import derive_seed
@@ -108,7 +108,8 @@ def train_scoring_model(
 
 
 def scoring_model_samples(
-    folds_table: str, fold: int | None = None, fold_mode: str = "paper", coreset: str | None = None,
+    folds_table: str, fold: int | None = None, fold_mode: str = FOLD_MODES[0],
+    coreset: str | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """(train_ids, record_ids) of a scoring model, from the fold table.
 

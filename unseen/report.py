@@ -27,6 +27,7 @@ import numpy as np
 import pandas as pd
 
 from unseen.budget import RETRAIN_BUDGETS
+from unseen.config import SCORED_METHODS, UNSCORED_METHODS
 from unseen.diagnostics import aligned_ranks, diagnostics_table
 from unseen.io import atomic_path
 
@@ -42,7 +43,6 @@ SUMMARY_COLUMNS = (
 )
 
 # Methods that select without scores: their scoring compute is zero by definition.
-UNSCORED_METHODS = ("full", "random")
 
 _METHOD_LABELS = {
     "fitting": "fitting",
@@ -206,8 +206,7 @@ def per_class_selections(
             chosen = [s for s in [(method, scorer, "top"), *pair] if s in present]
             break
     if not chosen:
-        chosen = [(m, scorer, "top") for m in ("fitting", "unseen_single", "unseen")
-                  if (m, scorer, "top") in present]
+        chosen = [(m, scorer, "top") for m in SCORED_METHODS if (m, scorer, "top") in present]
     references = [s for s in [("random", "none", "none"), ("full", "none", "none")] if s in present]
     return references + chosen
 
