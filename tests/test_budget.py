@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import json
 import math
+import subprocess
+import sys
 
 import numpy as np
 import pandas as pd
@@ -112,6 +114,19 @@ def _train(cache, tmp_path, name, train_ids, record_ids, budget):
     )
     jobs.train_scoring_model(job, train_ids, record_ids, name)
     return io.load_npz(out / "predictions.npz")
+
+
+def test_a_stage_model_without_a_name_is_refused_before_training(digits_cache, tmp_path):
+    """train-scoring-model --coreset derives the stage model's seed from its name: it must be given."""
+    proc = subprocess.run(
+        [sys.executable, "-m", "unseen", "train-scoring-model", "--coreset", "stage1.parquet",
+         "--dataset-cache", str(digits_cache), "--folds-table", "folds.parquet",
+         "--model", '{"arch": "mlp"}', "--train", "{}", "--seed", "0",
+         "--checkpoint", str(tmp_path / "model.pt"), "--predictions", str(tmp_path / "p.npz")],
+        capture_output=True, text=True,
+    )
+    assert proc.returncode != 0 and "--coreset needs --model-name" in proc.stderr, proc.stderr
+    assert not (tmp_path / "model.pt").exists()
 
 
 @pytest.mark.parametrize("budget", [1.0, 0.5, "epochs"])
