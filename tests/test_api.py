@@ -1,7 +1,8 @@
-"""unseen.api: the README's example runs as written, and the API reproduces a workflow run."""
+"""unseen.api: the README's example runs as written, and the API reproduces the default run."""
 
 from __future__ import annotations
 
+import json
 import re
 import subprocess
 import sys
@@ -11,7 +12,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from conftest import REPO, job_environment, make_workdir, run_snakemake
+from conftest import REPO, job_environment
 from unseen import api
 
 
@@ -62,46 +63,45 @@ def test_images_of_the_wrong_type_are_refused_with_the_fix():
         api.out_of_fold_scores(np.zeros((10, 1, 8, 8), dtype=np.float32), np.zeros(10, dtype=int))
 
 
-# A small real workflow run with the settings the API is called with below.
-SMALL = {
-    "folds": {"k": 3},
-    "scorers": ["el2n"],
-    "methods": ["full", "unseen_single", "unseen"],
-    "pruning_rates": [0.7],
-    "stages": [0.5, 1.0],
-    "record_epochs": [5],
-    "scoring_model": {"train": {"epochs": 10}},
-    "final_model": {"train": {"epochs": 10}},
-    "selection": {"strategy": ["auto"]},  # validated: test_validation.py checks the API's choice
-}
-
-
 @pytest.mark.workflow
-def test_api_reproduces_the_workflow(tmp_path):
-    workdir = make_workdir(tmp_path, SMALL)
-    run_snakemake(workdir, "--cores", "2")
-    res = workdir / "results" / "seed0"
-    data = api.load_dataset("digits")
-    train = yaml.safe_load((workdir / "config" / "config.yaml").read_text())["scoring_model"]["train"]
-    kwargs = dict(k=3, train=train, record_epochs=[5], threads=1)
+def test_api_reproduces_the_default_run(default_run):
+    """The API, called with the default config's settings, gives the default run's tables.
 
-    scores = api.out_of_fold_scores(data.train_x, data.train_y, "el2n", **kwargs)
+    (default_run was killed and resumed: its out-of-fold scores equal the API's
+    uninterrupted in-process computation too.)
+    """
+    config = yaml.safe_load((default_run / "config" / "config.yaml").read_text())
+    res, rate = default_run / "results" / "seed0", 0.7
+    data = api.load_dataset("digits")
+    scoring, final = config["scoring_model"], config["final_model"]
+    model_kwargs = dict(model=scoring, train=scoring["train"], budget=config["budget"]["scoring"],
+                        record_epochs=config["record_epochs"], threads=1)
+
+    scores = api.out_of_fold_scores(data.train_x, data.train_y, "el2n", k=config["folds"]["k"],
+                                    mode=config["folds"]["mode"], **model_kwargs)
     pd.testing.assert_frame_equal(scores, pd.read_parquet(res / "scores/oof/el2n.parquet"))
 
-    single = api.select(scores, 0.7, "auto")
+    choice = api.choose_strategy(data.train_x, data.train_y, scores, rate, model=final,
+                                 train=final["train"], budget=config["budget"]["retrain"][0], threads=1)
+    workflow_choice = json.loads((res / f"strategy_choice/oof-el2n/rate{rate:g}.json").read_text())
+    assert choice["strategy"] == workflow_choice["strategy"]
+    assert choice["validation_accuracy"] == workflow_choice["validation_accuracy"]
+
+    single = api.select(scores, rate, "validated", validated_strategy=choice["strategy"])
     pd.testing.assert_frame_equal(
-        single, pd.read_parquet(res / "coresets/unseen_single-el2n-auto/rate0.7/coreset.parquet")
+        single, pd.read_parquet(res / f"coresets/unseen_single-el2n-validated/rate{rate:g}/coreset.parquet")
     )
-    staged = api.multi_step(data.train_x, data.train_y, scores, 0.7, "el2n", "auto", stages=[0.5, 1.0],
-                            **kwargs)
+    staged = api.multi_step(data.train_x, data.train_y, scores, rate, "el2n", "validated",
+                            stages=config["stages"], validated_strategy=choice["strategy"],
+                            **model_kwargs)
     pd.testing.assert_frame_equal(
-        staged, pd.read_parquet(res / "coresets/unseen-el2n-auto/rate0.7/coreset.parquet")
+        staged, pd.read_parquet(res / f"coresets/unseen-el2n-validated/rate{rate:g}/coreset.parquet")
     )
     metrics = api.retrain(data.train_x, data.train_y, data.test_x, data.test_y, single,
-                          train=train, threads=1)
-    expected = pd.read_parquet(res / "retrain/full_steps/unseen_single-el2n-auto/rate0.7/metrics.parquet").iloc[0]
+                          model=final, train=final["train"], threads=1)
+    expected = pd.read_parquet(
+        res / f"retrain/full_steps/unseen_single-el2n-validated/rate{rate:g}/metrics.parquet").iloc[0]
     for column in ("coreset_size", "n_train_total", "test_accuracy", "worst_class_accuracy",
                    "epochs", "train_samples_seen", "train_steps", "retrain_budget"):
         assert metrics[column] == expected[column], column
     assert metrics["per_class_accuracy"] == list(expected["per_class_accuracy"])
-

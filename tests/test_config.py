@@ -4,7 +4,7 @@ import dataclasses
 
 import pytest
 
-from conftest import make_workdir, run_snakemake
+from conftest import DEFAULT_CONFIG, deep_update, make_workdir, run_snakemake
 from unseen.budget import RETRAIN_BUDGETS
 from unseen.config import (
     METHODS, ConfigError, load_schema, parse_coreset_name, coreset_names, validate_config,
@@ -40,7 +40,20 @@ INVALID = [
 
 
 @pytest.mark.parametrize("changes, expected", INVALID, ids=[str(c) for c, _ in INVALID])
-def test_invalid_config_is_rejected_before_any_job(tmp_path, changes, expected):
+def test_invalid_config_is_named_with_key_and_fix(changes, expected):
+    # validate_config is what rules/common.smk runs when Snakemake parses the
+    # workflow; the test below shows that its error stops a real run there.
+    with pytest.raises(ConfigError) as err:
+        validate_config(deep_update(DEFAULT_CONFIG, changes))
+    output = str(err.value)
+    for text in expected:
+        assert text in output, f"{text!r} missing from:\n{output}"
+    assert output.startswith("invalid config")
+
+
+# one schema error and one error of the checks after the schema (coreset names)
+@pytest.mark.parametrize("changes, expected", [INVALID[0], INVALID[-2]], ids=["schema", "names"])
+def test_invalid_config_stops_snakemake_before_any_job(tmp_path, changes, expected):
     workdir = make_workdir(tmp_path, changes)
     proc = run_snakemake(workdir, "--cores", "1", check=False)
     output = proc.stdout + proc.stderr

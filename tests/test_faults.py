@@ -25,8 +25,13 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
-from conftest import REPO, job_environment, make_workdir, run_snakemake, snakemake_command
+from conftest import (
+    DEFAULT_CONFIG, REPO, deep_update, job_environment, make_workdir, run_snakemake,
+    snakemake_command,
+)
 from unseen import io
+from unseen.config import ConfigError, validate_config
+from unseen.preflight import PreflightError, preflight
 
 pytestmark = pytest.mark.workflow
 
@@ -225,28 +230,38 @@ def test_damaged_dataset_cache_is_rebuilt(run_copy):
 # fault 7: YAML errors and device: cuda. All stop at parse time (dry run).
 
 
-@pytest.mark.parametrize(
-    "changes, expected",
-    [
-        ({"pruning_rates": [0.3, 0.30000001]}, ["pruning_rates[1]", "rate0.3", "at most 6"]),
-        ({"pruning_rates": [0.00001]}, ["pruning_rates[0]", "rate1e-05", "at least 0.0001"]),
-        ({"pruning_rates": [0.1234567]}, ["pruning_rates[0]", "0.123457"]),
-        ({"pruning_rates": [0.0003]}, ["pruning_rates[0]", "removes no sample", "0.0004"]),
-        ({"folds": {"k": 140}}, ["folds.k", "class '8' has 131", "at most 131"]),
-        (
-            {"selection": {"strategy": ["top", "class_balanced"]}, "pruning_rates": [0.995]},
-            ["pruning_rates[0]", "keeps 7 of 1347", "'class_balanced'", "at most 0.9929"],
-        ),
-        (
-            {"extra_selections": ["unseen_single-el2n-hard_class_priority"],
-             "pruning_rates": [0.996]},
-            ["pruning_rates[0]", "'hard_class_priority'", "at most 0.9929"],
-        ),
-    ],
-    ids=["collide", "exponent", "digits-lost", "prunes-nothing", "k-over-class", "class-balanced",
-         "hard-class-priority"],
-)
-def test_impossible_config_stops_at_parse_time(tmp_path, changes, expected):
+IMPOSSIBLE = {
+    "collide": ({"pruning_rates": [0.3, 0.30000001]}, ["pruning_rates[1]", "rate0.3", "at most 6"]),
+    "exponent": ({"pruning_rates": [0.00001]}, ["pruning_rates[0]", "rate1e-05", "at least 0.0001"]),
+    "digits-lost": ({"pruning_rates": [0.1234567]}, ["pruning_rates[0]", "0.123457"]),
+    "prunes-nothing": ({"pruning_rates": [0.0003]}, ["pruning_rates[0]", "removes no sample", "0.0004"]),
+    "k-over-class": ({"folds": {"k": 140}}, ["folds.k", "class '8' has 131", "at most 131"]),
+    "class-balanced": (
+        {"selection": {"strategy": ["top", "class_balanced"]}, "pruning_rates": [0.995]},
+        ["pruning_rates[0]", "keeps 7 of 1347", "'class_balanced'", "at most 0.9929"],
+    ),
+    "hard-class-priority": (
+        {"extra_selections": ["unseen_single-el2n-hard_class_priority"], "pruning_rates": [0.996]},
+        ["pruning_rates[0]", "'hard_class_priority'", "at most 0.9929"],
+    ),
+}
+
+
+@pytest.mark.parametrize("changes, expected", IMPOSSIBLE.values(), ids=IMPOSSIBLE.keys())
+def test_impossible_config_is_named_with_key_and_fix(tmp_path, changes, expected):
+    # what rules/common.smk runs when Snakemake parses the workflow (the config
+    # check, then the preflight checks); the test below shows a real run stop there
+    with pytest.raises((ConfigError, PreflightError)) as err:
+        config = validate_config(deep_update(DEFAULT_CONFIG, {**TINY, **changes}))
+        preflight(config, tmp_path / "results", ["snakemake", "-n"])
+    for fragment in expected:
+        assert fragment in str(err.value), (fragment, str(err.value))
+
+
+# one check of the config itself and one that needs the dataset's class sizes
+@pytest.mark.parametrize("case", ["collide", "k-over-class"])
+def test_impossible_config_stops_at_parse_time(tmp_path, case):
+    changes, expected = IMPOSSIBLE[case]
     workdir = make_workdir(tmp_path, {**TINY, **changes})
     proc = run_snakemake(workdir, "-n", check=False)
     assert proc.returncode != 0
@@ -299,30 +314,41 @@ def test_yaml_error_in_a_configfile_option(tmp_path):
     assert check.returncode != 0 and f"{bad}:3:" in check.stderr
 
 
-@pytest.mark.parametrize(
-    "text_of_file, expected",
-    [
-        # a typo in a key: named, with the keys that exist
-        ("prunning_rates: [0.3]\n", ["'prunning_rates' was unexpected", "allowed keys"]),
-        # a budget name from another tool's spelling
-        ("budget: {retrain: [full-steps]}\n", ["budget.retrain[0]", "'full_steps', 'epochs'"]),
-        ("budget: {scoring: 0}\n", ["budget.scoring", "a number > 0"]),
-        # a data root on a node that does not mount it
-        ("dataset: {name: mnist, root: /nonexistent/mnist}\n",
-         ["dataset 'mnist'", "/nonexistent/mnist does not exist", "To obtain the data"]),
-    ],
-    ids=["key-typo", "retrain-budget-name", "scoring-budget-zero", "missing-data-root"],
-)
-def test_check_config_names_the_key_or_file_without_a_traceback(tmp_path, text_of_file, expected):
+CHECK_CONFIG_CASES = {
+    # a typo in a key: named, with the keys that exist
+    "key-typo": ("prunning_rates: [0.3]\n", ["'prunning_rates' was unexpected", "allowed keys"]),
+    # a budget name from another tool's spelling
+    "retrain-budget-name": ("budget: {retrain: [full-steps]}\n",
+                            ["budget.retrain[0]", "'full_steps', 'epochs'"]),
+    "scoring-budget-zero": ("budget: {scoring: 0}\n", ["budget.scoring", "a number > 0"]),
+    # a data root on a node that does not mount it
+    "missing-data-root": ("dataset: {name: mnist, root: /nonexistent/mnist}\n",
+                          ["dataset 'mnist'", "/nonexistent/mnist does not exist", "To obtain the data"]),
+}
+
+
+def _check_config_file(tmp_path: Path, case: str) -> tuple[Path, list[str]]:
+    text_of_file, expected = CHECK_CONFIG_CASES[case]
     config = tmp_path / "mine.yaml"
     config.write_text(text_of_file)
+    return config, expected
+
+
+@pytest.mark.parametrize("case", CHECK_CONFIG_CASES)
+def test_check_config_names_the_key_or_file_without_a_traceback(tmp_path, case):
+    config, expected = _check_config_file(tmp_path, case)
     proc = unseen_cli("check-config", str(config))
     assert proc.returncode == 1
     assert proc.stderr.startswith(f"{config}:") or f"\n{config}:" in proc.stderr, proc.stderr
     for part in expected:
         assert part in proc.stderr, proc.stderr
     assert "Traceback" not in proc.stderr
-    # the same config stops a workflow at parse time, before any job
+
+
+# a schema error and a missing data root (the two checks check-config runs)
+@pytest.mark.parametrize("case", ["key-typo", "missing-data-root"])
+def test_a_config_check_config_refuses_stops_snakemake_at_parse_time(tmp_path, case):
+    config, expected = _check_config_file(tmp_path, case)
     workdir = make_workdir(tmp_path / "run", TINY)
     run = run_snakemake(workdir, "-n", "--configfile", str(config), check=False)
     assert run.returncode != 0 and expected[0] in text(run)

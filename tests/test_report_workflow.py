@@ -32,7 +32,7 @@ FIGURES = ("accuracy_vs_rate", "score_histograms", "rank_stability", "per_class_
 SELECTION = ["method", "scorer", "strategy", "pruning_rate"]
 
 # The two-seed run: default digits config, reduced matrix.
-K2 = 3
+K2 = 2
 RATE = 0.5
 SCORING_EPOCHS = 10
 TWO_SEEDS = {

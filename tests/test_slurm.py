@@ -20,7 +20,8 @@ users to:
 The checks read the job logs (first line: ``slurm_job_id=...
 cuda_visible_devices=...``), the outputs, and slurmctld (``scontrol show job``;
 MinJobAge=600 in the test cluster keeps finished jobs there for ten minutes).
-A local run (``--cores 2``) of the same config is the reference for results.
+A local run (``--cores 1``, started first and run alongside) of the same config is the
+reference for results.
 """
 
 from __future__ import annotations
@@ -33,14 +34,15 @@ import subprocess
 import sys
 import textwrap
 import time
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
 
 from conftest import (
-    REPO, assert_same_outputs, finished_outputs, make_workdir, planned_jobs, run_snakemake,
-    snakemake_command,
+    REPO, assert_same_outputs, finished_outputs, job_environment, make_workdir, planned_jobs,
+    run_snakemake, snakemake_command,
 )
 
 pytestmark = [pytest.mark.slurm, pytest.mark.workflow]
@@ -216,16 +218,43 @@ class SlurmRun:
 
 
 @pytest.fixture(scope="module")
-def slurm_run(slurm_cluster, tmp_path_factory) -> SlurmRun:
+def local_run_started(tmp_path_factory):
+    """The local reference run of the same config, started first in the background.
+
+    It runs while the SLURM run below mostly waits for SLURM (job start-up,
+    status polls); ``local_run`` waits for it to finish.
+    """
+    workdir = make_workdir(tmp_path_factory.mktemp("local"), SMALL)
+    log = workdir.parent / "local_run.log"
+    with open(log, "w") as out:
+        proc = subprocess.Popen(snakemake_command(workdir, "--cores", "1"), stdout=out,
+                                stderr=subprocess.STDOUT, env=job_environment())
+    yield workdir, proc, log
+    if proc.poll() is None:
+        proc.kill()
+        proc.wait()
+
+
+@pytest.fixture(scope="module")
+def local_run(local_run_started) -> Path:
+    workdir, proc, log = local_run_started
+    if proc.wait(timeout=900) != 0:
+        pytest.fail(f"the local reference run failed:\n{log.read_text()[-4000:]}")
+    return workdir
+
+
+@pytest.fixture(scope="module")
+def slurm_run(slurm_cluster, local_run_started, tmp_path_factory) -> SlurmRun:
     base = tmp_path_factory.mktemp("slurm")
     workdir = make_workdir(base / "run", SMALL)
     marker = base / "failed_once"
     _write_fail_once_shim(base / "bin", marker)
     env = _slurm_env(base / "bin")
-    expected = planned_jobs(workdir)
-    expected.pop("all", None)  # the target rule runs inside snakemake, not as a job
     dag = _dag_jobs(workdir)
     assert dag["logs/seed0/train_fold_model/fold0.log"][0] == "train_fold_model"
+    # every job the workflow plans has a log (the target rule `all`, run inside
+    # snakemake, has none)
+    expected = dict(Counter(rule for rule, _ in dag.values()))
     log_of = {out: log for log, (_, outputs) in dag.items() for out in outputs}
 
     # 1. Start, and SIGKILL the submitting snakemake once SLURM reports a fold
@@ -276,13 +305,6 @@ def slurm_run(slurm_cluster, tmp_path_factory) -> SlurmRun:
     run_ids += re.findall(r"SLURM run ID: (\S+)", output)
     rule_of = {workdir / log: rule for log, (rule, _) in dag.items()}
     return SlurmRun(workdir, expected, rule_of, run_ids, killed_output, finished, leftover, output, marker, plan)
-
-
-@pytest.fixture(scope="module")
-def local_run(tmp_path_factory) -> Path:
-    workdir = make_workdir(tmp_path_factory.mktemp("local"), SMALL)
-    run_snakemake(workdir, "--cores", "2")
-    return workdir
 
 
 def test_every_job_ran_as_its_own_slurm_job(slurm_run):
