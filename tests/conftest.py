@@ -183,13 +183,23 @@ def kill_record(run: Path) -> Path:
     return run.parent / f"{run.name}.kill.json"
 
 
+def pytest_xdist_auto_num_workers(config):
+    """``-n auto``: one worker per core plus one (at most 4, pyproject's --maxprocesses).
+
+    The extra worker takes the SLURM test, which spends its minutes mostly
+    waiting for SLURM; its jobs run at a higher CPU priority (.ci/slurm: slurmd
+    is niced -10), so the other workers keep every core busy meanwhile.
+    """
+    return (os.cpu_count() or 1) + 1
+
+
 def pytest_collection_modifyitems(config, items):
     """The SLURM test first, then the files with workflow runs, the quick unit tests last.
 
     ``pytest`` runs test files on parallel workers (pyproject: ``-n``,
     ``--dist loadfile``, in this order). Most of the SLURM test's time is
-    waiting for SLURM, which the other worker fills; long files early and short
-    ones last keep both workers busy to the end. (When the SLURM test stops its
+    waiting for SLURM, which the other workers fill; long files early and short
+    ones last keep every worker busy to the end. (When the SLURM test stops its
     cluster, stop_cluster.sh makes SLURM's client fail at once, so later
     snakemake starts do not wait for the stopped controller.)
     """
