@@ -138,6 +138,8 @@ def main(argv: list[str] | None = None) -> Path:
     p.add_argument("--device", default="auto", help="device the results file is named after")
     p.add_argument("--goal-seconds-per-seed", type=float, default=GOAL_SECONDS_PER_SEED,
                    help="the wall time per seed (after data preparation) the run should meet")
+    p.add_argument("--startup-repeats", type=int, default=3,
+                   help="fresh interpreters timed for the job start-up figure (the median is kept)")
     p.add_argument("--results-dir", default=str(RESULTS_DIR))
     args = p.parse_args(argv)
 
@@ -153,7 +155,7 @@ def main(argv: list[str] | None = None) -> Path:
     (workdir / "config").mkdir(parents=True)
     (workdir / "config" / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
 
-    startup = job_startup_seconds()
+    startup = job_startup_seconds(args.startup_repeats)
     print(f"job start-up (imports{' + CUDA context' if torch.cuda.is_available() else ''}):"
           f" {startup:.2f} s", flush=True)
     t0 = time.perf_counter()

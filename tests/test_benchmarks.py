@@ -99,28 +99,25 @@ def test_trainer_throughput_compares_our_trainer_with_the_plain_loop(tmp_path):
 
 @pytest.mark.workflow
 def test_pipeline_times_a_whole_seed_through_snakemake(tmp_path):
+    # the smallest whole seed: the full-data model and the random baseline
     config = {
-        "dataset": {"name": "digits"}, "seeds": [0], "folds": {"k": 3, "mode": "paper"},
-        "scoring_model": {"arch": "mlp", "options": {"width": 32},
-                          "train": {"epochs": 3, "batch_size": 64}},
+        "dataset": {"name": "digits"}, "seeds": [0],
         "final_model": {"arch": "mlp", "options": {"width": 32},
                         "train": {"epochs": 3, "batch_size": 64, "test_time_flip": True}},
-        "record_epochs": [], "scorers": ["el2n"], "methods": ["random", "unseen_single"],
-        "pruning_rates": [0.5], "device": "cpu",
+        "methods": ["full", "random"], "pruning_rates": [0.5], "device": "cpu",
     }
     config_file = tmp_path / "tiny.yaml"
     config_file.write_text(__import__("yaml").safe_dump(config))
     pipeline = _script("pipeline")
     out = pipeline.main(["--config", str(config_file), "--workdir", str(tmp_path / "run"),
                          "--cores", "2", "--gpu-slots", "2", "--device", "cpu",
-                         "--results-dir", str(tmp_path)])
+                         "--startup-repeats", "1", "--results-dir", str(tmp_path)])
     result = json.loads(out.read_text())
     assert out.name == "pipeline_cpu.json" and result["machine"]["device"] == "cpu"
     per_rule = result["jobs_per_rule"]
-    assert per_rule["train_fold_model"] == 3 and "train_stage_model" not in per_rule
-    assert per_rule["retrain"] == 2 and "prepare_data" not in per_rule  # timed apart
-    assert per_rule["choose_strategy"] == 1  # validated: out-of-fold scores, one rate
-    assert result["jobs"] == sum(per_rule.values()) and result["training_jobs"] == 6
+    assert per_rule["retrain_full"] == 1 and per_rule["retrain"] == 1
+    assert per_rule["select_random_coreset"] == 1 and "prepare_data" not in per_rule  # timed apart
+    assert result["jobs"] == sum(per_rule.values()) and result["training_jobs"] == 2
     assert result["wall_seconds_per_seed"] == result["wall_seconds"] > 0
     assert result["total_seconds"] == pytest.approx(result["wall_seconds"] + result["data_seconds"], abs=0.11)
     assert result["job_startup_seconds"] > 0 and result["knobs"]["gpu_slots"] == 2

@@ -42,7 +42,7 @@ TWO_SEEDS = {
     "methods": ["full", "random", "fitting", "unseen_single", "unseen"],
     "pruning_rates": [RATE],
     "stages": [0.5, 1.0],
-    "extra_selections": ["unseen_single-el2n-class_balanced", "unseen_single-el2n-hard_class_priority"],
+    "extra_selections": ["unseen_single-el2n-hard_class_priority"],
     "record_epochs": [5],
     "scoring_model": {"train": {"epochs": SCORING_EPOCHS}},
     "final_model": {"train": {"epochs": 10}},
@@ -54,7 +54,7 @@ TWO_SEEDS = {
 }
 TWO_SEED_SELECTIONS = [
     "random", "fitting-el2n-top", "unseen_single-el2n-top", "unseen-el2n-top",
-    "unseen_single-el2n-class_balanced", "unseen_single-el2n-hard_class_priority",
+    "unseen_single-el2n-hard_class_priority",
 ]
 
 
@@ -255,7 +255,7 @@ def test_two_seed_run_has_every_selection_of_the_matrix(two_seed_run):
     metrics = pd.read_parquet(two_seed_run / "results/summary.parquet")
     assert len(metrics) == 2 * (1 + len(TWO_SEED_SELECTIONS))
     strategies = metrics.loc[metrics.method == "unseen_single", "strategy"]
-    assert sorted(set(strategies)) == ["class_balanced", "hard_class_priority", "top"]
+    assert sorted(set(strategies)) == ["hard_class_priority", "top"]
 
 
 def test_summary_statistics_over_two_seeds(two_seed_run):

@@ -49,7 +49,7 @@ pytestmark = [pytest.mark.slurm, pytest.mark.workflow]
 
 CI = REPO / ".ci" / "slurm"
 PROFILE = REPO / "profiles" / "slurm"
-K = 3
+K = 2
 # Small but with every kind of job: folds, shards, aggregation, two stages
 # (stage model + stage scoring + next-stage selection), random and full
 # baselines, retrains, summary.
