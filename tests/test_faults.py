@@ -347,7 +347,7 @@ def test_check_config_names_the_key_or_file_without_a_traceback(tmp_path, case):
 
 # a schema error and a missing data root (the two checks check-config runs)
 @pytest.mark.parametrize("case", ["key-typo", "missing-data-root"])
-def test_a_config_check_config_refuses_stops_snakemake_at_parse_time(tmp_path, case):
+def test_a_config_that_check_config_refuses_stops_snakemake_at_parse_time(tmp_path, case):
     config, expected = _check_config_file(tmp_path, case)
     workdir = make_workdir(tmp_path / "run", TINY)
     run = run_snakemake(workdir, "-n", "--configfile", str(config), check=False)
