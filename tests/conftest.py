@@ -62,23 +62,24 @@ def run_snakemake(workdir: Path, *args: str, check: bool = True) -> subprocess.C
     return proc
 
 
-def assert_same_outputs(a: Path, b: Path, metrics: bool = True, shared_only: bool = False) -> None:
-    """Two runs made the same folds, score tables, stage tables and coresets, byte for byte.
-
-    With ``metrics``: also the same retrain metrics (summary.parquet, timings aside).
-    With ``shared_only``: only the files both runs have (one of them made a part).
-    """
-    from unseen.compare import ONLY_LEFT, ONLY_RIGHT, compare_results
+def assert_same_outputs(a: Path, b: Path) -> None:
+    """Two runs made the same folds, score tables, stage tables and coresets, byte for byte,
+    and the same retrain metrics (summary.parquet, timings aside)."""
+    from unseen.compare import compare_results
 
     files = compare_results(a / "results", b / "results")
-    if shared_only:
-        files = files[~files["status"].isin([ONLY_LEFT, ONLY_RIGHT])]
     assert len(files) > 0 and (files["status"] == "identical").all(), files[files.status != "identical"]
-    if metrics:
-        timings = ["wall_seconds", "train_samples_per_s", "scoring_wall_seconds"]
-        summaries = [pd.read_parquet(run / "results/summary.parquet").drop(columns=timings)
-                     for run in (a, b)]
-        pd.testing.assert_frame_equal(*summaries)
+    timings = ["wall_seconds", "train_samples_per_s", "scoring_wall_seconds"]
+    summaries = [pd.read_parquet(run / "results/summary.parquet").drop(columns=timings)
+                 for run in (a, b)]
+    pd.testing.assert_frame_equal(*summaries)
+
+
+def api_scoring_kwargs(config: dict) -> dict:
+    """unseen.api keyword arguments that train scoring models as a run of ``config`` does."""
+    scoring = config["scoring_model"]
+    return dict(model=scoring, train=scoring["train"], budget=config["budget"]["scoring"],
+                record_epochs=config["record_epochs"], threads=1)
 
 
 def job_environment() -> dict[str, str]:

@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from conftest import REPO, job_environment
+from conftest import REPO, api_scoring_kwargs, job_environment
 from unseen import api
 
 
@@ -73,9 +73,8 @@ def test_api_reproduces_the_default_run(default_run):
     config = yaml.safe_load((default_run / "config" / "config.yaml").read_text())
     res, rate = default_run / "results" / "seed0", 0.7
     data = api.load_dataset("digits")
-    scoring, final = config["scoring_model"], config["final_model"]
-    model_kwargs = dict(model=scoring, train=scoring["train"], budget=config["budget"]["scoring"],
-                        record_epochs=config["record_epochs"], threads=1)
+    final = config["final_model"]
+    model_kwargs = api_scoring_kwargs(config)
 
     scores = api.out_of_fold_scores(data.train_x, data.train_y, "el2n", k=config["folds"]["k"],
                                     mode=config["folds"]["mode"], **model_kwargs)

@@ -39,6 +39,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
+import yaml
 
 from conftest import (
     REPO, assert_same_outputs, finished_outputs, job_environment, make_workdir, planned_jobs,
@@ -64,8 +65,10 @@ SMALL = {
     "final_model": {"train": {"epochs": 3}},
     "selection": {"strategy": ["top"]},
 }
-TRAINING_RULES = {"train_fold_model", "train_fitting_model", "train_stage_model", "choose_strategy",
-                  "retrain", "retrain_full"}
+# The rules the profile gives a GPU (test_profile.py: exactly the rules that train).
+TRAINING_RULES = {rule for rule, resources in
+                  yaml.safe_load((PROFILE / "config.yaml").read_text())["set-resources"].items()
+                  if resources.get("gpu")}
 # Test-only overrides on top of the profile: poll SLURM every 2 s instead of 20 s
 # (3 x 2 s is still far below the test cluster's MinJobAge), and make the
 # retry explicit although the profile already has it.

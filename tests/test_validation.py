@@ -117,7 +117,7 @@ def test_validated_coresets_are_the_chosen_strategys_and_pay_for_the_choice(tmp_
     summary = pd.read_parquet(tmp_path / "results/summary.parquet").set_index(
         ["method", "strategy", "pruning_rate"])
     for method, kind in (("fitting", "fitting"), ("unseen_single", "oof")):
-        for rate in ("0.3",):
+        for rate in (f"{r:g}" for r in config["pruning_rates"]):
             choice = json.loads((seed_dir / f"strategy_choice/{kind}-el2n/rate{rate}.json").read_text())
             accuracy = choice["validation_accuracy"]
             assert choice["strategy"] == max(["top", "ccs"], key=lambda s: (accuracy[s], s == "top"))

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from conftest import (
-    DEFAULT_CONFIG, kill_record, make_workdir, planned_jobs, run_snakemake,
+    DEFAULT_CONFIG, api_scoring_kwargs, kill_record, make_workdir, planned_jobs, run_snakemake,
 )
 from unseen import api
 from unseen.folds import assign_folds
@@ -193,9 +193,9 @@ def test_changing_scorer_or_rate_retrains_no_fold_model(default_run):
 
 
 def test_another_seed_gives_other_folds(default_run, tmp_path):
-    # That the same seed gives the same outputs, byte for byte, is checked by the
-    # resume test below: its second run (killed, then resumed) must equal default_run
-    # (and by test_slurm.py, metrics included: a SLURM run must equal a local one).
+    # That the same seed gives the same outputs is checked by the resume test below
+    # (the killed-and-resumed default_run equals an uninterrupted computation) and by
+    # test_slurm.py (a SLURM run equals a local one byte for byte, metrics included).
     other_seed = make_workdir(tmp_path / "seed", {"seeds": [1]})
     run_snakemake(other_seed, "--cores", "2", "results/seed1/split/folds.parquet")
     assert not read(other_seed / "results/seed1/split/folds.parquet")["fold"].equals(
@@ -221,12 +221,9 @@ def test_resume_after_sigkill_reruns_nothing_finished_and_gives_the_same_outputs
     folds = read(default_run / "results/seed0/split/folds.parquet")
     assert np.array_equal(folds["sample_id"], np.arange(len(data.train_y)))
     assert np.array_equal(folds["fold"], assign_folds(data.train_y, K, derive_seed(0, "folds")))
-    scoring = DEFAULT_CONFIG["scoring_model"]
-    uninterrupted = api.out_of_fold_scores(
-        data.train_x, data.train_y, SCORERS[0], k=K, mode=DEFAULT_CONFIG["folds"]["mode"],
-        model=scoring, train=scoring["train"], budget=DEFAULT_CONFIG["budget"]["scoring"],
-        record_epochs=DEFAULT_CONFIG["record_epochs"], threads=1,
-    )
+    uninterrupted = api.out_of_fold_scores(data.train_x, data.train_y, SCORERS[0], k=K,
+                                           mode=DEFAULT_CONFIG["folds"]["mode"],
+                                           **api_scoring_kwargs(DEFAULT_CONFIG))
     pd.testing.assert_frame_equal(read(default_run / f"results/seed0/scores/oof/{SCORERS[0]}.parquet"),
                                   uninterrupted)
 

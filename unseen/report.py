@@ -42,8 +42,6 @@ SUMMARY_COLUMNS = (
     "scoring_sample_epochs", "scoring_wall_seconds", "retrain_wall_seconds_mean",
 )
 
-# Methods that select without scores: their scoring compute is zero by definition.
-
 _METHOD_LABELS = {
     "fitting": "fitting",
     "unseen": "UNSEEN",
