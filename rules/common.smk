@@ -4,6 +4,7 @@ import json
 import os
 import shlex
 import sys
+import types
 
 from unseen.budget import RETRAIN_BUDGETS as RETRAIN_BUDGET_NAMES
 from unseen.config import parse_coreset_name, coreset_names, validate_config
@@ -180,6 +181,23 @@ def scoring_predictions(wildcards):
     base = f"{seed_dir}/coresets/{wildcards.coreset}/rate{wildcards.rate}"
     stages = [f"{base}/stage{t}/predictions.npz" for t in range(1, len(stages_of(method)))]
     return folds + stages + choice
+
+
+def all_scoring_models():
+    """(run seed, predictions.npz) of every scoring model the run trains, sorted, for the regime table."""
+    models = set()
+    for seed, coreset, rate in itertools.product(SEEDS, CORESET_NAMES, RATES):
+        wildcards = types.SimpleNamespace(seed=seed, coreset=coreset, rate=rate)
+        models.update((seed, path) for path in scoring_predictions(wildcards) if path.endswith(".npz"))
+    return sorted(models)
+
+
+def scoring_model_args(wildcards, input):
+    """--model SEED PATH for every scoring model (input in all_scoring_models() order)."""
+    return " ".join(
+        f"--model {seed} {shlex.quote(path)}"
+        for (seed, _), path in zip(all_scoring_models(), input)
+    )
 
 
 def retrain_coreset_args(wildcards, input):

@@ -2,10 +2,30 @@
 # four figures, all registered for `snakemake --report`.
 
 
+rule scoring_models:
+    input:
+        [path for _, path in all_scoring_models()],
+    output:
+        f"{RESULTS}/scoring_models.parquet",
+    log:
+        "logs/scoring_models.log",
+    conda:
+        CONDA_ENV_FILE
+    threads: LIGHT["threads"]
+    resources:
+        mem_mb=LIGHT["mem_mb"],
+        runtime=LIGHT["runtime"],
+    params:
+        models=scoring_model_args,
+    shell:
+        "python -m unseen scoring-models --output {output:q} {params.models} > {log:q} 2>&1"
+
+
 rule report:
     input:
         unpack(score_table_inputs),
         summary=rules.summarize.output.parquet,
+        scoring_models=rules.scoring_models.output,
         classes=all_metrics()[0].replace(".parquet", ".json"),
     output:
         summary=report(
@@ -18,6 +38,17 @@ rule report:
             caption="../workflow/report/diagnostics.rst",
         ),
         diagnostics_parquet=f"{REPORT_DIR}/diagnostics.parquet",
+        regime=report(
+            f"{REPORT_DIR}/regime.html",
+            category="0. Regime",
+            caption="../workflow/report/regime.rst",
+        ),
+        scoring_models=report(
+            f"{REPORT_DIR}/scoring_models.csv",
+            category="0. Regime",
+            caption="../workflow/report/scoring_models.rst",
+        ),
+        scoring_models_parquet=f"{REPORT_DIR}/scoring_models.parquet",
         accuracy=report(
             f"{REPORT_DIR}/accuracy_vs_rate.png",
             category="1. Accuracy",
@@ -58,4 +89,5 @@ rule report:
     shell:
         "python -m unseen report --summary {input.summary:q} {params.tables}"
         " --scorer {params.scorer} {params.per_class_rate} --classes-from {input.classes:q}"
+        " --scoring-models {input.scoring_models:q}"
         " --out-dir {params.out_dir:q} > {log:q} 2>&1"

@@ -163,10 +163,14 @@ def cmd_summarize(args: argparse.Namespace) -> None:
     jobs.summarize(args.metrics, args.output, args.csv)
 
 
+def cmd_scoring_models(args: argparse.Namespace) -> None:
+    jobs.scoring_models(args.model or [], args.output)
+
+
 def cmd_report(args: argparse.Namespace) -> None:
     jobs.report(
         args.summary, args.score_table or [], args.out_dir, args.scorer,
-        args.per_class_rate, args.classes_from,
+        args.per_class_rate, args.classes_from, args.scoring_models,
     )
 
 
@@ -369,6 +373,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--csv", required=True)
     p.add_argument("metrics", nargs="+")
 
+    p = add("scoring-models", cmd_scoring_models,
+            "the regime table: how well every scoring model fits its training samples")
+    p.add_argument("--output", required=True)
+    p.add_argument(
+        "--model", nargs=2, action="append", metavar=("SEED", "PREDICTIONS"),
+        help="a scoring model's predictions.npz and its run seed; repeat for every model",
+    )
+
     p = add("report", cmd_report, "tables and figures of a run (results/report/)")
     p.add_argument("--summary", required=True, help="results/summary.parquet")
     p.add_argument(
@@ -378,6 +390,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--scorer", required=True, help="scorer of the histogram and rank figures")
     p.add_argument("--per-class-rate", type=float, default=None)
     p.add_argument("--classes-from", default=None, help="a metrics.json holding class names")
+    p.add_argument("--scoring-models", default=None,
+                   help="results/scoring_models.parquet (the regime table)")
     p.add_argument("--out-dir", required=True)
 
     p = add("budget-ablation", cmd_budget_ablation,

@@ -64,6 +64,22 @@ CORESET_SCHEMA = pa.schema(
         ("score", pa.float64()),
     ]
 )
+#: One row per scoring model: how well it fits its training samples and the ones it scores
+#: (unseen.regime; results/README.md).
+SCORING_MODELS_SCHEMA = pa.schema(
+    [
+        ("seed", pa.int64()),
+        ("model", pa.string()),
+        ("kind", pa.string()),
+        ("n_train", pa.int64()),
+        ("n_scored", pa.int64()),
+        ("train_accuracy", pa.float64()),
+        ("train_loss", pa.float64()),
+        ("scored_accuracy", pa.float64()),
+        ("scored_loss", pa.float64()),
+        ("train_steps", pa.int64()),
+    ]
+)
 METRICS_SCHEMA = pa.schema(
     [
         ("method", pa.string()),
@@ -369,6 +385,8 @@ def schema_of(path: str | os.PathLike) -> pa.Schema | None:
         return FOLDS_SCHEMA
     if name == "class_difficulty.parquet":
         return CLASS_DIFFICULTY_SCHEMA
+    if name == "scoring_models.parquet":
+        return SCORING_MODELS_SCHEMA
     if name == "metrics.parquet" or (name == "summary.parquet" and folder != "report"):
         return METRICS_SCHEMA
     if name == "coreset.parquet" or re.fullmatch(r"stage\d+\.parquet", name):

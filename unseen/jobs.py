@@ -96,15 +96,46 @@ def train_scoring_model(
         if uses_statistics(job.record_format, data.num_classes)
         else None
     )
-    result, norm, _, _ = train_on_subset(
+    result, norm, device, settings = train_on_subset(
         data, train_ids, record_ids, job.model_spec, train_settings,
         job.record_epochs, job.seed, job.device, job.threads, on_record=recorder,
+    )
+    fit = model_fit(result, data, train_ids, record_ids, norm, device, settings, recorder)
+    log.info(
+        "%s: training accuracy %.4f (mean loss %.4f) on its %d un-augmented training samples;"
+        " accuracy %.4f on the %d samples it scores",
+        model_name, fit["train_accuracy"], fit["train_loss"], len(train_ids),
+        fit["scored_accuracy"], len(record_ids),
     )
     save_scoring_model(
         result, job.model_spec, train_ids, record_ids, data.train_y, model_name, job.seed, norm,
         recorder, job.checkpoint, job.predictions,
         "1" if job.scoring_budget is None else scoring_budget_label(job.scoring_budget),
+        fit,
     )
+
+
+def model_fit(result, data, train_ids, record_ids, norm, device, settings, recorder) -> dict[str, float]:
+    """How well a trained scoring model fits: the regime statistics (:mod:`unseen.regime`).
+
+    ``train_accuracy`` / ``train_loss``: on its own training images, un-augmented,
+    one extra inference pass; ``scored_accuracy`` / ``scored_loss``: on the samples it
+    scores, read from its last recorded epoch (what the scorers see).
+    """
+    from unseen.regime import fit_statistics
+    from unseen.train import predict_logits
+
+    logits = predict_logits(result.model, data.train_x[train_ids], *norm, device,
+                            settings.eval_batch_size, settings.workers)
+    trained = fit_statistics(logits, data.train_y[train_ids])
+    if recorder is None:
+        scored = fit_statistics(result.recorded_logits[-1], data.train_y[record_ids])
+    else:
+        last = {name: values[-1] for name, values in recorder.stacked().items()}
+        scored = {"accuracy": float(last["correct"].mean()),
+                  "mean_loss": float(-last["target_logprob"].astype(np.float64).mean())}
+    return {"train_accuracy": trained["accuracy"], "train_loss": trained["mean_loss"],
+            "scored_accuracy": scored["accuracy"], "scored_loss": scored["mean_loss"]}
 
 
 def scoring_model_samples(
@@ -399,6 +430,25 @@ def retrain(
     io.write_json(metrics, metrics_json)
 
 
+def scoring_models(models: list[tuple[str, str]], output: str) -> None:
+    """Write the regime table: one row per scoring model (``models``: (run seed, predictions path)).
+
+    Columns: :data:`unseen.io.SCORING_MODELS_SCHEMA` (results/README.md).
+    """
+    from unseen.regime import regime_row, regime_summary
+
+    rows = []
+    for seed, path in models:
+        with io.reading(path), io.open_npz(path) as arrays:
+            rows.append(regime_row(arrays, int(seed)))
+    table = pd.DataFrame(rows, columns=io.SCORING_MODELS_SCHEMA.names)
+    table = table.sort_values(["seed", "kind", "model"], ignore_index=True)
+    io.write_table(table, output, io.SCORING_MODELS_SCHEMA)
+    for kind, stats in regime_summary(table)["by_kind"].items():
+        log.info("%-7s models: %d, mean training accuracy %.4f, accuracy on what they score %.4f",
+                 kind, stats["models"], stats["train_accuracy"], stats["scored_accuracy"])
+
+
 def summarize(metrics: list[str], parquet: str, csv: str) -> None:
     """Concatenate every retrain's metrics into one table (Parquet and CSV)."""
     table = pd.concat([io.read_table(m, io.METRICS_SCHEMA) for m in metrics], ignore_index=True)
@@ -424,8 +474,9 @@ def report(
     scorer: str,
     per_class_rate: float | None = None,
     classes_from: str | None = None,
+    scoring_models: str | None = None,
 ) -> None:
-    """Write results/report/: summary and diagnostics tables plus the four figures.
+    """Write results/report/: summary, diagnostics and regime tables, the regime note, four figures.
 
     ``score_tables`` holds (seed, scorer, kind, path) with kind fitting or unseen.
     See :func:`unseen.report.write_report`.
@@ -438,5 +489,7 @@ def report(
     if classes_from:
         with open(classes_from) as handle:
             classes = json.load(handle).get("classes")
-    written = write_report(io.read_table(summary), tables, out_dir, scorer, per_class_rate, classes)
+    regime = None if scoring_models is None else io.read_table(scoring_models, io.SCORING_MODELS_SCHEMA)
+    written = write_report(io.read_table(summary), tables, out_dir, scorer, per_class_rate, classes,
+                           regime)
     log.info("wrote %s", ", ".join(str(p) for p in written.values()))

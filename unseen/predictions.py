@@ -22,6 +22,7 @@ from unseen.scorers import PredictionRecord
 def save_scoring_model(
     result, model_spec, train_ids, record_ids, labels, model_name, seed, norm,
     recorder, checkpoint: str, predictions: str, budget_label: str,
+    fit: dict[str, float] | None = None,
 ) -> None:
     """Write a trained scoring model: checkpoint ``model.pt`` and its record ``predictions.npz``.
 
@@ -30,7 +31,9 @@ def save_scoring_model(
     train_wall_seconds (training plus recording), train_steps (SGD steps),
     scoring_budget (``budget_label``, "1" for the fitting model), and either
     logits float16 (E, R, C) or, in the statistics format, ``stat_<name>`` (E, R)
-    for every name in :data:`unseen.scorers.STAT_NAMES`. The checkpoint holds
+    for every name in :data:`unseen.scorers.STAT_NAMES`; with ``fit`` (the
+    regime statistics of :func:`unseen.jobs.model_fit`) also train_accuracy,
+    train_loss, scored_accuracy and scored_loss (float64 scalars). The checkpoint holds
     the state dict, model spec, train ids, seed, name and the input
     normalisation ``norm`` (mean, std), which GraNd needs. ``recorder`` is None
     (float16 logits) or a :class:`~unseen.scorers.StatisticsRecorder`.
@@ -67,6 +70,7 @@ def save_scoring_model(
         train_wall_seconds=np.float64(result.wall_seconds),
         train_steps=np.int64(result.steps),
         scoring_budget=np.array(budget_label),
+        **{key: np.float64(value) for key, value in (fit or {}).items()},
         **record,
     )
 

@@ -19,6 +19,7 @@ The score diagnostics live in :mod:`unseen.diagnostics`, the figures in
 
 from __future__ import annotations
 
+import html
 import warnings
 from pathlib import Path
 from typing import Sequence
@@ -181,7 +182,7 @@ def summary_table(metrics: pd.DataFrame) -> pd.DataFrame:
 # The report job: every table and figure of one run
 # --------------------------------------------------------------------------- #
 
-REPORT_TABLES = ("summary", "diagnostics")
+REPORT_TABLES = ("summary", "diagnostics", "scoring_models")
 REPORT_FIGURES = ("accuracy_vs_rate", "score_histograms", "rank_stability", "per_class_accuracy")
 _UNSEEN_PREFERENCE = ("unseen", "unseen_single", "fitting")
 
@@ -216,6 +217,7 @@ def write_report(
     scorer: str,
     per_class_rate: float | None = None,
     class_names: Sequence[str] | None = None,
+    regime: pd.DataFrame | None = None,
 ) -> dict[str, Path]:
     """Write the run's tables (Parquet + CSV) and figures (PNG) into ``out_dir``.
 
@@ -226,13 +228,17 @@ def write_report(
             kind is "fitting" or "unseen" (out-of-fold aggregate).
         scorer: the scorer of the histogram and rank-stability figures.
         per_class_rate: pruning rate of the per-class figure; None = the highest.
+        regime: the regime table (``results/scoring_models.parquet``, one row per
+            scoring model); copied as ``scoring_models`` and said in ``regime.html``
+            (:func:`unseen.regime.regime_sentences`). None: an empty table.
 
     A figure that the run cannot support (one seed for rank stability, no
     fitting or no UNSEEN scores for the histograms) is written as a placeholder
     that says why, so the report always has the same files.
 
     Returns:
-        name -> path of every file written (names in REPORT_TABLES, REPORT_FIGURES).
+        name -> path of every file written (names in REPORT_TABLES, REPORT_FIGURES,
+        and ``regime``).
     """
     # Imported here: unseen.plots imports the labels and helpers of this module.
     from unseen.plots import (
@@ -246,9 +252,15 @@ def write_report(
     out = Path(out_dir)
     paths: dict[str, Path] = {}
     pruned = metrics[~metrics["method"].isin(UNSCORED_METHODS)]
+    from unseen.io import SCORING_MODELS_SCHEMA
+    from unseen.regime import regime_sentences
+
+    if regime is None:
+        regime = SCORING_MODELS_SCHEMA.empty_table().to_pandas()
     tables = {
         "summary": summary_table(metrics),
         "diagnostics": diagnostics_table(score_tables),
+        "scoring_models": regime,
     }
     for name, table in tables.items():
         paths[name] = out / f"{name}.parquet"
@@ -256,6 +268,13 @@ def write_report(
             table.to_parquet(tmp, index=False)
         with atomic_path(out / f"{name}.csv") as tmp:
             table.to_csv(tmp, index=False)
+
+    paths["regime"] = out / "regime.html"
+    with atomic_path(paths["regime"]) as tmp:
+        Path(tmp).write_text(
+            "<h3>The regime of this run: how well the scoring models fit</h3>\n"
+            + "".join(f"<p>{html.escape(line)}</p>\n" for line in regime_sentences(regime))
+        )
 
     figure = {name: out / f"{name}.png" for name in REPORT_FIGURES}
     if len(tables["summary"]):
