@@ -1,0 +1,159 @@
+"""The paper's claims, one table each, for one or more runs side by side (docs/results.md).
+
+    python docs/results/claims.py converged=docs/results/converged \
+        underfitted=docs/results/fashion_mnist_validated [--extra docs/results/converged_extra]
+
+Each RUN folder holds copies of a run's tables: ``metrics.parquet`` (its
+``results/summary.parquet``, one row per retrain and seed), ``summary.parquet``
+and ``diagnostics.parquet`` (its ``results/report/``) and, where recorded,
+``scoring_models.parquet`` (the regime table). ``--extra`` is the second,
+smaller run of the converged protocol (multi-step, class-aware strategies).
+
+Comparisons are paired by seed: d = A - B in points of test accuracy (or of
+worst-class accuracy for C5), the same seed's folds and retrain seeds on both
+sides. The reading rule was fixed before the runs (config/matrix_converged.yaml):
+"ahead" when mean(d) - std(d) > 0, "behind" when mean(d) + std(d) < 0, else
+"tie" (std over seeds, ddof=1).
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+RATES = (0.3, 0.5, 0.7, 0.9)
+KEY = ["method", "scorer", "strategy", "pruning_rate", "seed"]
+
+
+def coreset(name: str) -> tuple[str, str, str]:
+    """(method, scorer, strategy) of a coreset name; ``random`` is ("random", "none", "none")."""
+    return ("random", "none", "none") if name == "random" else tuple(name.split("-"))
+
+
+def per_seed(metrics: pd.DataFrame, name: str, column: str) -> pd.DataFrame:
+    """``column`` of coreset ``name`` by (pruning_rate, seed), retrain budget full_steps."""
+    method, scorer, strategy = coreset(name)
+    part = metrics[(metrics["method"] == method) & (metrics["scorer"] == scorer)
+                   & (metrics["strategy"] == strategy) & (metrics["retrain_budget"] == "full_steps")]
+    return part.set_index(["pruning_rate", "seed"])[column]
+
+
+def verdict(d: np.ndarray) -> str:
+    """The pre-registered reading of paired differences ``d`` (points, one per seed)."""
+    if len(d) < 2:
+        return "one seed"
+    mean, std = d.mean(), d.std(ddof=1)
+    if mean - std > 0:
+        return "ahead"
+    if mean + std < 0:
+        return "behind"
+    return "tie"
+
+
+def paired(metrics: pd.DataFrame | None, a: str, b: str, rate: float,
+           column: str = "test_accuracy") -> str:
+    """``mean(d) ± std(d) (verdict, n seeds)`` of ``a`` minus ``b`` at ``rate``, in points."""
+    if metrics is None:
+        return "not run"
+    left, right = per_seed(metrics, a, column), per_seed(metrics, b, column)
+    both = left.to_frame("a").join(right.to_frame("b"), how="inner")
+    both = both[np.isclose(both.index.get_level_values("pruning_rate"), rate)]
+    if both.empty:
+        return "not run"
+    d = 100 * (both["a"] - both["b"]).to_numpy()
+    spread = f" ± {d.std(ddof=1):.2f}" if len(d) > 1 else ""
+    return f"{d.mean():+.2f}{spread} ({verdict(d)}, {len(d)})"
+
+
+def comparison_table(runs: dict[str, pd.DataFrame | None], pairs: list[tuple[str, str]],
+                     column: str = "test_accuracy") -> str:
+    """One row per pair and run (runs that lack the pair are left out), one column per rate."""
+    rows = []
+    for a, b in pairs:
+        for run, metrics in runs.items():
+            cells = {f"{100 * rate:.0f} %": paired(metrics, a, b, rate, column) for rate in RATES}
+            if set(cells.values()) == {"not run"}:
+                continue
+            rows.append({"A − B": f"{a} − {b}", "run": run, **cells})
+    return pd.DataFrame(rows).to_markdown(index=False, disable_numparse=True)
+
+
+def spread_table(diagnostics: dict[str, pd.DataFrame]) -> str:
+    """C1: per run and scorer, fitting against UNSEEN: crowding and seed-to-seed rank stability."""
+    rows = []
+    for run, table in diagnostics.items():
+        for scorer, part in table.groupby("scorer", sort=False):
+            by_kind = part.set_index("kind")
+            if not {"fitting", "unseen"} <= set(by_kind.index):
+                continue
+            fit, oof = by_kind.loc["fitting"], by_kind.loc["unseen"]
+            rows.append({
+                "run": run, "scorer": scorer,
+                "most crowded bin, fitting / UNSEEN": f"{fit['concentration']:.1%} / {oof['concentration']:.1%}",
+                "IQR / median, fitting / UNSEEN": f"{fit['iqr'] / fit['median']:.2f} / {oof['iqr'] / oof['median']:.2f}",
+                "Spearman rho across seeds, fitting / UNSEEN": f"{fit['spearman_rho_mean']:.3f} / {oof['spearman_rho_mean']:.3f}",
+                "less crowded": "yes" if oof["concentration"] < fit["concentration"] else "no",
+                "more stable": "yes" if oof["spearman_rho_mean"] > fit["spearman_rho_mean"] else "no",
+            })
+    return pd.DataFrame(rows).to_markdown(index=False, disable_numparse=True)
+
+
+def regime_table(regimes: dict[str, pd.DataFrame]) -> str:
+    """Per run and kind of scoring model: training accuracy and accuracy on what it scores."""
+    rows = []
+    for run, table in regimes.items():
+        for kind, part in table.groupby("kind", sort=True):
+            rows.append({
+                "run": run, "model": kind, "models": len(part),
+                "training accuracy (min … max)": f"{part['train_accuracy'].min():.4f} … {part['train_accuracy'].max():.4f}",
+                "training loss (mean)": f"{part['train_loss'].mean():.4f}",
+                "accuracy on what it scores (mean)": f"{part['scored_accuracy'].mean():.4f}",
+            })
+    return pd.DataFrame(rows).to_markdown(index=False, disable_numparse=True)
+
+
+def read(folder: Path, name: str) -> pd.DataFrame | None:
+    path = folder / f"{name}.parquet"
+    return pd.read_parquet(path) if path.exists() else None
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("runs", nargs="+", metavar="NAME=FOLDER")
+    parser.add_argument("--extra", type=Path, default=None,
+                        help="the second converged run's folder (C4, C5)")
+    args = parser.parse_args()
+    folders = {name: Path(folder) for name, folder in (run.split("=", 1) for run in args.runs)}
+    metrics = {name: read(folder, "metrics") for name, folder in folders.items()}
+    regimes = {name: t for name, f in folders.items() if (t := read(f, "scoring_models")) is not None}
+    print("Regime: how well the scoring models fit\n")
+    print(regime_table(regimes) + "\n")
+    print("C1 spread and stability (the most crowded of 50 equal-width bins; IQR over the median)\n")
+    print(spread_table({name: read(f, "diagnostics") for name, f in folders.items()}) + "\n")
+    same_scorer = [(f"unseen_single-{s}-{g}", f"fitting-{s}-{g}")
+                   for s in ("el2n", "margin") for g in ("top", "ccs", "validated")]
+    print("C2 UNSEEN against fitting with the same scorer and strategy (points of test accuracy)\n")
+    print(comparison_table(metrics, same_scorer) + "\n")
+    dynamics = [(f"unseen_single-{s}-validated", f"fitting-{d}-validated")
+                for s in ("el2n", "margin") for d in ("tdds", "forgetting", "aum")]
+    dynamics += [(f"unseen_single-{s}-validated", "random") for s in ("el2n", "margin")]
+    print("C3 UNSEEN against training-dynamics scores and random (points of test accuracy)\n")
+    print(comparison_table(metrics, dynamics) + "\n")
+    if args.extra is not None:
+        extra = {"converged, 2nd run": read(args.extra, "metrics")}
+        print("C4 multi-step against single-step, EL2N `validated` (points of test accuracy)\n")
+        print(comparison_table(extra, [("unseen-el2n-validated", "unseen_single-el2n-validated")]) + "\n")
+        print("C5 hard-class priority against class-balanced (points of worst-class accuracy)\n")
+        print(comparison_table(
+            extra, [("unseen_single-el2n-hard_class_priority", "unseen_single-el2n-class_balanced")],
+            "worst_class_accuracy") + "\n")
+        print("C5 the same pair in points of test accuracy\n")
+        print(comparison_table(
+            extra, [("unseen_single-el2n-hard_class_priority", "unseen_single-el2n-class_balanced")]) + "\n")
+
+
+if __name__ == "__main__":
+    main()
