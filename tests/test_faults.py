@@ -213,6 +213,60 @@ def test_jobs_name_a_damaged_input_and_the_fix(run_copy):
     assert "pickled" not in proc.stderr.splitlines()[-1]
 
 
+class _RunsAShellCommand:
+    """Pickles to ``os.system(command)``: what a planted ``model.pt`` would run when unpickled."""
+
+    def __init__(self, command: str):
+        self.command = command
+
+    def __reduce__(self):
+        return os.system, (self.command,)
+
+
+def test_a_checkpoint_that_could_run_code_is_refused_and_runs_nothing(tmp_path):
+    """model.pt holds plain tensors and values only (read with weights_only=True); a GraNd job
+    refuses a crafted pickle or an old-style checkpoint, naming the file and the fix, and runs nothing."""
+    import torch
+
+    from unseen import jobs
+    from unseen.data import load_dataset, save_cached
+
+    cache, model, predictions = tmp_path / "dataset.npz", tmp_path / "model.pt", tmp_path / "predictions.npz"
+    save_cached(load_dataset("digits"), cache)
+    job = jobs.ScoringModelJob(str(cache), {"arch": "mlp", "options": {"width": 16}},
+                               {"epochs": 2, "batch_size": 64, "lr": 0.05}, [], 0, "cpu", 1,
+                               str(model), str(predictions))
+    jobs.train_scoring_model(job, np.arange(0, 1347, 2), np.arange(1, 1347, 2), "fold0")
+    saved = torch.load(model, weights_only=True)  # the format: nothing but tensors and plain values
+    assert saved["train_ids"].tolist() == list(range(0, 1347, 2)) and saved["model_name"] == "fold0"
+
+    def grand_last(checkpoint, output):
+        return unseen_cli("score", "--predictions", str(predictions), "--checkpoint", str(checkpoint),
+                          "--dataset-cache", str(cache), "--scorer", "grand_last", "--device", "cpu",
+                          "--output", str(output))
+
+    proc = grand_last(model, tmp_path / "shard.parquet")
+    assert proc.returncode == 0, proc.stderr
+    assert len(pq.read_table(tmp_path / "shard.parquet")) == 673
+
+    marker = tmp_path / "code-ran"
+    crafted, old_style = tmp_path / "crafted" / "model.pt", tmp_path / "old" / "model.pt"
+    crafted.parent.mkdir(), old_style.parent.mkdir()
+    torch.save({**saved, "payload": _RunsAShellCommand(f"touch '{marker}'")}, crafted)
+    torch.save({**saved, "train_ids": saved["train_ids"].numpy()}, old_style)  # NumPy arrays, as before
+    for checkpoint, found in [(crafted, "it refers to posix.system"), (old_style, "numpy")]:
+        out = checkpoint.parent / "shard.parquet"
+        proc = grand_last(checkpoint, out)
+        assert proc.returncode != 0
+        message = proc.stderr.strip().splitlines()[-1]
+        assert f"{checkpoint} was not loaded" in message and found in message, proc.stderr
+        assert f"--forcerun {checkpoint}" in message and "retrain that model" in message
+        assert "weights_only=False" not in proc.stderr  # torch's advice to load it anyway is not passed on
+        assert not marker.exists() and not out.exists()
+    torch.load(crafted, weights_only=False)  # the payload is live: the old loading ran it
+    assert marker.exists()
+
+
 def test_damaged_dataset_cache_is_rebuilt(run_copy):
     (run_copy / CACHE).write_bytes(b"garbage, not an npz archive" * 10)
     dry = run_snakemake(run_copy, "-n", check=False)
