@@ -197,3 +197,10 @@ def test_a_class_smaller_than_k_is_refused_by_the_workflows_own_check(digits):
     with pytest.raises(ValueError, match=r"argument 'k': 5 folds need at least 5 training samples in"
                                          r" every class, but in labels class '0' has 2.*set k to at most 2"):
         api.out_of_fold_scores(digits.train_x[two_each], digits.train_y[two_each], k=5, **QUICK)
+
+
+def test_one_class_is_refused_by_the_workflows_own_check(digits):
+    """With one class every score is 0 and every accuracy 1.0: the API used to return such scores."""
+    zeros = digits.train_y == 0
+    with pytest.raises(ValueError, match=r"labels has 1 class \('0'\), but a classifier needs at least 2"):
+        api.out_of_fold_scores(digits.train_x[zeros], digits.train_y[zeros], k=2, **QUICK)

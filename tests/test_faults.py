@@ -333,6 +333,41 @@ def test_imagefolder_class_smaller_than_k_is_named(tmp_path):
     assert "class 'newt' has 2" in text(proc) and "folds.k" in text(proc)
 
 
+DEGENERATE_FOLDERS = {
+    # one class: every score 0, every accuracy 1.0, and the run used to end "successfully"
+    "one-class": ({"cat": 6}, ["dataset 'imagefolder' has 1 class ('cat')", "at least 2 classes"]),
+    "empty-class-folder": ({"cat": 6, "dog": 6, "newt": 0},
+                           ["folds.k", "class 'newt' has 0", "remove its folder"]),
+}
+
+
+@pytest.mark.parametrize("case", DEGENERATE_FOLDERS)
+def test_degenerate_imagefolder_stops_at_parse_time(tmp_path, case):
+    per_class, expected = DEGENERATE_FOLDERS[case]
+    root = image_folder(tmp_path / "images", per_class)
+    workdir = make_workdir(tmp_path / "run", {**TINY, "dataset": {"name": "imagefolder",
+                                                                   "root": str(root)}})
+    proc = run_snakemake(workdir, "-n", check=False)
+    assert proc.returncode != 0
+    for part in expected:
+        assert part in text(proc), text(proc)
+    assert not (workdir / "results").exists() or not any((workdir / "results").rglob("*.parquet"))
+
+
+def test_images_of_different_sizes_name_the_odd_file(tmp_path):
+    from PIL import Image
+
+    root = image_folder(tmp_path / "images", {"cat": 4, "dog": 4})
+    odd = root / "train" / "dog" / "001.png"
+    Image.fromarray(np.zeros((16, 12), dtype=np.uint8)).save(odd)  # 12 wide, 16 high
+    out = tmp_path / "dataset.npz"
+    proc = unseen_cli("prepare-data", "--dataset", f'{{"name": "imagefolder", "root": "{root}"}}',
+                      "--output", str(out))
+    assert proc.returncode != 0
+    assert f"{odd} is 12 x 16 pixels, but {root / 'train/cat/000.png'}" in proc.stderr, proc.stderr
+    assert "set dataset.image_size" in proc.stderr and not out.exists()
+
+
 def test_corrupt_image_is_named(tmp_path):
     root = image_folder(tmp_path / "images", {"cat": 4, "dog": 4})
     bad = root / "train" / "dog" / "002.png"

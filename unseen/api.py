@@ -38,7 +38,7 @@ from unseen.coresets import first_stage, next_stage
 from unseen.data import load_dataset
 from unseen.folds import assign_folds, fold_training_mask
 from unseen.images import ImageDataset
-from unseen.preflight import fold_split_problem
+from unseen.preflight import fold_split_problem, too_few_classes
 from unseen.scorers import compute_scores
 from unseen.seeds import derive_seed
 from unseen.selection import aggregate_scores
@@ -80,8 +80,9 @@ def _training_data(images, labels, test_images=None, test_labels=None, k: int | 
     The one home of the API's input checks; every entry point that takes
     images calls it. Images uint8 (N, C, H, W) or (N, H, W); labels int (N,),
     the integers 0..C-1 with every class present (the test labels: any of
-    them); with ``k``, every class holds at least ``k`` samples (the
-    workflow's own check, :func:`unseen.preflight.fold_split_problem`).
+    them), C >= 2; with ``k``, every class holds at least ``k`` samples. The
+    class checks are the workflow's own (:func:`unseen.preflight.too_few_classes`,
+    :func:`unseen.preflight.fold_split_problem`).
     """
     images = _checked_images(images, "images")
     labels = _checked_labels(labels, "labels", len(images))
@@ -92,11 +93,12 @@ def _training_data(images, labels, test_images=None, test_labels=None, k: int | 
         test_x = _checked_images(test_images, "test_images")
         test_y = _checked_labels(test_labels, "test_labels", len(test_x), num_classes)
     classes = tuple(str(c) for c in range(num_classes))
-    if k is not None:
+    problem = too_few_classes(classes, "labels", "pass samples of at least 2 classes")
+    if k is not None and not problem:
         problem = fold_split_problem(np.bincount(labels, minlength=num_classes), classes, k,
                                      "argument", "k", "labels", "add samples to that class or drop it")
-        if problem:
-            raise ValueError(problem)
+    if problem:
+        raise ValueError(problem)
     return ImageDataset(images, labels, test_x, test_y, classes)
 
 

@@ -148,8 +148,10 @@ def check_splits(config: dict[str, Any], cache: str | Path | None = None) -> Non
         return
     counts, classes = found
     name = config["dataset"].get("name", "digits")
-    problem = fold_split_problem(counts, classes, config["folds"]["k"], "config key", "folds.k",
-                                 f"dataset {name!r}", "add images to that class or remove its folder")
+    problem = too_few_classes(classes, f"dataset {name!r}", "give it at least 2 classes (an"
+                              " ImageFolder: one folder of images per class under train/)") or \
+        fold_split_problem(counts, classes, config["folds"]["k"], "config key", "folds.k",
+                           f"dataset {name!r}", "add images to that class or remove its folder")
     if problem:
         raise PreflightError(problem)
     strategies = set(config["selection"]["strategy"])
@@ -171,6 +173,27 @@ def check_splits(config: dict[str, Any], cache: str | Path | None = None) -> Non
                 f" training samples (the coreset would be the full set). Fix: use a rate of at"
                 f" least {min_rate_removing_one(n_total)}."
             )
+
+
+def too_few_classes(classes: Sequence[str], source: str, fix: str) -> str | None:
+    """Why a dataset of these ``classes`` cannot be pruned (it has fewer than 2), or None.
+
+    With one class every prediction is right: every score is 0, every accuracy
+    1.0, and the coreset is the first ids. The workflow's parse
+    (:func:`check_splits`) and :mod:`unseen.api` both call it.
+
+    Args:
+        classes: the class names.
+        source: where the labels come from ("dataset 'imagefolder'").
+        fix: what to do about it.
+    """
+    if len(classes) >= 2:
+        return None
+    held = f" ({', '.join(repr(c) for c in classes)})" if classes else ""
+    return (
+        f"{source} has {len(classes)} class{held}, but a classifier needs at least 2: with one,"
+        f" every score would be 0 and every accuracy 1.0, so no coreset would mean anything. Fix: {fix}."
+    )
 
 
 def fold_split_problem(
