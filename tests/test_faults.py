@@ -368,6 +368,19 @@ def test_images_of_different_sizes_name_the_odd_file(tmp_path):
     assert "set dataset.image_size" in proc.stderr and not out.exists()
 
 
+def test_paths_with_spaces_quotes_and_non_ascii_characters(tmp_path):
+    """A working directory and a data root such as "Masterarbeit Jürgen/d'Artagnan data" run to the end."""
+    awkward = "dossier d'été ü ñ"
+    root = image_folder(tmp_path / f"{awkward} data" / "images", {"cat": 6, "dog": 6, "newt": 6})
+    workdir = make_workdir(tmp_path / f"{awkward} run", {**TINY, "dataset": {"name": "imagefolder",
+                                                                           "root": str(root)}})
+    run_snakemake(workdir, "--cores", "2")
+    coreset = pq.read_table(workdir / "results/seed0/coresets/unseen_single-el2n-top/rate0.3/coreset.parquet")
+    assert len(coreset) == 13  # round(18 * 0.7)
+    assert (workdir / "results/summary.parquet").exists()
+    assert "Nothing to be done" in text(run_snakemake(workdir, "--cores", "2"))
+
+
 def test_corrupt_image_is_named(tmp_path):
     root = image_folder(tmp_path / "images", {"cat": 4, "dog": 4})
     bad = root / "train" / "dog" / "002.png"
