@@ -177,7 +177,8 @@ BAD_CORESETS = {
     "duplicate-ids": (lambda n: np.r_[np.arange(100), np.arange(50)],
                       r"coreset holds 50 duplicate id\(s\) \(e\.g\. 0, 2 times\).*np\.unique\(ids\)"),
     "duplicate-rows": (lambda n: pd.DataFrame({"sample_id": np.r_[np.arange(100), [7]]}),
-                       r"coreset\['sample_id'\] holds 1 duplicate id\(s\) \(e\.g\. 7, 2 times\)"),
+                       r"coreset\['sample_id'\] holds 1 duplicate id\(s\) \(e\.g\. 7, 2 times\).*"
+                       r"coreset\.drop_duplicates\('sample_id'\)"),
     "id-out-of-range": (lambda n: np.array([3, n]), r"coreset\[1\] = 1347 is not a sample id.*0\.\.1346"),
 }
 
@@ -204,3 +205,18 @@ def test_one_class_is_refused_by_the_workflows_own_check(digits):
     zeros = digits.train_y == 0
     with pytest.raises(ValueError, match=r"labels has 1 class \('0'\), but a classifier needs at least 2"):
         api.out_of_fold_scores(digits.train_x[zeros], digits.train_y[zeros], k=2, **QUICK)
+
+
+def test_a_hand_edited_coreset_txt_fed_to_retrain_is_checked(digits, tmp_path):
+    """coreset.txt (one id per line, as the workflow writes it) edited by hand, then read back."""
+    scores = pd.DataFrame({"sample_id": np.arange(1347), "label": digits.train_y,
+                           "score": np.random.default_rng(0).random(1347)})
+    coreset = api.select(scores, pruning_rate=0.9, strategy="top")
+    path = tmp_path / "coreset.txt"
+    path.write_text("".join(f"{i}\n" for i in coreset["sample_id"]) + f"{coreset['sample_id'][0]}\n")
+    edited = np.loadtxt(path)  # floats, as np.loadtxt reads them without dtype=int
+    with pytest.raises(ValueError, match=r"coreset holds 1 duplicate id\(s\).*np\.unique\(ids\)"):
+        api.retrain(digits.train_x, digits.train_y, digits.test_x, digits.test_y, edited, **QUICK)
+    metrics = api.retrain(digits.train_x, digits.train_y, digits.test_x, digits.test_y,
+                          np.unique(edited), **QUICK)
+    assert metrics["coreset_size"] == len(coreset) == 135  # round(1347 * 0.1)

@@ -74,7 +74,9 @@ def _train(train: dict[str, Any] | None, section: str) -> dict[str, Any]:
     return {**_defaults(section, "train"), **(train or {})}
 
 
-def _training_data(images, labels, test_images=None, test_labels=None, k: int | None = None) -> ImageDataset:
+def _training_data(
+    images, labels, test_images=None, test_labels=None, k: int | None = None
+) -> ImageDataset:
     """An in-memory :class:`ImageDataset` from the caller's arrays, checked.
 
     The one home of the API's input checks; every entry point that takes
@@ -142,8 +144,8 @@ def _checked_labels(y, name: str, n: int, num_classes: int | None = None) -> np.
     if y.dtype.kind == "f":
         bad = np.flatnonzero(~np.isfinite(y) | (y != np.round(y)))
         if len(bad):
-            raise ValueError(f"{name}[{bad[0]}] = {_item(y, bad[0])!r} is not an integer: labels must be the"
-                             f" integers 0..C-1 (floats would be truncated). {fix}")
+            raise ValueError(f"{name}[{bad[0]}] = {_item(y, bad[0])!r} is not an integer: labels"
+                             f" must be the integers 0..C-1 (floats would be truncated). {fix}")
     elif y.dtype.kind not in "biu":
         first = f" ({name}[0] = {_item(y, 0)!r})" if len(y) else ""
         raise ValueError(f"{name} are {y.dtype}{first}, not integers: labels must be the integers"
@@ -180,14 +182,16 @@ def _coreset_ids(coreset, n_total: int) -> np.ndarray:
 
     Refuses a boolean mask (it would be read as ids 0 and 1), ids that are not
     integers in 0..n_total-1, and duplicate ids (the sample would count twice).
+    Integral floats (``np.loadtxt("coreset.txt")`` without ``dtype=int``) are taken.
     """
-    column = isinstance(coreset, pd.DataFrame)
-    name = "coreset['sample_id']" if column else "coreset"
-    ids = np.asarray(coreset["sample_id"] if column else coreset)
+    table = isinstance(coreset, pd.DataFrame)
+    name = "coreset['sample_id']" if table else "coreset"
+    ids = np.asarray(coreset["sample_id"] if table else coreset)
     if ids.dtype.kind == "b":
         raise ValueError(f"{name} is a boolean mask of {len(ids)} entries; pass the sample ids it"
                          f" selects instead: np.flatnonzero(mask)")
-    if ids.ndim != 1 or (len(ids) and ids.dtype.kind not in "iu"):
+    whole = ids.dtype.kind in "iu" or (ids.dtype.kind == "f" and np.all(ids == np.round(ids)))
+    if ids.ndim != 1 or (len(ids) and not whole):
         raise ValueError(f"{name} must be integer sample ids (rows of images), shape (M,); got"
                          f" {ids.dtype} {ids.shape}")
     ids = ids.astype(np.int64)
@@ -198,9 +202,10 @@ def _coreset_ids(coreset, n_total: int) -> np.ndarray:
     unique, counts = np.unique(ids, return_counts=True)
     if (counts > 1).any():
         twice = unique[counts > 1]
+        fix = "coreset.drop_duplicates('sample_id')" if table else "np.unique(ids)"
         raise ValueError(f"{name} holds {len(ids) - len(unique)} duplicate id(s) (e.g. {twice[0]},"
-                         f" {int(counts[counts > 1][0])} times), so those samples would count more than"
-                         f" once. Fix: pass np.unique(ids)")
+                         f" {int(counts[counts > 1][0])} times), so those samples would count more"
+                         f" than once. Fix: pass {fix}")
     return unique
 
 

@@ -192,7 +192,8 @@ def too_few_classes(classes: Sequence[str], source: str, fix: str) -> str | None
     held = f" ({', '.join(repr(c) for c in classes)})" if classes else ""
     return (
         f"{source} has {len(classes)} class{held}, but a classifier needs at least 2: with one,"
-        f" every score would be 0 and every accuracy 1.0, so no coreset would mean anything. Fix: {fix}."
+        f" every score would be 0 and every accuracy 1.0, so no coreset would mean anything."
+        f" Fix: {fix}."
     )
 
 
