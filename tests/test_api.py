@@ -104,3 +104,119 @@ def test_api_reproduces_the_default_run(default_run):
                    "epochs", "train_samples_seen", "train_steps", "retrain_budget"):
         assert metrics[column] == expected[column], column
     assert metrics["per_class_accuracy"] == list(expected["per_class_accuracy"])
+
+
+# ---------------------------------------------------------------------------
+# Inputs in another layout or labelling are refused with the fix, not misread
+# (docs/reliability.md). Each call would train quickly if it were let through.
+
+QUICK = {"model": {"arch": "mlp", "options": {"width": 16}}, "train": {"epochs": 1}, "threads": 1}
+
+
+@pytest.fixture(scope="module")
+def digits():
+    return api.load_dataset("digits")
+
+
+@pytest.mark.parametrize("channels", [1, 3])
+def test_channels_last_images_are_refused_with_the_transpose(digits, channels):
+    nhwc = np.repeat(digits.train_x.transpose(0, 2, 3, 1), channels, axis=3)  # (1347, 8, 8, c)
+    with pytest.raises(ValueError, match=r"images has shape \(1347, 8, 8, \d\), channels last.*"
+                                         r"read it as 8 channels.*images\.transpose\(0, 3, 1, 2\)"):
+        api.out_of_fold_scores(nhwc, digits.train_y, k=2, **QUICK)
+    test_nhwc = digits.test_x.transpose(0, 2, 3, 1)
+    with pytest.raises(ValueError, match=r"test_images has shape .*test_images\.transpose\(0, 3, 1, 2\)"):
+        api.retrain(digits.train_x, digits.train_y, test_nhwc, digits.test_y, np.arange(100), **QUICK)
+
+
+def _one_based(y):
+    return y + 1
+
+
+def _float_with_a_fraction(y):
+    y = y.astype(np.float64)
+    y[7] = 2.5
+    return y
+
+
+BAD_LABELS = {
+    # labels 1..10: a model with an 11th class that no sample has
+    "one-based": (_one_based, r"labels\[(\d+)\] = 10: .*0\.\.C-1 with every class present.*1 to 10"
+                              r" \(class 0 has no sample\)"),
+    "float-truncated": (_float_with_a_fraction, r"labels\[7\] = 2\.5 is not an integer"),
+    "numeric-strings": (lambda y: y.astype(str), r"labels are <U\d+ \(labels\[0\] = '0'\), not integers"),
+}
+
+
+@pytest.mark.parametrize("case", BAD_LABELS)
+def test_labels_that_are_not_0_to_c_minus_1_are_refused_naming_the_first_bad_value(digits, case):
+    relabel, message = BAD_LABELS[case]
+    labels = relabel(digits.train_y.copy())
+    with pytest.raises(ValueError, match=message) as err:
+        api.out_of_fold_scores(digits.train_x, labels, k=2, **QUICK)
+    assert "np.unique(labels, return_inverse=True)" in str(err.value)
+    if case == "one-based":  # the first bad value is named, not just any
+        assert int(re.search(message, str(err.value))[1]) == np.flatnonzero(labels == 10)[0]
+
+
+def test_test_labels_outside_the_training_classes_are_refused(digits):
+    with pytest.raises(ValueError, match=r"test_labels\[\d+\] = 10 is not one of the training labels 0\.\.9"):
+        api.retrain(digits.train_x, digits.train_y, digits.test_x, digits.test_y + 1, np.arange(100),
+                    **QUICK)
+
+
+def _mask(n):
+    mask = np.zeros(n, dtype=bool)
+    mask[::3] = True
+    return mask
+
+
+BAD_CORESETS = {
+    # a mask would be read as the ids 0 and 1, 1347 times over
+    "boolean-mask": (_mask, r"coreset is a boolean mask of 1347 entries.*np\.flatnonzero\(mask\)"),
+    "duplicate-ids": (lambda n: np.r_[np.arange(100), np.arange(50)],
+                      r"coreset holds 50 duplicate id\(s\) \(e\.g\. 0, 2 times\).*np\.unique\(ids\)"),
+    "duplicate-rows": (lambda n: pd.DataFrame({"sample_id": np.r_[np.arange(100), [7]]}),
+                       r"coreset\['sample_id'\] holds 1 duplicate id\(s\) \(e\.g\. 7, 2 times\).*"
+                       r"coreset\.drop_duplicates\('sample_id'\)"),
+    "id-out-of-range": (lambda n: np.array([3, n]), r"coreset\[1\] = 1347 is not a sample id.*0\.\.1346"),
+}
+
+
+@pytest.mark.parametrize("case", BAD_CORESETS)
+def test_a_coreset_that_is_not_distinct_sample_ids_is_refused_by_retrain(digits, case):
+    make, message = BAD_CORESETS[case]
+    with pytest.raises(ValueError, match=message):
+        api.retrain(digits.train_x, digits.train_y, digits.test_x, digits.test_y,
+                    make(len(digits.train_y)), **QUICK)
+
+
+def test_a_class_smaller_than_k_is_refused_by_the_workflows_own_check(digits):
+    """The API calls what the workflow's parse calls (preflight.fold_split_problem)."""
+    # N = 20 < C x K = 50: two samples of each of the 10 classes, K = 5
+    two_each = np.concatenate([np.flatnonzero(digits.train_y == c)[:2] for c in range(10)])
+    with pytest.raises(ValueError, match=r"argument 'k': 5 folds need at least 5 training samples in"
+                                         r" every class, but in labels class '0' has 2.*set k to at most 2"):
+        api.out_of_fold_scores(digits.train_x[two_each], digits.train_y[two_each], k=5, **QUICK)
+
+
+def test_one_class_is_refused_by_the_workflows_own_check(digits):
+    """With one class every score is 0 and every accuracy 1.0: the API used to return such scores."""
+    zeros = digits.train_y == 0
+    with pytest.raises(ValueError, match=r"labels has 1 class \('0'\), but a classifier needs at least 2"):
+        api.out_of_fold_scores(digits.train_x[zeros], digits.train_y[zeros], k=2, **QUICK)
+
+
+def test_a_hand_edited_coreset_txt_fed_to_retrain_is_checked(digits, tmp_path):
+    """coreset.txt (one id per line, as the workflow writes it) edited by hand, then read back."""
+    scores = pd.DataFrame({"sample_id": np.arange(1347), "label": digits.train_y,
+                           "score": np.random.default_rng(0).random(1347)})
+    coreset = api.select(scores, pruning_rate=0.9, strategy="top")
+    path = tmp_path / "coreset.txt"
+    path.write_text("".join(f"{i}\n" for i in coreset["sample_id"]) + f"{coreset['sample_id'][0]}\n")
+    edited = np.loadtxt(path)  # floats, as np.loadtxt reads them without dtype=int
+    with pytest.raises(ValueError, match=r"coreset holds 1 duplicate id\(s\).*np\.unique\(ids\)"):
+        api.retrain(digits.train_x, digits.train_y, digits.test_x, digits.test_y, edited, **QUICK)
+    metrics = api.retrain(digits.train_x, digits.train_y, digits.test_x, digits.test_y,
+                          np.unique(edited), **QUICK)
+    assert metrics["coreset_size"] == len(coreset) == 135  # round(1347 * 0.1)

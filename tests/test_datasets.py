@@ -164,6 +164,23 @@ def test_imagefolder_loader_in_memory(tmp_path):
     np.testing.assert_array_equal(data.train_x[2], train["train/cat/img00.png"].transpose(2, 0, 1))
 
 
+def test_imagefolder_of_rgba_palette_and_grayscale_files_loads_as_rgb(tmp_path):
+    """Mixed image modes (a scrape, a phone export) decode to the same (3, H, W) layout."""
+    for split in ("train", "test"):
+        for cls in ("a", "b"):
+            (tmp_path / split / cls).mkdir(parents=True)
+    Image.fromarray(np.full((8, 8, 4), (10, 20, 30, 0), dtype=np.uint8), "RGBA").save(
+        tmp_path / "train/a/rgba.png")
+    Image.fromarray(np.full((8, 8), 100, dtype=np.uint8), "L").save(tmp_path / "train/a/grey.png")
+    Image.fromarray(np.full((8, 8, 3), (200, 0, 50), dtype=np.uint8)).convert(
+        "P", palette=Image.Palette.ADAPTIVE).save(tmp_path / "train/b/palette.png")
+    Image.fromarray(np.zeros((8, 8), dtype=np.uint8), "L").save(tmp_path / "test/b/grey.png")
+    data = load_dataset({"name": "imagefolder", "root": str(tmp_path), "in_memory": True})
+    assert data.train_x.shape == (3, 3, 8, 8) and data.test_x.shape == (1, 3, 8, 8)
+    # sorted ids: a/grey.png, a/rgba.png, b/palette.png; alpha dropped, grey copied to every channel
+    np.testing.assert_array_equal(data.train_x[:, :, 0, 0], [[100, 100, 100], [10, 20, 30], [200, 0, 50]])
+
+
 def test_imagefolder_ids_stable_between_memory_and_streaming(tmp_path):
     write_image_tree(tmp_path, "train", {"b": 3, "a": 3}, size=(16, 16))
     write_image_tree(tmp_path, "test", {"a": 1, "b": 1}, size=(16, 16), seed=3)

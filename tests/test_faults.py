@@ -213,6 +213,60 @@ def test_jobs_name_a_damaged_input_and_the_fix(run_copy):
     assert "pickled" not in proc.stderr.splitlines()[-1]
 
 
+class _RunsAShellCommand:
+    """Pickles to ``os.system(command)``: what a planted ``model.pt`` would run when unpickled."""
+
+    def __init__(self, command: str):
+        self.command = command
+
+    def __reduce__(self):
+        return os.system, (self.command,)
+
+
+def test_a_checkpoint_that_could_run_code_is_refused_and_runs_nothing(tmp_path):
+    """model.pt holds plain tensors and values only (read with weights_only=True); a GraNd job
+    refuses a crafted pickle or an old-style checkpoint, naming the file and the fix, and runs nothing."""
+    import torch
+
+    from unseen import jobs
+    from unseen.data import load_dataset, save_cached
+
+    cache, model, predictions = tmp_path / "dataset.npz", tmp_path / "model.pt", tmp_path / "predictions.npz"
+    save_cached(load_dataset("digits"), cache)
+    job = jobs.ScoringModelJob(str(cache), {"arch": "mlp", "options": {"width": 16}},
+                               {"epochs": 2, "batch_size": 64, "lr": 0.05}, [], 0, "cpu", 1,
+                               str(model), str(predictions))
+    jobs.train_scoring_model(job, np.arange(0, 1347, 2), np.arange(1, 1347, 2), "fold0")
+    saved = torch.load(model, weights_only=True)  # the format: nothing but tensors and plain values
+    assert saved["train_ids"].tolist() == list(range(0, 1347, 2)) and saved["model_name"] == "fold0"
+
+    def grand_last(checkpoint, output):
+        return unseen_cli("score", "--predictions", str(predictions), "--checkpoint", str(checkpoint),
+                          "--dataset-cache", str(cache), "--scorer", "grand_last", "--device", "cpu",
+                          "--output", str(output))
+
+    proc = grand_last(model, tmp_path / "shard.parquet")
+    assert proc.returncode == 0, proc.stderr
+    assert len(pq.read_table(tmp_path / "shard.parquet")) == 673
+
+    marker = tmp_path / "code-ran"
+    crafted, old_style = tmp_path / "crafted" / "model.pt", tmp_path / "old" / "model.pt"
+    crafted.parent.mkdir(), old_style.parent.mkdir()
+    torch.save({**saved, "payload": _RunsAShellCommand(f"touch '{marker}'")}, crafted)
+    torch.save({**saved, "train_ids": saved["train_ids"].numpy()}, old_style)  # NumPy arrays, as before
+    for checkpoint, found in [(crafted, "it refers to posix.system"), (old_style, "numpy")]:
+        out = checkpoint.parent / "shard.parquet"
+        proc = grand_last(checkpoint, out)
+        assert proc.returncode != 0
+        message = proc.stderr.strip().splitlines()[-1]
+        assert f"{checkpoint} was not loaded" in message and found in message, proc.stderr
+        assert f"--forcerun {checkpoint}" in message and "retrain that model" in message
+        assert "weights_only=False" not in proc.stderr  # torch's advice to load it anyway is not passed on
+        assert not marker.exists() and not out.exists()
+    torch.load(crafted, weights_only=False)  # the payload is live: the old loading ran it
+    assert marker.exists()
+
+
 def test_damaged_dataset_cache_is_rebuilt(run_copy):
     (run_copy / CACHE).write_bytes(b"garbage, not an npz archive" * 10)
     dry = run_snakemake(run_copy, "-n", check=False)
@@ -277,6 +331,54 @@ def test_imagefolder_class_smaller_than_k_is_named(tmp_path):
     proc = run_snakemake(workdir, "-n", check=False)
     assert proc.returncode != 0
     assert "class 'newt' has 2" in text(proc) and "folds.k" in text(proc)
+
+
+DEGENERATE_FOLDERS = {
+    # one class: every score 0, every accuracy 1.0, and the run used to end "successfully"
+    "one-class": ({"cat": 6}, ["dataset 'imagefolder' has 1 class ('cat')", "at least 2 classes"]),
+    "empty-class-folder": ({"cat": 6, "dog": 6, "newt": 0},
+                           ["folds.k", "class 'newt' has 0", "remove its folder"]),
+}
+
+
+@pytest.mark.parametrize("case", DEGENERATE_FOLDERS)
+def test_degenerate_imagefolder_stops_at_parse_time(tmp_path, case):
+    per_class, expected = DEGENERATE_FOLDERS[case]
+    root = image_folder(tmp_path / "images", per_class)
+    workdir = make_workdir(tmp_path / "run", {**TINY, "dataset": {"name": "imagefolder",
+                                                                   "root": str(root)}})
+    proc = run_snakemake(workdir, "-n", check=False)
+    assert proc.returncode != 0
+    for part in expected:
+        assert part in text(proc), text(proc)
+    assert not (workdir / "results").exists() or not any((workdir / "results").rglob("*.parquet"))
+
+
+def test_images_of_different_sizes_name_the_odd_file(tmp_path):
+    from PIL import Image
+
+    root = image_folder(tmp_path / "images", {"cat": 4, "dog": 4})
+    odd = root / "train" / "dog" / "001.png"
+    Image.fromarray(np.zeros((16, 12), dtype=np.uint8)).save(odd)  # 12 wide, 16 high
+    out = tmp_path / "dataset.npz"
+    proc = unseen_cli("prepare-data", "--dataset", f'{{"name": "imagefolder", "root": "{root}"}}',
+                      "--output", str(out))
+    assert proc.returncode != 0
+    assert f"{odd} is 12 x 16 pixels, but {root / 'train/cat/000.png'}" in proc.stderr, proc.stderr
+    assert "set dataset.image_size" in proc.stderr and not out.exists()
+
+
+def test_paths_with_spaces_quotes_and_non_ascii_characters(tmp_path):
+    """A working directory and a data root such as "Masterarbeit Jürgen/d'Artagnan data" run to the end."""
+    awkward = "dossier d'été ü ñ"
+    root = image_folder(tmp_path / f"{awkward} data" / "images", {"cat": 6, "dog": 6, "newt": 6})
+    workdir = make_workdir(tmp_path / f"{awkward} run", {**TINY, "dataset": {"name": "imagefolder",
+                                                                           "root": str(root)}})
+    run_snakemake(workdir, "--cores", "2")
+    coreset = pq.read_table(workdir / "results/seed0/coresets/unseen_single-el2n-top/rate0.3/coreset.parquet")
+    assert len(coreset) == 13  # round(18 * 0.7)
+    assert (workdir / "results/summary.parquet").exists()
+    assert "Nothing to be done" in text(run_snakemake(workdir, "--cores", "2"))
 
 
 def test_corrupt_image_is_named(tmp_path):

@@ -58,3 +58,24 @@ def test_no_tracked_file_is_a_symlink():
     listing = proc.stdout
     links = [line.split("\t", 1)[1] for line in listing.splitlines() if line.startswith("120000 ")]
     assert not links, f"tracked symlinks (replace each with the real file): {links}"
+
+
+#: Releases with a known security hole that every declared bound must exclude.
+KNOWN_VULNERABLE = {
+    "pyarrow": ["14.0.0"],  # CVE-2023-47248: reading an IPC, Feather or Parquet file can run code
+}
+
+
+@pytest.mark.parametrize("path", ["pyproject.toml", "environment.yml", "workflow/envs/unseen.yaml"])
+def test_declared_bounds_exclude_releases_with_known_vulnerabilities(path):
+    from packaging.requirements import Requirement
+
+    if path.endswith(".toml"):
+        requirements = tomllib.loads((REPO / path).read_text())["project"]["dependencies"]
+    else:
+        requirements = _conda_dependencies(REPO / path)
+    for requirement in map(Requirement, requirements):
+        for version in KNOWN_VULNERABLE.get(requirement.name.lower(), []):
+            assert not requirement.specifier.contains(version), (
+                f"{path}: {requirement} admits {requirement.name} {version}, which has a known"
+                " vulnerability (tests/test_packaging.py: KNOWN_VULNERABLE)")

@@ -35,7 +35,7 @@ def read(path: Path) -> pd.DataFrame:
 
 def fold_train_ids(run: Path, fold: int) -> np.ndarray:
     """The ids the fold model was trained on, as saved by the training job itself."""
-    ckpt = torch.load(run / f"results/seed0/folds/fold{fold}/model.pt", weights_only=False)
+    ckpt = torch.load(run / f"results/seed0/folds/fold{fold}/model.pt", weights_only=True)
     return np.asarray(ckpt["train_ids"])
 
 

@@ -12,9 +12,11 @@ returns tables with the columns of the matching Parquet files
     coreset = api.select(scores, pruning_rate=0.7)      # strategy "auto"
     metrics = api.retrain(data.train_x, data.train_y, data.test_x, data.test_y, coreset)
 
-Images are uint8 arrays (N, C, H, W) (or (N, H, W) for one channel), labels
-int (N,) in [0, C). Scores follow one convention everywhere: **higher = more
-important to keep** (harder, more uncertain). Defaults (model, training
+Images are uint8 arrays (N, C, H, W) (or (N, H, W) for one channel), channels
+first, labels int (N,): the integers 0..C-1, every class present. Other inputs
+are refused with the fix (a ValueError naming the argument), not misread.
+Scores follow one convention everywhere: **higher = more important to keep**
+(harder, more uncertain). Defaults (model, training
 settings, budgets, strategy options) are those of the workflow config schema
 (``unseen/config.schema.yaml``); ``model`` and ``train`` take the same
 dictionaries as the config's ``scoring_model``/``final_model`` sections.
@@ -36,6 +38,7 @@ from unseen.coresets import first_stage, next_stage
 from unseen.data import load_dataset
 from unseen.folds import assign_folds, fold_training_mask
 from unseen.images import ImageDataset
+from unseen.preflight import fold_split_problem, too_few_classes
 from unseen.scorers import compute_scores
 from unseen.seeds import derive_seed
 from unseen.selection import aggregate_scores
@@ -71,29 +74,139 @@ def _train(train: dict[str, Any] | None, section: str) -> dict[str, Any]:
     return {**_defaults(section, "train"), **(train or {})}
 
 
-def _training_data(images, labels, test_images=None, test_labels=None) -> ImageDataset:
-    """An in-memory :class:`ImageDataset`; images uint8 (N, C, H, W) or (N, H, W)."""
-    def as_images(x, name):
-        x = np.asarray(x)
-        if x.ndim == 3:
-            x = x[:, None]
-        if x.ndim != 4 or x.dtype != np.uint8:
-            raise ValueError(
-                f"{name} must be uint8 of shape (N, C, H, W) or (N, H, W), got {x.dtype} {x.shape}; "
-                "scale floats in [0, 1] with (x * 255).round().astype(np.uint8)"
-            )
-        return x
+def _training_data(
+    images, labels, test_images=None, test_labels=None, k: int | None = None
+) -> ImageDataset:
+    """An in-memory :class:`ImageDataset` from the caller's arrays, checked.
 
-    images = as_images(images, "images")
-    labels = np.asarray(labels, dtype=np.int64)
-    if len(labels) != len(images):
-        raise ValueError(f"{len(images)} images but {len(labels)} labels")
+    The one home of the API's input checks; every entry point that takes
+    images calls it. Images uint8 (N, C, H, W) or (N, H, W); labels int (N,),
+    the integers 0..C-1 with every class present (the test labels: any of
+    them), C >= 2; with ``k``, every class holds at least ``k`` samples. The
+    class checks are the workflow's own (:func:`unseen.preflight.too_few_classes`,
+    :func:`unseen.preflight.fold_split_problem`).
+    """
+    images = _checked_images(images, "images")
+    labels = _checked_labels(labels, "labels", len(images))
+    num_classes = int(labels.max()) + 1 if len(labels) else 0
     if test_images is None:
         test_x, test_y = images[:0], labels[:0]
     else:
-        test_x, test_y = as_images(test_images, "test_images"), np.asarray(test_labels, dtype=np.int64)
-    num_classes = int(max(labels.max(), test_y.max() if len(test_y) else 0)) + 1
-    return ImageDataset(images, labels, test_x, test_y, tuple(str(c) for c in range(num_classes)))
+        test_x = _checked_images(test_images, "test_images")
+        test_y = _checked_labels(test_labels, "test_labels", len(test_x), num_classes)
+    classes = tuple(str(c) for c in range(num_classes))
+    problem = too_few_classes(classes, "labels", "pass samples of at least 2 classes")
+    if k is not None and not problem:
+        problem = fold_split_problem(np.bincount(labels, minlength=num_classes), classes, k,
+                                     "argument", "k", "labels", "add samples to that class or drop it")
+    if problem:
+        raise ValueError(problem)
+    return ImageDataset(images, labels, test_x, test_y, classes)
+
+
+def _checked_images(x, name: str) -> np.ndarray:
+    """``x`` as uint8 (N, C, H, W) (from (N, C, H, W) or (N, H, W)); refuses other types and
+    channels-last arrays (N, H, W, 1 or 3), which would be read as H channels of W x C images."""
+    x = np.asarray(x)
+    if x.ndim == 3:
+        x = x[:, None]
+    if x.ndim != 4 or x.dtype != np.uint8:
+        raise ValueError(
+            f"{name} must be uint8 of shape (N, C, H, W) or (N, H, W), got {x.dtype} {x.shape}; "
+            "scale floats in [0, 1] with (x * 255).round().astype(np.uint8)"
+        )
+    if x.shape[3] in (1, 3) and x.shape[1] not in (1, 3):
+        raise ValueError(
+            f"{name} has shape {x.shape}, channels last (N, H, W, C), but the API takes channels"
+            f" first (N, C, H, W) and would read it as {x.shape[1]} channels of {x.shape[2]} x"
+            f" {x.shape[3]} images. Fix: pass {name}.transpose(0, 3, 1, 2)"
+        )
+    return x
+
+
+_LABELS_FIX = "Fix: classes, {name} = np.unique({name}, return_inverse=True) (class j is classes[j])"
+
+
+def _checked_labels(y, name: str, n: int, num_classes: int | None = None) -> np.ndarray:
+    """int64 (n,) labels from ``y``; refuses what is not the integers 0..C-1.
+
+    Training labels (``num_classes`` None) must hold every class 0..C-1, C being
+    the number of distinct labels: 1..10 or {0, 1, 3} are refused, not taken as
+    a model with a class no sample has. Test labels must lie in 0..num_classes-1.
+    Floats are taken only when integral, strings never (they would be cast or
+    truncated silently). The message names the first bad value and the fix.
+    """
+    y = np.asarray(y)
+    fix = _LABELS_FIX.format(name=name)
+    if y.ndim != 1 or len(y) != n:
+        raise ValueError(f"{name} must be one label per image, shape ({n},), got shape {y.shape}"
+                         " (one-hot labels: y.argmax(axis=1))")
+    if y.dtype.kind == "f":
+        bad = np.flatnonzero(~np.isfinite(y) | (y != np.round(y)))
+        if len(bad):
+            raise ValueError(f"{name}[{bad[0]}] = {_item(y, bad[0])!r} is not an integer: labels"
+                             f" must be the integers 0..C-1 (floats would be truncated). {fix}")
+    elif y.dtype.kind not in "biu":
+        first = f" ({name}[0] = {_item(y, 0)!r})" if len(y) else ""
+        raise ValueError(f"{name} are {y.dtype}{first}, not integers: labels must be the integers"
+                         f" 0..C-1. {fix}")
+    y = y.astype(np.int64)
+    if num_classes is None:
+        present = np.unique(y)
+        bad = np.flatnonzero((y < 0) | (y >= len(present)))
+        if len(bad):
+            missing = sorted(set(range(len(present))) - set(present.tolist()))
+            raise ValueError(
+                f"{name}[{bad[0]}] = {y[bad[0]]}: labels must be the integers 0..C-1 with every"
+                f" class present, but these {len(present)} distinct labels run from {present[0]} to"
+                f" {present[-1]} (class {missing[0]} has no sample). {fix}"
+            )
+    else:
+        bad = np.flatnonzero((y < 0) | (y >= num_classes))
+        if len(bad):
+            raise ValueError(
+                f"{name}[{bad[0]}] = {y[bad[0]]} is not one of the training labels 0..{num_classes - 1}."
+                " Map both with the same classes: classes, labels = np.unique(labels,"
+                f" return_inverse=True); {name} = np.searchsorted(classes, {name})"
+            )
+    return y
+
+
+def _item(array: np.ndarray, i: int) -> Any:
+    """``array[i]`` as a plain Python value, for messages (``2.5``, not ``np.float64(2.5)``)."""
+    return array[i : i + 1].tolist()[0]
+
+
+def _coreset_ids(coreset, n_total: int) -> np.ndarray:
+    """Sorted int64 sample ids of ``coreset`` (a table with ``sample_id``, or ids), checked.
+
+    Refuses a boolean mask (it would be read as ids 0 and 1), ids that are not
+    integers in 0..n_total-1, and duplicate ids (the sample would count twice).
+    Integral floats (``np.loadtxt("coreset.txt")`` without ``dtype=int``) are taken.
+    """
+    table = isinstance(coreset, pd.DataFrame)
+    name = "coreset['sample_id']" if table else "coreset"
+    ids = np.asarray(coreset["sample_id"] if table else coreset)
+    if ids.dtype.kind == "b":
+        raise ValueError(f"{name} is a boolean mask of {len(ids)} entries; pass the sample ids it"
+                         f" selects instead: np.flatnonzero(mask)")
+    whole = ids.dtype.kind in "iu" or (ids.dtype.kind == "f" and np.all(ids == np.round(ids)))
+    if ids.ndim != 1 or (len(ids) and not whole):
+        raise ValueError(f"{name} must be integer sample ids (rows of images), shape (M,); got"
+                         f" {ids.dtype} {ids.shape}")
+    ids = ids.astype(np.int64)
+    bad = np.flatnonzero((ids < 0) | (ids >= n_total))
+    if len(bad):
+        raise ValueError(f"{name}[{bad[0]}] = {ids[bad[0]]} is not a sample id: ids are the rows"
+                         f" 0..{n_total - 1} of images")
+    unique, counts = np.unique(ids, return_counts=True)
+    if (counts > 1).any():
+        twice = unique[counts > 1]
+        fix = "coreset.drop_duplicates('sample_id')" if table else "np.unique(ids)"
+        raise ValueError(f"{name} holds {len(ids) - len(unique)} duplicate id(s) (e.g. {twice[0]},"
+                         f" {int(counts[counts > 1][0])} times), so those samples would count more"
+                         f" than once. Fix: pass {fix}")
+    return unique
 
 
 def _score_rows(record, scorer, seed, scorer_options, model_name) -> pd.DataFrame:
@@ -128,8 +241,9 @@ def out_of_fold_scores(
     """UNSEEN scores: each sample scored only by fold models that never trained on it.
 
     Args:
-        images: uint8 (N, C, H, W) or (N, H, W) training images.
-        labels: int (N,) class labels in [0, C).
+        images: uint8 (N, C, H, W) or (N, H, W) training images (channels first).
+        labels: int (N,) class labels: the integers 0..C-1, every class with at
+            least ``k`` samples.
         scorer: a name in :data:`unseen.scorers.SCORERS` (``el2n``, ``entropy``, ...).
         k: number of stratified folds K (default 5).
         mode: ``paper`` (default: fold model k trains on fold k and scores the
@@ -161,7 +275,7 @@ def out_of_fold_scores(
     k = _defaults("folds", "k") if k is None else k
     mode = _defaults("folds", "mode") if mode is None else mode
     budget = _defaults("budget", "scoring") if budget is None else budget
-    data = _training_data(images, labels)
+    data = _training_data(images, labels, k=k)
     spec = _model_spec(model, "scoring_model")
     settings = scoring_train_settings(_train(train, "scoring_model"), len(data.train_y), budget)
     folds = assign_folds(data.train_y, k, derive_seed(seed, "folds"))
@@ -357,7 +471,8 @@ def retrain(
     Args:
         images, labels: the training set (row i is sample_id i).
         test_images, test_labels: uint8 (M, C, H, W) or (M, H, W) and int (M,).
-        coreset: a coreset table (its ``sample_id`` column) or an int array of sample ids.
+        coreset: a coreset table (its ``sample_id`` column) or an int array of
+            sample ids, each at most once (a boolean mask: pass ``np.flatnonzero(mask)``).
         model: the retrained model (default: the config's ``final_model``).
         train: its training settings: those of the full-data model (see ``budget``).
         budget: ``full_steps`` (default: as many SGD steps as a model trained
@@ -379,8 +494,7 @@ def retrain(
     if coreset is None:
         ids = data.sample_ids
     else:
-        ids = np.sort(np.asarray(coreset["sample_id"] if isinstance(coreset, pd.DataFrame) else coreset,
-                                 dtype=np.int64))
+        ids = _coreset_ids(coreset, len(data.train_y))
         settings = retrain_train_settings(settings, len(data.train_y), budget)
     metrics = train_and_evaluate(data, ids, _model_spec(model, "final_model"), settings,
                                  derive_seed(seed, "retrain"), device, threads)

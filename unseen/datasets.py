@@ -201,10 +201,14 @@ def _decode_all(root: Path, files: list[str], size: int | None, channels: int,
         images = [_decode_image(*a) for a in args]
     if not images:
         return np.zeros((0, channels, size or 1, size or 1), dtype=np.uint8)
-    shapes = {im.shape for im in images}
-    if len(shapes) > 1:
+    odd = next((i for i, im in enumerate(images) if im.shape != images[0].shape), None)
+    if odd is not None:
+        (height, width), (first_h, first_w) = images[odd].shape[1:], images[0].shape[1:]
         raise DatasetError(
-            f"{root}: images have different sizes {sorted(shapes)[:3]}...; set dataset.image_size"
+            f"{paths[odd]} is {width} x {height} pixels, but {paths[0]} (and every image before"
+            f" this one) is {first_w} x {first_h}: without dataset.image_size every image must"
+            " have the same size. Fix: set dataset.image_size: <pixels> (each image is resized"
+            " to that square), or resize that file"
         )
     return np.stack(images)
 

@@ -131,12 +131,16 @@ def load_scoring_model(
     """Rebuild the model saved by ``jobs.train_scoring_model``.
 
     ``images`` are the uint8 (N, C, H, W) images of the samples to score.
-    ``mean``/``std`` default to the ones stored in the checkpoint.
+    ``mean``/``std`` default to the ones stored in the checkpoint. The file is
+    read with ``torch.load(weights_only=True)`` only
+    (:func:`unseen.predictions.load_checkpoint`): one that holds other objects
+    is refused, and nothing in it runs.
     """
     from unseen.models import build_model
+    from unseen.predictions import load_checkpoint
     from unseen.train import resolve_device
 
-    state = torch.load(checkpoint, map_location="cpu", weights_only=False)
+    state = load_checkpoint(checkpoint)
     spec = state["model_spec"]
     model = build_model(spec["arch"], images.shape[1:], num_classes, **spec.get("options", {}))
     model.load_state_dict(state["state_dict"])

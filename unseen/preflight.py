@@ -17,8 +17,9 @@ from __future__ import annotations
 import logging
 import shutil
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
+import numpy as np
 import yaml
 
 from unseen import io
@@ -147,19 +148,12 @@ def check_splits(config: dict[str, Any], cache: str | Path | None = None) -> Non
         return
     counts, classes = found
     name = config["dataset"].get("name", "digits")
-    k = config["folds"]["k"]
-    small = sorted(((classes[c], int(n)) for c, n in enumerate(counts) if n < k), key=lambda x: x[1])
-    if small:
-        shown = ", ".join(f"class {c!r} has {n}" for c, n in small[:5])
-        smallest = min(n for _, n in small)
-        raise PreflightError(
-            f"config key 'folds.k': {k} folds need at least {k} training samples in every class,"
-            f" but in dataset {name!r} {shown}" + (" and more" if len(small) > 5 else "")
-            + ". Some folds would hold no sample of such a class, so its fold models never see it."
-            + (f" Fix: set folds.k to at most {smallest}." if smallest >= 2 else
-               " Fix: add images to that class or remove its folder (a class needs at least"
-               " 2 samples to be split).")
-        )
+    problem = too_few_classes(classes, f"dataset {name!r}", "give it at least 2 classes (an"
+                              " ImageFolder: one folder of images per class under train/)") or \
+        fold_split_problem(counts, classes, config["folds"]["k"], "config key", "folds.k",
+                           f"dataset {name!r}", "add images to that class or remove its folder")
+    if problem:
+        raise PreflightError(problem)
     strategies = set(config["selection"]["strategy"])
     strategies |= {name.split("-")[-1] for name in config.get("extra_selections", [])}
     class_aware = sorted(strategies & set(CLASS_AWARE_STRATEGIES))
@@ -179,6 +173,59 @@ def check_splits(config: dict[str, Any], cache: str | Path | None = None) -> Non
                 f" training samples (the coreset would be the full set). Fix: use a rate of at"
                 f" least {min_rate_removing_one(n_total)}."
             )
+
+
+def too_few_classes(classes: Sequence[str], source: str, fix: str) -> str | None:
+    """Why a dataset of these ``classes`` cannot be pruned (it has fewer than 2), or None.
+
+    With one class every prediction is right: every score is 0, every accuracy
+    1.0, and the coreset is the first ids. The workflow's parse
+    (:func:`check_splits`) and :mod:`unseen.api` both call it.
+
+    Args:
+        classes: the class names.
+        source: where the labels come from ("dataset 'imagefolder'").
+        fix: what to do about it.
+    """
+    if len(classes) >= 2:
+        return None
+    held = f" ({', '.join(repr(c) for c in classes)})" if classes else ""
+    return (
+        f"{source} has {len(classes)} class{held}, but a classifier needs at least 2: with one,"
+        f" every score would be 0 and every accuracy 1.0, so no coreset would mean anything."
+        f" Fix: {fix}."
+    )
+
+
+def fold_split_problem(
+    counts: np.ndarray, classes: Sequence[str], k: int, kind: str, key: str, source: str, grow: str,
+) -> str | None:
+    """Why ``k`` stratified folds cannot split these classes, or None when they can.
+
+    Every class needs at least ``k`` samples, else some fold holds none of it
+    and the fold models never see it. The one home of this check: the
+    workflow's parse (:func:`check_splits`) and :mod:`unseen.api` both call it.
+
+    Args:
+        counts: int (C,) training samples per class.
+        classes: the C class names.
+        k: the number of folds.
+        kind, key: what sets ``k``, as the message names it ("config key", "folds.k").
+        source: where the labels come from ("dataset 'digits'").
+        grow: the fix for a class of one sample ("add images to that class or ...").
+    """
+    small = sorted(((classes[c], int(n)) for c, n in enumerate(counts) if n < k), key=lambda x: x[1])
+    if not small:
+        return None
+    shown = ", ".join(f"class {c!r} has {n}" for c, n in small[:5])
+    smallest = min(n for _, n in small)
+    return (
+        f"{kind} {key!r}: {k} folds need at least {k} training samples in every class,"
+        f" but in {source} {shown}" + (" and more" if len(small) > 5 else "")
+        + ". Some folds would hold no sample of such a class, so its fold models never see it."
+        + (f" Fix: set {key} to at most {smallest}." if smallest >= 2 else
+           f" Fix: {grow} (a class needs at least 2 samples to be split).")
+    )
 
 
 def max_rate_keeping(n_total: int, n_keep: int) -> float:
