@@ -21,6 +21,7 @@ DOCUMENTED = {
     "Score shards": io.SHARD_SCHEMA.names,
     "scores/oof/{scorer}.parquet": io.AGGREGATE_SCHEMA.names,
     "class_difficulty.parquet": io.CLASS_DIFFICULTY_SCHEMA.names,
+    "scoring_models.parquet": io.SCORING_MODELS_SCHEMA.names,
     "Coresets": io.CORESET_SCHEMA.names,
     "metrics.parquet and summary.parquet": io.METRICS_SCHEMA.names,
     "report/summary.parquet": list(SUMMARY_COLUMNS),
