@@ -192,6 +192,16 @@ def all_scoring_models():
     return sorted(models)
 
 
+def all_strategy_choices():
+    """Every `validated` choice file of the run, sorted, for the report's strategy_choices table."""
+    return sorted({
+        strategy_choice_path(seed, method, scorer, rate)
+        for seed, coreset, rate in itertools.product(SEEDS, CORESET_NAMES, RATES)
+        for method, scorer, strategy in [parse_coreset_name(coreset)]
+        if strategy == "validated"
+    })
+
+
 def scoring_model_args(wildcards, input):
     """--model SEED PATH for every scoring model (input in all_scoring_models() order)."""
     return " ".join(

@@ -1,5 +1,6 @@
-# The run's report: mean and std over seeds per method, score diagnostics, and
-# four figures, all registered for `snakemake --report`.
+# The run's report: an overview at the top, the regime, mean and std over seeds per
+# method, what `validated` chose, score diagnostics and five figures, all registered
+# for `snakemake --report` (results/README.md lists the files).
 
 
 rule scoring_models:
@@ -26,8 +27,14 @@ rule report:
         unpack(score_table_inputs),
         summary=rules.summarize.output.parquet,
         scoring_models=rules.scoring_models.output,
+        choices=all_strategy_choices(),
         classes=all_metrics()[0].replace(".parquet", ".json"),
     output:
+        overview=report(
+            f"{REPORT_DIR}/overview.html",
+            category="0. Overview",
+            caption="../workflow/report/overview.rst",
+        ),
         summary=report(
             f"{REPORT_DIR}/summary.csv", category="1. Accuracy", caption="../workflow/report/summary.rst"
         ),
@@ -54,6 +61,22 @@ rule report:
             category="1. Accuracy",
             caption="../workflow/report/accuracy_vs_rate.rst",
         ),
+        cost_quality=report(
+            f"{REPORT_DIR}/cost_quality.png",
+            category="1. Accuracy",
+            caption="../workflow/report/cost_quality.rst",
+        ),
+        choices_note=report(
+            f"{REPORT_DIR}/strategy_choices_note.html",
+            category="1. Accuracy",
+            caption="../workflow/report/strategy_choices_note.rst",
+        ),
+        choices=report(
+            f"{REPORT_DIR}/strategy_choices.csv",
+            category="1. Accuracy",
+            caption="../workflow/report/strategy_choices.rst",
+        ),
+        choices_parquet=f"{REPORT_DIR}/strategy_choices.parquet",
         histograms=report(
             f"{REPORT_DIR}/score_histograms.png",
             category="2. Score diagnostics",
@@ -79,6 +102,10 @@ rule report:
         runtime=LIGHT["runtime"],
     params:
         tables=score_table_args,
+        choices=lambda wildcards, input: " ".join(
+            f"--strategy-choice {shlex.quote(path)}" for path in input.choices
+        ),
+        dataset=shlex.quote(config["dataset"]["name"]),
         scorer=REPORT_SCORER,
         per_class_rate=(
             f"--per-class-rate {config['report']['per_class_rate']}"
@@ -89,5 +116,5 @@ rule report:
     shell:
         "python -m unseen report --summary {input.summary:q} {params.tables}"
         " --scorer {params.scorer} {params.per_class_rate} --classes-from {input.classes:q}"
-        " --scoring-models {input.scoring_models:q}"
+        " --scoring-models {input.scoring_models:q} {params.choices} --dataset {params.dataset}"
         " --out-dir {params.out_dir:q} > {log:q} 2>&1"

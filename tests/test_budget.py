@@ -16,7 +16,7 @@ import pandas as pd
 import pytest
 
 from unseen import io, jobs, predictions
-from unseen.ablation import ABLATION_COLUMNS, budget_ablation_table, write_budget_ablation
+from unseen.ablation import write_budget_ablation
 from unseen.budget import (
     planned_steps,
     retrain_train_settings,
@@ -28,6 +28,7 @@ from unseen.config import ConfigError, validate_config
 from unseen.data import load_dataset, save_cached, stratified_subset
 from unseen.folds import assign_folds
 from unseen.strategies import auto_strategy_name, select_coreset
+from unseen.tables import ABLATION_COLUMNS, budget_ablation_table
 
 TRAIN = {"epochs": 3, "batch_size": 64, "lr": 0.05}
 MODEL = {"arch": "mlp", "options": {"width": 16}}

@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from unseen import diagnostics, plots, report
+from unseen import diagnostics, plots, report, tables
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
@@ -232,8 +232,8 @@ def metrics() -> pd.DataFrame:
 
 
 def test_summary_table_means_stds_and_compute(metrics):
-    summary = report.summary_table(metrics)
-    assert list(summary.columns) == list(report.SUMMARY_COLUMNS)
+    summary = tables.summary_table(metrics)
+    assert list(summary.columns) == list(tables.SUMMARY_COLUMNS)
     # sorted by rate, then method: full (0.0), random (0.5), unseen (0.5)
     assert summary["method"].tolist() == ["full", "random", "unseen"]
     assert summary["coreset_size"].tolist() == [1000, 500, 500]
@@ -266,7 +266,7 @@ def test_summary_table_single_seed_std_is_nan_and_missing_compute_is_nan(metrics
     one_seed = metrics[metrics["seed"] == 0]
     without_cost = one_seed.drop(
         columns=["scoring_sample_epochs", "scoring_wall_seconds", "scoring_steps"])
-    summary = report.summary_table(without_cost).set_index("method")
+    summary = tables.summary_table(without_cost).set_index("method")
     assert (summary["n_seeds"] == 1).all()
     assert summary["test_accuracy_std"].isna().all()
     assert summary.loc["random", "scoring_sample_epochs"] == 0
@@ -276,22 +276,22 @@ def test_summary_table_single_seed_std_is_nan_and_missing_compute_is_nan(metrics
 
 def test_summary_table_rejects_duplicate_models(metrics):
     with pytest.raises(ValueError, match="more than one row"):
-        report.summary_table(pd.concat([metrics, metrics.iloc[[0]]]))
+        tables.summary_table(pd.concat([metrics, metrics.iloc[[0]]]))
 
 
 def test_summary_table_float_coreset_size_when_seeds_disagree(metrics):
     metrics.loc[3, "coreset_size"] = 501
-    summary = report.summary_table(metrics).set_index("method")
+    summary = tables.summary_table(metrics).set_index("method")
     assert summary.loc["unseen", "coreset_size"] == pytest.approx(500.5)
 
 
 def test_selection_label():
-    assert report.selection_label("full", "none", "none") == "full"
-    assert report.selection_label("random", "none", "none") == "random"
-    assert report.selection_label("fitting", "el2n", "top") == "fitting el2n"
-    assert report.selection_label("unseen", "el2n", "top") == "UNSEEN el2n"
-    assert report.selection_label("unseen_single", "el2n", "top") == "UNSEEN single-step el2n"
-    assert report.selection_label("unseen", "el2n", "ccs") == "UNSEEN el2n (ccs)"
+    assert tables.selection_label("full", "none", "none") == "full"
+    assert tables.selection_label("random", "none", "none") == "random"
+    assert tables.selection_label("fitting", "el2n", "top") == "fitting el2n"
+    assert tables.selection_label("unseen", "el2n", "top") == "UNSEEN el2n"
+    assert tables.selection_label("unseen_single", "el2n", "top") == "UNSEEN single-step el2n"
+    assert tables.selection_label("unseen", "el2n", "ccs") == "UNSEEN el2n (ccs)"
 
 
 # --------------------------------------------------------------------------- #
@@ -323,9 +323,9 @@ def test_plot_accuracy_vs_rate_with_many_methods(tmp_path):
             rows.append(model_row(method, scorer, strategy, rate, seed, int(1000 * (1 - rate)),
                                   0.9 - 0.3 * rate + rng.normal(scale=0.01), 0.5,
                                   [0.5, 0.9], 1.0))
-    summary = report.summary_table(pd.DataFrame(rows))
+    summary = tables.summary_table(pd.DataFrame(rows))
     path = tmp_path / "plots" / "accuracy.png"
-    plots.plot_accuracy_vs_rate(summary, path)
+    plots.plot_accuracy_vs_rate(summary, tables.difference_to_random_table(pd.DataFrame(rows)), path)
     assert_png(path)
 
 

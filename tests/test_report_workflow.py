@@ -2,7 +2,9 @@
 
 * the default run (one seed, ``default_run`` from conftest): every report file,
   table columns, one summary row per selection, valid PNGs (rank stability is
-  a placeholder with one seed), scoring cost with three UNSEEN stages;
+  a placeholder with one seed), the overview's numbers against
+  ``summary.parquet`` and the regime table, the `validated` choices table
+  against the choice files, scoring cost with three UNSEEN stages;
 * a small two-seed run of the default digits config with every method,
   ``unseen_single`` and ``extra_selections``: seed-to-seed statistics in the
   report tables, a real rank-stability plot, scoring cost of every method and
@@ -12,6 +14,7 @@
 from __future__ import annotations
 
 import json
+import re
 import zipfile
 from pathlib import Path
 
@@ -21,14 +24,17 @@ import pandas as pd
 import pytest
 
 from conftest import DEFAULT_CONFIG, deep_update, make_workdir, planned_jobs, run_snakemake
-from unseen import report
+from unseen import tables
 from unseen.diagnostics import DIAGNOSTICS_COLUMNS, rank_stability
 from unseen.selection import coreset_size
 
 pytestmark = pytest.mark.workflow
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
-FIGURES = ("accuracy_vs_rate", "score_histograms", "rank_stability", "per_class_accuracy")
+FIGURES = ("accuracy_vs_rate", "cost_quality", "score_histograms", "rank_stability",
+           "per_class_accuracy")
+TABLES = ("summary", "diagnostics", "scoring_models", "strategy_choices")
+NOTES = ("overview", "regime", "strategy_choices_note")
 SELECTION = ["method", "scorer", "strategy", "pruning_rate"]
 
 # The two-seed run: default digits config, reduced matrix.
@@ -167,15 +173,15 @@ def expected_scoring_cost(run: Path, config: dict, seed: int, selection: str, ra
 
 def test_default_run_writes_every_report_file(default_run):
     out = default_run / "results/report"
-    expected = {f"{t}.{ext}" for t in ("summary", "diagnostics") for ext in ("parquet", "csv")}
-    expected |= {f"{f}.png" for f in FIGURES}
+    expected = {f"{t}.{ext}" for t in TABLES for ext in ("parquet", "csv")}
+    expected |= {f"{f}.png" for f in FIGURES} | {f"{n}.html" for n in NOTES}
     assert {p.name for p in out.iterdir()} == expected
     assert (default_run / "logs/report.log").exists()
 
 
 def test_report_tables_have_the_documented_columns_and_one_row_per_selection(default_run):
     summary = read_report(default_run, "summary")
-    assert list(summary.columns) == list(report.SUMMARY_COLUMNS)
+    assert list(summary.columns) == list(tables.SUMMARY_COLUMNS)
     metrics = pd.read_parquet(default_run / "results/summary.parquet")
     selections = set(metrics[SELECTION].itertuples(index=False, name=None))
     rows = list(summary[SELECTION].itertuples(index=False, name=None))
@@ -216,6 +222,57 @@ def test_report_figures_are_real_pngs(default_run):
         else:
             assert path.stat().st_size > 5_000, name
             assert not is_grey(pixels), f"{name} looks like a placeholder"
+
+
+def test_overview_numbers_match_the_run(default_run):
+    """The summary block against results/summary.parquet and the regime table, recomputed here."""
+    text = (default_run / "results/report/overview.html").read_text()
+    metrics = pd.read_parquet(default_run / "results/summary.parquet")
+    regime = pd.read_parquet(default_run / "results/scoring_models.parquet")
+    n = int(metrics["n_train_total"].iloc[0])
+    assert f"Data: {DEFAULT_CONFIG['dataset']['name']}, N = {n:,} training samples, 1 seed (0)" in text
+    assert f"K = {DEFAULT_CONFIG['folds']['k']} fold models per seed" in text
+    assert "Scoring budget: 1 " in text and "retrain budget: full_steps." in text
+    fitting = regime.loc[regime["kind"] == "fitting", "train_accuracy"].mean()
+    folds = regime.loc[regime["kind"] == "fold", "scored_accuracy"].mean()
+    assert f"Fitting model: {fitting:.2%} training accuracy" in text
+    assert f"Fold models: {folds:.2%} out-of-fold accuracy" in text
+    # the default recipe: single-step UNSEEN, the first scorer, validated
+    scorer = DEFAULT_CONFIG["scorers"][0]
+    assert f"Recipe: <b>UNSEEN single-step {scorer} (validated)</b>" in text
+    rows = re.findall(r"<tr>\s*((?:<td>.*?</td>\s*)+)</tr>", text)
+    cells = [re.findall(r"<td>(.*?)</td>", row) for row in rows]
+    assert [c[1] for c in cells] == [f"{100 * r:g} %" for r in DEFAULT_CONFIG["pruning_rates"]]
+    for (budget, rate, recipe, best, best_acc, margin, seeds), pruning_rate in zip(
+            cells, DEFAULT_CONFIG["pruning_rates"]):
+        at_rate = metrics[np.isclose(metrics["pruning_rate"], pruning_rate)]
+        mine = at_rate[(at_rate["method"] == "unseen_single") & (at_rate["scorer"] == scorer)
+                       & (at_rate["strategy"] == "validated")]["test_accuracy"].item()
+        baselines = at_rate[at_rate["method"].isin(["random", "fitting"])]
+        top = baselines["test_accuracy"].max()
+        assert recipe == f"{100 * mine:.2f}" and best_acc == f"{100 * top:.2f}"
+        winners = baselines[baselines["test_accuracy"] == top]
+        assert best in {"random" if w.method == "random" else f"fitting {w.scorer} ({w.strategy})"
+                        .replace(" (top)", "") for w in winners.itertuples()}
+        assert margin == f"{100 * (mine - top):+.2f}" and seeds == "1" and budget == "full_steps"
+    assert "One seed: there is no spread over seeds" in text
+
+
+def test_strategy_choices_table_holds_every_choice_file(default_run):
+    choices = read_report(default_run, "strategy_choices")
+    files = sorted((default_run / "results/seed0/strategy_choice").glob("*/rate*.json"))
+    # the default config: validated for fitting and UNSEEN, one scorer, every rate
+    assert len(files) == len(choices) == 2 * len(DEFAULT_CONFIG["pruning_rates"])
+    for path in files:
+        made = json.loads(path.read_text())
+        row = choices[(choices["scores"] == path.parent.name)
+                      & np.isclose(choices["pruning_rate"], made["pruning_rate"])].iloc[0]
+        assert row["strategy"] == made["strategy"] and row["seed"] == 0
+        for candidate, accuracy in made["validation_accuracy"].items():
+            assert row[f"held_out_accuracy_{candidate}"] == pytest.approx(accuracy)
+        assert (row["held_out_size"], row["pool_size"]) == (made["held_out_size"], made["pool_size"])
+    note = (default_run / "results/report/strategy_choices_note.html").read_text()
+    assert note.count("<tr>") == 1 + len(choices)  # header + one row per score table and rate
 
 
 def test_scoring_cost_with_three_unseen_stages(default_run):
@@ -360,12 +417,20 @@ def test_snakemake_report_bundles_tables_and_figures(two_seed_run, tmp_path):
         names = archive.namelist()
         assert "report/report.html" in names
         files = {Path(n).name: n for n in names if n.startswith("report/data/raw/")}
-        expected = {f"{f}.png" for f in FIGURES} | {"summary.csv", "diagnostics.csv"}
+        expected = ({f"{f}.png" for f in FIGURES} | {f"{t}.csv" for t in TABLES}
+                    | {f"{n}.html" for n in NOTES})
         assert expected <= set(files), sorted(files)
         for name in expected:
             assert archive.read(files[name]) == (two_seed_run / f"results/report/{name}").read_bytes()
         html = archive.read("report/report.html").decode()
         assert "digits" in html
+        # the overview's category sorts first (Snakemake orders categories by name)
+        categories = sorted(set(re.findall(r'"(\d\. [A-Z][a-z -]+)"', html)))
+        assert categories[0] == "0. Overview", categories
+    # no validated selection in this run: an empty choices table and a note that says so
+    assert read_report(two_seed_run, "strategy_choices").empty
+    assert "No <code>validated</code> selection" in (
+        two_seed_run / "results/report/strategy_choices_note.html").read_text()
 
 
 @pytest.mark.parametrize("methods", [["full", "random", "unseen"], ["full", "random", "fitting"]])

@@ -9,9 +9,8 @@ import pytest
 
 from conftest import REPO
 from unseen import io
-from unseen.ablation import ABLATION_COLUMNS
 from unseen.diagnostics import DIAGNOSTICS_COLUMNS
-from unseen.report import SUMMARY_COLUMNS
+from unseen.tables import ABLATION_COLUMNS, STRATEGY_CHOICES_COLUMNS, SUMMARY_COLUMNS
 
 DOC = REPO / "results" / "README.md"
 
@@ -26,6 +25,8 @@ DOCUMENTED = {
     "metrics.parquet and summary.parquet": io.METRICS_SCHEMA.names,
     "report/summary.parquet": list(SUMMARY_COLUMNS),
     "report/diagnostics.parquet": list(DIAGNOSTICS_COLUMNS),
+    "scoring_models.parquet": io.SCORING_MODELS_SCHEMA.names,
+    "report/strategy_choices.parquet": list(STRATEGY_CHOICES_COLUMNS),
     "ablation.parquet": list(ABLATION_COLUMNS),
 }
 

@@ -171,6 +171,7 @@ def cmd_report(args: argparse.Namespace) -> None:
     jobs.report(
         args.summary, args.score_table or [], args.out_dir, args.scorer,
         args.per_class_rate, args.classes_from, args.scoring_models,
+        args.strategy_choice or [], args.dataset,
     )
 
 
@@ -392,6 +393,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--classes-from", default=None, help="a metrics.json holding class names")
     p.add_argument("--scoring-models", default=None,
                    help="results/scoring_models.parquet (the regime table)")
+    p.add_argument("--strategy-choice", action="append", metavar="JSON",
+                   help="a `validated` choice file (strategy_choice/*/rate*.json); repeat for each")
+    p.add_argument("--dataset", default=None, help="the dataset's name, for the overview")
     p.add_argument("--out-dir", required=True)
 
     p = add("budget-ablation", cmd_budget_ablation,

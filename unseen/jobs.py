@@ -475,10 +475,13 @@ def report(
     per_class_rate: float | None = None,
     classes_from: str | None = None,
     scoring_models: str | None = None,
+    strategy_choices: list[str] = (),
+    dataset: str | None = None,
 ) -> None:
-    """Write results/report/: summary, diagnostics and regime tables, the regime note, four figures.
+    """Write results/report/: its tables, HTML notes and figures (results/README.md).
 
-    ``score_tables`` holds (seed, scorer, kind, path) with kind fitting or unseen.
+    ``score_tables`` holds (seed, scorer, kind, path) with kind fitting or unseen;
+    ``strategy_choices`` the run's `validated` choice files.
     See :func:`unseen.report.write_report`.
     """
     from unseen.report import write_report
@@ -491,5 +494,5 @@ def report(
             classes = json.load(handle).get("classes")
     regime = None if scoring_models is None else io.read_table(scoring_models, io.SCORING_MODELS_SCHEMA)
     written = write_report(io.read_table(summary), tables, out_dir, scorer, per_class_rate, classes,
-                           regime)
+                           regime, strategy_choices, dataset)
     log.info("wrote %s", ", ".join(str(p) for p in written.values()))

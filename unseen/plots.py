@@ -1,10 +1,14 @@
 """Figures of an UNSEEN pruning study.
 
-Accuracy against pruning rate, score histograms (fitting vs UNSEEN), rank
+Accuracy against pruning rate (difference to random and absolute), test
+accuracy against scoring compute, score histograms (fitting vs UNSEEN), rank
 stability across seeds and per-class accuracy, drawn from the tables of
-:mod:`unseen.report` (``metrics``: one row per retrained model; the summary of
-:func:`unseen.report.summary_table`) and the score tables and rank pairs of
-:mod:`unseen.diagnostics`.
+:mod:`unseen.tables` (``metrics``: one row per retrained model; the summary,
+difference-to-random and cost-quality tables) and the score tables and rank
+pairs of :mod:`unseen.diagnostics`. Scores: higher = keep first.
+
+Figures only: this module imports :mod:`unseen.tables`, never
+:mod:`unseen.report` (which imports it).
 
 Plots draw on bare matplotlib ``Figure`` objects (Agg canvas, no pyplot state),
 are written atomically through :func:`unseen.io.atomic_path` and never open
@@ -25,7 +29,7 @@ import pandas as pd
 from unseen.budget import RETRAIN_BUDGETS
 from unseen.diagnostics import score_spread, spearman_rho
 from unseen.io import atomic_path
-from unseen.report import _PLAIN_STRATEGIES, _require_columns, per_class_matrix, selection_label
+from unseen.tables import PLAIN_STRATEGIES, per_class_matrix, require_columns, selection_label
 
 # Above this many points a scatter is visually saturated; subsampling keeps
 # rendering time and PNG size bounded on ImageNet-sized score tables.
@@ -85,65 +89,247 @@ def line_styles(n: int) -> list[dict]:
     ]
 
 
-def plot_accuracy_vs_rate(summary: pd.DataFrame, path: str | Path) -> None:
-    """Test accuracy (%) against pruning rate (%), one line per selection label.
+#: A selection this many points or more below random is drawn as collapsed: at the lower edge
+#: of its panel with its value written next to it, so that the rest keeps a readable scale.
+COLLAPSE_POINTS = 5.0
+
+
+def _selection_order(rows: pd.DataFrame) -> list[str]:
+    """Labels of ``rows`` (method, scorer, strategy): random first, then by method and
+    scorer with the plain "top" selection ahead of its strategy variants."""
+    order = rows.assign(
+        _not_random=rows["method"] != "random",
+        _variant=~rows["strategy"].isin(PLAIN_STRATEGIES),
+    ).sort_values(["_not_random", "method", "scorer", "_variant", "strategy"], kind="stable")
+    return list(dict.fromkeys(
+        selection_label(m, s, t)
+        for m, s, t in order[["method", "scorer", "strategy"]].itertuples(index=False)))
+
+
+def _with_labels(table: pd.DataFrame) -> pd.DataFrame:
+    return table.assign(label=[selection_label(m, s, t) for m, s, t in
+                               table[["method", "scorer", "strategy"]].itertuples(index=False)])
+
+
+def _dodge(labels: list[str], width: float) -> dict[str, float]:
+    """A small x offset per label, spread evenly over ``width`` (x units), so that error bars
+    of selections at the same x do not hide each other."""
+    if len(labels) < 2:
+        return dict.fromkeys(labels, 0.0)
+    return {label: (i / (len(labels) - 1) - 0.5) * width for i, label in enumerate(labels)}
+
+
+def _focus(ax, points: list[tuple[float, float, float, dict]], floor: float | None,
+           values: bool = True) -> None:
+    """Fit the y axis to the points at or above ``floor``; mark the others at its lower edge.
+
+    ``points``: (x, y, error, style) in the axis units. When at most half of
+    them lie below ``floor`` (collapsed coresets), the axis covers the rest and
+    each collapsed point is a downward triangle at the lower edge, with its
+    value next to it when ``values`` (its line and error bar leave the panel);
+    otherwise the axis covers every point.
+    """
+    below = [p for p in points if floor is not None and p[1] < floor]
+    if not below or len(below) > len(points) / 2:
+        return
+    kept = [(y - e, y + e) for _, y, e, _ in points if y >= floor]
+    low = min(lo for lo, _ in kept)
+    high = max(hi for _, hi in kept)
+    pad = max(0.08 * (high - low), 0.1)
+    low, high = low - 3 * pad, high + pad  # room for the marks at the bottom
+    ax.set_ylim(low, high)
+    below = [p for p in below if p[1] < low]  # a point inside the range is drawn as it is
+    if not below:
+        return
+    if not values:
+        ax.text(0.01, 0.01, f"▼ {COLLAPSE_POINTS:g} points or more below random (values below)",
+                transform=ax.transAxes, fontsize="x-small", color="dimgrey", va="bottom")
+    edge = low + 0.6 * pad
+    x_span = max(abs(x) for x, _, _, _ in points) or 1.0
+    previous, stack = None, 0
+    for x, y, _, style in sorted(below, key=lambda p: p[0]):
+        stack = stack + 1 if previous is not None and abs(x - previous) < 0.05 * x_span else 0
+        previous = x
+        ax.plot([x], [edge], marker="v", color=style["color"], markersize=7, linestyle="none",
+                clip_on=False)
+        if not values:
+            continue
+        ax.annotate(f"{y:.1f}", (x, edge), textcoords="offset points",
+                    xytext=(5, -3 + 9 * stack), fontsize="x-small", color=style["color"])
+
+
+def plot_accuracy_vs_rate(summary: pd.DataFrame, differences: pd.DataFrame,
+                          path: str | Path) -> None:
+    """Test accuracy against pruning rate: difference to random (top), absolute (bottom).
 
     Args:
-        summary: output of :func:`unseen.report.summary_table`.
+        summary: :func:`unseen.tables.summary_table` (accuracies as fractions).
+        differences: :func:`unseen.tables.difference_to_random_table` of the same run.
         path: PNG to write.
 
-    One panel per retrain budget (full_steps, epochs), each with the same
-    colour per selection. Points are the mean over seeds with ±1 std error
-    bars (none with one seed). The full-data baseline is a horizontal line
-    with a shaded ±std band in every panel.
+    One column of panels per retrain budget, one colour per selection in both
+    rows. Top: each selection's test accuracy minus random's, in points
+    (percentage points), mean over seeds with ±1 std error bars of the paired
+    per-seed differences (none with one seed); 0 is random, the black line the
+    full-data model. Selections :data:`COLLAPSE_POINTS` or more below random
+    (e.g. top-only coresets at high rates) sit at the lower edge as triangles
+    (their values are in the bottom row) when at most half of a panel's points
+    do, so small differences stay visible. Points at one rate are spread slightly apart (over a quarter of the
+    rate spacing, at most 4 points of rate) so that their error bars do not
+    hide each other. Bottom: absolute test accuracy
+    (%), mean ± std over seeds, every selection including the collapsed ones;
+    the full-data model is a line with a ±std band.
     """
     if summary.empty:
         raise ValueError("summary is empty: nothing to plot")
-    summary = summary.assign(
-        label=[selection_label(m, s, t) for m, s, t in
-               summary[["method", "scorer", "strategy"]].itertuples(index=False)],
+    summary = _with_labels(summary).assign(
         rate_pct=summary["pruning_rate"] * 100.0,
         acc_pct=summary["test_accuracy_mean"] * 100.0,
         err_pct=summary["test_accuracy_std"].fillna(0.0) * 100.0,
     )
+    differences = _with_labels(differences).assign(
+        rate_pct=differences["pruning_rate"] * 100.0,
+        diff_pts=differences["difference_mean"] * 100.0,
+        err_pts=differences["difference_std"].fillna(0.0) * 100.0,
+    )
     full = summary[summary["method"] == "full"]
     pruned = summary[summary["method"] != "full"]
-    # Legend order: random first, then by method and scorer with the plain
-    # "top" selection ahead of its strategy variants.
-    order = pruned.assign(
-        _not_random=pruned["method"] != "random",
-        _variant=~pruned["strategy"].isin(_PLAIN_STRATEGIES),
-    ).sort_values(["_not_random", "method", "scorer", "_variant", "strategy"])
-    labels = list(dict.fromkeys(order["label"]))
+    labels = _selection_order(pruned)
     styles = dict(zip(labels, line_styles(len(labels))))
+    full_style = {"color": "black", "marker": "_", "linestyle": "-"}
     budgets = [b for b in RETRAIN_BUDGETS if b in set(pruned["retrain_budget"])] or [None]
+    rates = sorted(summary["rate_pct"].unique())
+    spacing = min(np.diff(rates)) if len(rates) > 1 else 10.0
+    shift = _dodge(["full", *labels], min(0.25 * spacing, 4.0))
+    summary["rate_pct"] += summary["label"].map(shift).fillna(0.0)
+    differences["rate_pct"] += differences["label"].map(shift).fillna(0.0)
 
-    with figure(path, figsize=(6.5 * len(budgets), 5.0), ncols=len(budgets),
-                squeeze=False, sharey=True) as (fig, axes):
-        for panel, (ax, budget) in enumerate(zip(axes[0], budgets)):
+    with figure(path, figsize=(6.5 * len(budgets), 9.5), nrows=2, ncols=len(budgets),
+                squeeze=False, sharex=True) as (fig, axes):
+        for panel, budget in enumerate(budgets):
+            top, bottom = axes[0][panel], axes[1][panel]
+            legend = panel == 0
+            # top: difference to random
+            part = differences if budget is None else differences[differences["retrain_budget"] == budget]
+            points = []
+            top.axhline(0.0, color="grey", linewidth=1.0, linestyle="--")
+            top.annotate("random", (1.0, 0.0), xycoords=("axes fraction", "data"),
+                         xytext=(-4, 3), textcoords="offset points", ha="right",
+                         fontsize="small", color="grey")
+            for label in ["full", *labels]:
+                rows = part[part["label"] == label].sort_values("rate_pct")
+                if rows.empty or label == "random":
+                    continue
+                style = full_style if label == "full" else styles[label]
+                top.errorbar(rows["rate_pct"], rows["diff_pts"], yerr=rows["err_pts"], capsize=3,
+                             markersize=5, linewidth=1.4, label="_nolegend_", **style)
+                if label != "full":  # the full-data line may leave a focused panel at the top
+                    points += [(x, y, e, style) for x, y, e in
+                               zip(rows["rate_pct"], rows["diff_pts"], rows["err_pts"])]
+            if points:
+                _focus(top, points, -COLLAPSE_POINTS, values=False)
+            elif part.empty:
+                top.text(0.5, 0.5, "no random coresets to compare with", ha="center",
+                         va="center", transform=top.transAxes)
+            top.set_title(
+                "difference to random (points)" + (f", retrain budget: {budget}" if budget else ""),
+                fontsize="medium")
+            top.grid(True, alpha=0.3)
+            # bottom: absolute accuracy
             if not full.empty:
                 mean = float(full["acc_pct"].mean())
                 err = float(full["err_pct"].mean())
-                ax.axhline(mean, color="black", linewidth=1.2,
-                           label=f"full data ({mean:.2f}%)" if panel == 0 else "_nolegend_")
+                bottom.axhline(mean, color="black", linewidth=1.2,
+                               label=f"full data ({mean:.2f}%)" if legend else "_nolegend_")
                 if err > 0:
-                    ax.axhspan(mean - err, mean + err, color="black", alpha=0.12, linewidth=0)
+                    bottom.axhspan(mean - err, mean + err, color="black", alpha=0.12, linewidth=0)
             rows_of_budget = pruned if budget is None else pruned[pruned["retrain_budget"] == budget]
             for label in labels:
                 rows = rows_of_budget[rows_of_budget["label"] == label].sort_values("rate_pct")
                 if rows.empty:
                     continue
-                ax.errorbar(
-                    rows["rate_pct"], rows["acc_pct"], yerr=rows["err_pct"],
-                    label=label if panel == 0 else "_nolegend_",
-                    capsize=3, markersize=5, linewidth=1.4, **styles[label],
-                )
-            ax.set_xlabel("pruning rate (% of training set removed)")
-            if budget is not None:
-                ax.set_title(f"retrain budget: {budget}", fontsize="medium")
-            ax.grid(True, alpha=0.3)
-        axes[0][0].set_ylabel("test accuracy (%), mean ± std over seeds")
+                bottom.errorbar(rows["rate_pct"], rows["acc_pct"], yerr=rows["err_pct"],
+                                label=label if legend else "_nolegend_",
+                                capsize=3, markersize=5, linewidth=1.4, **styles[label])
+            bottom.set_title("test accuracy (%), every selection", fontsize="medium")
+            bottom.set_xlabel("pruning rate (% of training set removed)")
+            bottom.grid(True, alpha=0.3)
+        axes[0][0].set_ylabel("test accuracy − random (points), mean ± std over seeds")
+        axes[1][0].set_ylabel("test accuracy (%), mean ± std over seeds")
         legend_below(fig, len(labels) + (not full.empty))
+
+
+def plot_cost_quality(table: pd.DataFrame, path: str | Path) -> None:
+    """Test accuracy (%) against scoring compute (multiples of one full training), per rate.
+
+    Args:
+        table: :func:`unseen.tables.budget_ablation_table`: one run (one scoring
+            budget: one point per selection) or several runs joined (the budget
+            ablation: a line per selection through its scoring budgets, each point
+            labelled with its budget).
+        path: PNG to write.
+
+    One panel per pruning rate (columns) and retrain budget (rows), each with
+    its own accuracy scale; one colour per selection in every panel. Random
+    costs no scoring: its point sits at 0, with a dashed line at its accuracy
+    across the panel. Error bars are ±1 std over seeds; points of the same cost
+    are spread slightly apart (by at most 3 % of the x axis). Selections
+    :data:`COLLAPSE_POINTS` or more below random sit at the lower edge with
+    their value when at most half of a panel's points do.
+    """
+    if table.empty:
+        raise ValueError("cost-quality table is empty: nothing to plot")
+    table = _with_labels(table).assign(
+        acc_pct=table["test_accuracy_mean"] * 100.0,
+        err_pct=table["test_accuracy_std"].fillna(0.0) * 100.0,
+    )
+    budgets = [b for b in RETRAIN_BUDGETS if b in set(table["retrain_budget"])]
+    rates = sorted(table["pruning_rate"].unique())
+    labels = _selection_order(table)
+    styles = dict(zip(labels, line_styles(len(labels))))
+    random_style = {"color": "black", "marker": "s", "linestyle": "none"}
+    x_max = float(table["scoring_compute_mean"].max())
+    shift = _dodge([label for label in labels if label != "random"], 0.03 * max(x_max, 1.0))
+    table["x"] = table["scoring_compute_mean"] + table["label"].map(shift).fillna(0.0)
+    with figure(path, figsize=(max(3.6 * len(rates), 6.5), 3.6 * len(budgets) + 1.2),
+                nrows=len(budgets), ncols=len(rates), squeeze=False, sharex=True) as (fig, axes):
+        for row, budget in enumerate(budgets):
+            for col, rate in enumerate(rates):
+                ax = axes[row][col]
+                legend = row == 0 and col == 0
+                part = table[(table["retrain_budget"] == budget)
+                             & np.isclose(table["pruning_rate"], rate)]
+                points, floor = [], None
+                for label in labels:
+                    rows = part[part["label"] == label].sort_values("scoring_compute_mean")
+                    if rows.empty:
+                        continue
+                    style = random_style if label == "random" else styles[label]
+                    if label == "random":
+                        level = float(rows["acc_pct"].mean())
+                        floor = level - COLLAPSE_POINTS
+                        ax.axhline(level, color="grey", linestyle="--", linewidth=1.0)
+                    ax.errorbar(rows["x"], rows["acc_pct"],
+                                yerr=rows["err_pct"], capsize=3, markersize=6, linewidth=1.2,
+                                label=label if legend else "_nolegend_", **style)
+                    points += [(x, y, e, style) for x, y, e in
+                               zip(rows["x"], rows["acc_pct"], rows["err_pct"])]
+                    if len(rows) > 1:
+                        for x, y, name in zip(rows["x"], rows["acc_pct"],
+                                              rows["scoring_budget"]):
+                            ax.annotate(str(name), (x, y), textcoords="offset points",
+                                        xytext=(4, 4), fontsize="x-small", color=style["color"])
+                if points:
+                    _focus(ax, points, floor)
+                ax.set_xlim(-0.05 * max(x_max, 1.0), 1.08 * max(x_max, 1.0))
+                ax.set_title(f"{rate:.0%} pruned" + (f", retrain budget: {budget}"
+                                                     if len(budgets) > 1 else ""),
+                             fontsize="medium")
+                ax.grid(True, alpha=0.3)
+                if row == len(budgets) - 1:
+                    ax.set_xlabel("scoring compute (full trainings)")
+            axes[row][0].set_ylabel("test accuracy (%), mean ± std over seeds")
+        legend_below(fig, len(labels))
 
 
 def plot_score_histograms(
@@ -207,7 +393,7 @@ def plot_rank_stability(
     if not pairs:
         raise ValueError("no rank pairs to plot")
     for kind, ranks in pairs.items():
-        _require_columns(ranks, ["rank_a", "rank_b"], f"ranks for {kind!r}")
+        require_columns(ranks, ["rank_a", "rank_b"], f"ranks for {kind!r}")
     seed_a, seed_b = seeds
     rng = np.random.default_rng(SCATTER_RNG_SEED)
     n_panels = len(pairs)
@@ -242,7 +428,7 @@ def plot_per_class_accuracy(
     """Grouped bars of per-class test accuracy (%) at one pruning rate.
 
     Args:
-        metrics: one row per retrained model (see :mod:`unseen.report`).
+        metrics: one row per retrained model (see :mod:`unseen.tables`).
         selections: (method, scorer, strategy) triples, one bar group member each.
             A "full" selection matches its rows at any rate (they are at rate 0),
             so the baseline can sit next to pruned selections.
@@ -259,7 +445,7 @@ def plot_per_class_accuracy(
     """
     if not selections:
         raise ValueError("no selections to plot")
-    _require_columns(
+    require_columns(
         metrics,
         ["method", "scorer", "strategy", "pruning_rate", "per_class_accuracy",
          "worst_class_accuracy"],

@@ -1,189 +1,53 @@
-"""Result tables of an UNSEEN pruning study, and the report job that writes them.
+"""The report job: every table, figure and HTML note of one run in ``results/report/``.
 
-Everything here works on the tables the workflow writes, loaded as pandas
-DataFrames:
+Orchestration only: the tables come from :mod:`unseen.tables` and
+:mod:`unseen.diagnostics`, the figures from :mod:`unseen.plots`, the regime
+sentences from :mod:`unseen.regime`; this module reads nothing but what it is
+given and writes the files (results/README.md lists them). Imports point one
+way: report -> plots -> tables.
 
-* ``metrics``: one row per retrained model (``method, scorer, strategy,
-  pruning_rate, seed, coreset_size, n_train_total, test_accuracy,
-  worst_class_accuracy, per_class_accuracy, epochs, wall_seconds,
-  scoring_sample_epochs, scoring_wall_seconds, ...``; ``results/summary.parquet``).
-* score tables: ``sample_id`` (int64) and ``score`` (float64), one per
-  (seed, scorer, kind) with kind ``"fitting"`` or ``"unseen"``.
-
-Scores follow the package convention: higher = more important to keep. Ranks
-are 1..n with 1 = lowest score (least important).
-
-The score diagnostics live in :mod:`unseen.diagnostics`, the figures in
-:mod:`unseen.plots`; :func:`write_report` writes both with the summary table.
+Accuracies are fractions in [0, 1] in the tables and percent or points
+(percentage points) in the HTML; scores follow the package convention:
+higher = more important to keep (kept first).
 """
 
 from __future__ import annotations
 
 import html
-import warnings
+import os
 from pathlib import Path
 from typing import Sequence
 
-import numpy as np
 import pandas as pd
 
 from unseen.budget import RETRAIN_BUDGETS
 from unseen.config import SCORED_METHODS, UNSCORED_METHODS
 from unseen.diagnostics import aligned_ranks, diagnostics_table
-from unseen.io import atomic_path
-
-SELECTION_KEYS = ("retrain_budget", "scoring_budget", "method", "scorer", "strategy", "pruning_rate")
-
-SUMMARY_COLUMNS = (
-    *SELECTION_KEYS, "coreset_size", "n_seeds",
-    "test_accuracy_mean", "test_accuracy_std",
-    "worst_class_accuracy_mean", "worst_class_accuracy_std",
-    "per_class_accuracy_std_mean",
-    "train_steps_mean", "scoring_steps",
-    "scoring_sample_epochs", "scoring_wall_seconds", "retrain_wall_seconds_mean",
+from unseen.io import SCORING_MODELS_SCHEMA, atomic_path
+from unseen.plots import (
+    placeholder_plot,
+    plot_accuracy_vs_rate,
+    plot_cost_quality,
+    plot_per_class_accuracy,
+    plot_rank_stability,
+    plot_score_histograms,
+)
+from unseen.regime import FITTED_TRAIN_ACCURACY, regime_sentences, regime_summary
+from unseen.tables import (
+    budget_ablation_table,
+    difference_to_random_table,
+    recipe_margin_table,
+    recommended_recipe,
+    selection_label,
+    strategy_choices_overview,
+    strategy_choices_table,
+    summary_table,
 )
 
-_METHOD_LABELS = {
-    "fitting": "fitting",
-    "unseen": "UNSEEN",
-    "unseen_single": "UNSEEN single-step",
-}
-
-_PLAIN_STRATEGIES = ("top", "none")
-
-
-# --------------------------------------------------------------------------- #
-# Summary table
-# --------------------------------------------------------------------------- #
-
-
-def selection_label(method: str, scorer: str, strategy: str) -> str:
-    """Short human label for a selection, e.g. "UNSEEN el2n (ccs)".
-
-    "full" and "random" need no scorer; other methods read "fitting <scorer>",
-    "UNSEEN <scorer>", "UNSEEN single-step <scorer>", and any strategy other than
-    "top"/"none" is appended in parentheses.
-    """
-    if method in UNSCORED_METHODS:
-        base = method
-    else:
-        base = f"{_METHOD_LABELS.get(method, method)} {scorer}"
-    if strategy in _PLAIN_STRATEGIES:
-        return base
-    return f"{base} ({strategy})"
-
-
-def per_class_matrix(per_class: pd.Series | Sequence) -> np.ndarray:
-    """Stack per-class accuracy lists into a float array of shape (n_models, n_classes).
-
-    Lists of different lengths are right-padded with NaN, the same marker a
-    class without test samples already carries.
-    """
-    arrays = [np.asarray(v, dtype=np.float64).ravel() for v in per_class]
-    if not arrays:
-        return np.empty((0, 0))
-    lengths = np.array([a.size for a in arrays])
-    out = np.full((len(arrays), int(lengths.max())), np.nan)
-    out[np.arange(out.shape[1]) < lengths[:, None]] = np.concatenate(arrays)
-    return out
-
-
-def _nan_row_std(matrix: np.ndarray) -> np.ndarray:
-    """Population std of each row ignoring NaN; NaN for an all-NaN row (no warning)."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)
-        return np.nanstd(matrix, axis=1)
-
-
-def _require_columns(df: pd.DataFrame, columns: Sequence[str], name: str) -> None:
-    missing = [c for c in columns if c not in df.columns]
-    if missing:
-        raise ValueError(f"{name} lacks columns {missing}")
-
-
-def _coreset_size_column(sizes) -> pd.Series:
-    """Mean coreset size per group; int64 when every group's seeds agree."""
-    if (sizes.nunique() <= 1).all():
-        return sizes.first().astype(np.int64)
-    return sizes.mean()
-
-
-def summary_table(metrics: pd.DataFrame) -> pd.DataFrame:
-    """Mean and spread over seeds of accuracy and compute for every selection.
-
-    Args:
-        metrics: one row per retrained model (see module docstring); accuracies in
-            [0, 1], ``wall_seconds`` = retraining wall time in seconds,
-            ``scoring_sample_epochs`` / ``scoring_wall_seconds`` = the scoring
-            cost of the model's coreset (optional columns).
-
-    Returns:
-        One row per (retrain_budget, scoring_budget, method, scorer, strategy,
-        pruning_rate), sorted by retrain_budget, pruning_rate, method, scorer,
-        strategy, scoring_budget, with columns
-        :data:`SUMMARY_COLUMNS`:
-        ``coreset_size`` (int64 when all seeds of every row agree, else the float
-        mean), ``n_seeds``, ``test_accuracy_mean/_std`` and
-        ``worst_class_accuracy_mean/_std`` (std over seeds, ddof=1, NaN with one
-        seed), ``per_class_accuracy_std_mean`` (per model the population std over
-        classes of its per-class accuracies ignoring NaN, then the mean over
-        seeds), ``scoring_sample_epochs`` and ``scoring_wall_seconds`` (mean over
-        seeds; 0 for full/random; NaN for a scored selection whose metrics lack
-        the scoring cost, so the gap stays visible), ``train_steps_mean`` (the
-        retrain's SGD steps), ``scoring_steps`` (SGD steps of its scoring models),
-        ``retrain_wall_seconds_mean``.
-
-    Raises:
-        ValueError: missing columns, or two rows for the same selection and seed.
-    """
-    model_keys = [*SELECTION_KEYS, "seed"]
-    _require_columns(
-        metrics,
-        [*model_keys, "coreset_size", "test_accuracy", "worst_class_accuracy",
-         "per_class_accuracy", "wall_seconds", "train_steps"],
-        "metrics",
-    )
-    if metrics.duplicated(model_keys).any():
-        dup = metrics.loc[metrics.duplicated(model_keys), model_keys].iloc[0].to_dict()
-        raise ValueError(f"metrics has more than one row for {dup}")
-    compute_cols = ["scoring_sample_epochs", "scoring_wall_seconds", "scoring_steps"]
-    models = metrics[model_keys + ["coreset_size", "test_accuracy", "worst_class_accuracy",
-                                   "wall_seconds", "train_steps"]].copy()
-    models["per_class_std"] = _nan_row_std(per_class_matrix(metrics["per_class_accuracy"]))
-    for column in compute_cols:
-        models[column] = metrics[column].astype(np.float64) if column in metrics else np.nan
-    models.loc[models["method"].isin(UNSCORED_METHODS), compute_cols] = 0.0
-
-    grouped = models.groupby(list(SELECTION_KEYS), sort=False, dropna=False)
-    out = pd.DataFrame(
-        {
-            "coreset_size": _coreset_size_column(grouped["coreset_size"]),
-            "n_seeds": grouped["seed"].nunique(),
-            "test_accuracy_mean": grouped["test_accuracy"].mean(),
-            "test_accuracy_std": grouped["test_accuracy"].std(ddof=1),
-            "worst_class_accuracy_mean": grouped["worst_class_accuracy"].mean(),
-            "worst_class_accuracy_std": grouped["worst_class_accuracy"].std(ddof=1),
-            "per_class_accuracy_std_mean": grouped["per_class_std"].mean(),
-            "train_steps_mean": grouped["train_steps"].mean(),
-            "scoring_steps": grouped["scoring_steps"].mean(),
-            "scoring_sample_epochs": grouped["scoring_sample_epochs"].mean(),
-            "scoring_wall_seconds": grouped["scoring_wall_seconds"].mean(),
-            "retrain_wall_seconds_mean": grouped["wall_seconds"].mean(),
-        }
-    ).reset_index()
-    out = out.sort_values(
-        ["retrain_budget", "pruning_rate", "method", "scorer", "strategy", "scoring_budget"],
-        kind="stable",
-    ).reset_index(drop=True)
-    return out[list(SUMMARY_COLUMNS)]
-
-
-# --------------------------------------------------------------------------- #
-# The report job: every table and figure of one run
-# --------------------------------------------------------------------------- #
-
-REPORT_TABLES = ("summary", "diagnostics", "scoring_models")
-REPORT_FIGURES = ("accuracy_vs_rate", "score_histograms", "rank_stability", "per_class_accuracy")
+REPORT_TABLES = ("summary", "diagnostics", "scoring_models", "strategy_choices")
+REPORT_FIGURES = ("accuracy_vs_rate", "cost_quality", "score_histograms", "rank_stability",
+                  "per_class_accuracy")
+REPORT_NOTES = ("overview", "regime", "strategy_choices_note")
 _UNSEEN_PREFERENCE = ("unseen", "unseen_single", "fitting")
 
 
@@ -210,6 +74,176 @@ def per_class_selections(
     return references + chosen
 
 
+# --------------------------------------------------------------------------- #
+# HTML notes
+# --------------------------------------------------------------------------- #
+
+
+def _points(fraction: float) -> str:
+    """A signed difference of accuracies (fraction) in points, two decimals: ``+0.22``."""
+    return f"{100 * fraction:+.2f}"
+
+
+def _percent(mean: float, std: float) -> str:
+    """Accuracy (fraction) in percent, two decimals, ``± std`` when the std is defined."""
+    return f"{100 * mean:.2f}" if pd.isna(std) else f"{100 * mean:.2f} ± {100 * std:.2f}"
+
+
+def _rate(rate: float) -> str:
+    return f"{100 * rate:g} %"
+
+
+def margin_sentences(margins: pd.DataFrame) -> list[str]:
+    """Plain sentences on :func:`unseen.tables.recipe_margin_table`: where a margin is noise.
+
+    One per row whose margin is inside the seed spread (a tie) or below the
+    baseline by more than it; one for the whole table when it has one seed
+    (no spread: no margin can be told from noise).
+    """
+    if margins.empty:
+        return []
+    if (margins["n_seeds"] < 2).all():
+        return ["One seed: there is no spread over seeds, so none of these margins can be told "
+                "from seed-to-seed noise (list more seeds in the config to measure it)."]
+    lines = []
+    for row in margins.itertuples():
+        where = f"At {_rate(row.pruning_rate)} ({row.retrain_budget})"
+        baseline = selection_label(row.baseline_method, row.baseline_scorer, row.baseline_strategy)
+        spread = f"{100 * row.margin_std:.2f} points over {row.n_seeds} seeds"
+        if row.within_spread:
+            lines.append(f"{where} the margin, {_points(row.margin_mean)} points, is inside the "
+                         f"seed spread (std {spread}): the recipe and {baseline} cannot be told "
+                         "apart.")
+        elif row.margin_mean < 0:
+            lines.append(f"{where} the recipe is below {baseline} by "
+                         f"{-100 * row.margin_mean:.2f} points, more than the seed spread "
+                         f"(std {spread}).")
+    return lines
+
+
+def _table_html(frame: pd.DataFrame) -> str:
+    return frame.to_html(index=False, escape=True, border=0, na_rep="")
+
+
+def overview_html(
+    metrics: pd.DataFrame, regime: pd.DataFrame, scorer: str, dataset: str | None = None
+) -> str:
+    """The summary block at the top of the report (``overview.html``).
+
+    Args:
+        metrics: one row per retrained model (``results/summary.parquet``).
+        regime: the regime table (``results/scoring_models.parquet``).
+        scorer: the report scorer; the recipe uses it.
+        dataset: the dataset's name (config ``dataset.name``), or None.
+
+    Says the dataset, N (training samples), K (fold models per seed, from the
+    regime table), seeds, the scoring and retrain budgets, the fitting model's
+    training accuracy and the fold models' out-of-fold accuracy, the
+    recommended recipe (:func:`unseen.tables.recommended_recipe`: which one and
+    why) and its margin over the best baseline at each rate and retrain budget
+    with the std over seeds of the paired margin
+    (:func:`unseen.tables.recipe_margin_table`), and a plain sentence where a
+    margin is inside the seed spread (:func:`margin_sentences`).
+    """
+    seeds = sorted(int(s) for s in metrics["seed"].unique())
+    n_train = sorted(int(n) for n in metrics["n_train_total"].unique()) if len(metrics) else []
+    folds = regime[regime["kind"] == "fold"]
+    k = len(folds) // max(folds["seed"].nunique(), 1) if len(folds) else 0
+    scored = metrics[metrics["method"].isin(SCORED_METHODS)]
+    scoring_budgets = sorted(set(scored["scoring_budget"]) - {"none"})
+    retrain_budgets = [b for b in RETRAIN_BUDGETS if b in set(scored["retrain_budget"])] or sorted(
+        set(metrics["retrain_budget"]))
+    facts = [
+        f"Data: {html.escape(dataset or 'the configured dataset')}, N = "
+        f"{', '.join(f'{n:,}' for n in n_train) or '?'} training samples, "
+        f"{len(seeds)} seed{'s' * (len(seeds) != 1)} ({', '.join(map(str, seeds))}).",
+        f"K = {k} fold models per seed." if k else "No fold models (no UNSEEN method in this run).",
+        "Scoring budget: " + (", ".join(scoring_budgets) or "none")
+        + " (each fold and stage model's SGD steps as a multiple of the fitting model's; "
+        "<code>epochs</code>: its own epochs); retrain budget: " + ", ".join(retrain_budgets) + ".",
+    ]
+    kinds = regime_summary(regime)["by_kind"] if len(regime) else {}
+    if "fitting" in kinds:
+        fitted = kinds["fitting"]["train_accuracy"] >= FITTED_TRAIN_ACCURACY
+        facts.append(
+            f"Fitting model: {kinds['fitting']['train_accuracy']:.2%} training accuracy on its "
+            f"un-augmented training samples (mean over seeds; "
+            f"{'fitted' if fitted else 'not fitted'}: the paper's regime starts at "
+            f"{FITTED_TRAIN_ACCURACY:.0%}).")
+    if "fold" in kinds:
+        facts.append(
+            f"Fold models: {kinds['fold']['scored_accuracy']:.2%} out-of-fold accuracy on the "
+            f"samples they score ({kinds['fold']['train_accuracy']:.2%} on their own training "
+            "samples).")
+    selections = set(metrics[["method", "scorer", "strategy"]].itertuples(index=False, name=None))
+    recipe = recommended_recipe(selections, scorer)
+    parts = ["<h3>At a glance</h3>\n<ul>\n"
+             + "".join(f"<li>{line}</li>\n" for line in facts) + "</ul>\n"]
+    if recipe is None:
+        parts.append(f"<p>No UNSEEN selection of {html.escape(scorer)} in this run: no recipe "
+                     "to hold against the baselines.</p>\n")
+        return "".join(parts)
+    why = ("the config's default recipe" if recipe[2] == "validated"
+           else "no <code>validated</code> selection in this run, so the first of "
+                "validated, auto, top, ccs, ... that it has")
+    parts.append(f"<p>Recipe: <b>{html.escape(selection_label(*recipe))}</b> ({why}; "
+                 "single-step UNSEEN before multi-step, which costs more).</p>\n")
+    margins = recipe_margin_table(metrics, recipe)
+    if margins.empty:
+        parts.append("<p>No random or fitting coresets to hold the recipe against.</p>\n")
+        return "".join(parts)
+    shown = pd.DataFrame({
+        "retrain budget": margins["retrain_budget"],
+        "pruning rate": [_rate(r) for r in margins["pruning_rate"]],
+        "recipe (%)": [_percent(m, s) for m, s in
+                       zip(margins["recipe_accuracy_mean"], margins["recipe_accuracy_std"])],
+        "best baseline": [selection_label(m, s, t) for m, s, t in zip(
+            margins["baseline_method"], margins["baseline_scorer"], margins["baseline_strategy"])],
+        "baseline (%)": [_percent(m, s) for m, s in
+                         zip(margins["baseline_accuracy_mean"], margins["baseline_accuracy_std"])],
+        "margin (points)": [_points(m) + ("" if pd.isna(s) else f" ± {100 * s:.2f}")
+                            for m, s in zip(margins["margin_mean"], margins["margin_std"])],
+        "seeds": margins["n_seeds"],
+    })
+    parts.append("<p>The recipe against the best baseline (random or fitting, any scorer and "
+                 "strategy, by mean test accuracy) at each rate; margin = recipe − baseline, "
+                 "mean ± std over seeds of the per-seed difference.</p>\n")
+    parts.append(_table_html(shown) + "\n")
+    parts.extend(f"<p>{html.escape(line)}</p>\n" for line in margin_sentences(margins))
+    return "".join(parts)
+
+
+def strategy_choices_html(choices: pd.DataFrame) -> str:
+    """A short HTML table of :func:`unseen.tables.strategy_choices_overview` (``strategy_choices_note.html``)."""
+    head = "<h3>What the <code>validated</code> strategy chose</h3>\n"
+    if choices.empty:
+        return head + "<p>No <code>validated</code> selection in this run.</p>\n"
+    return (head + "<p>Per score table (<code>oof</code> = UNSEEN, <code>fitting</code>) and "
+            "pruning rate: the chosen strategy in how many seeds, and each candidate's accuracy "
+            "on the held-out training samples (%), seeds in order.</p>\n"
+            + _table_html(strategy_choices_overview(choices)) + "\n")
+
+
+# --------------------------------------------------------------------------- #
+# The report job
+# --------------------------------------------------------------------------- #
+
+
+def _write_table(table: pd.DataFrame, out: Path, name: str) -> Path:
+    path = out / f"{name}.parquet"
+    with atomic_path(path) as tmp:
+        table.to_parquet(tmp, index=False)
+    with atomic_path(out / f"{name}.csv") as tmp:
+        table.to_csv(tmp, index=False)
+    return path
+
+
+def _write_text(text: str, path: Path) -> Path:
+    with atomic_path(path) as tmp:
+        Path(tmp).write_text(text)
+    return path
+
+
 def write_report(
     metrics: pd.DataFrame,
     score_tables: dict[tuple[int, str, str], pd.DataFrame],
@@ -218,69 +252,76 @@ def write_report(
     per_class_rate: float | None = None,
     class_names: Sequence[str] | None = None,
     regime: pd.DataFrame | None = None,
+    choice_paths: Sequence[str | os.PathLike] = (),
+    dataset: str | None = None,
 ) -> dict[str, Path]:
-    """Write the run's tables (Parquet + CSV) and figures (PNG) into ``out_dir``.
+    """Write the run's tables (Parquet + CSV), figures (PNG) and notes (HTML) into ``out_dir``.
 
     Args:
         metrics: one row per retrained model (``results/summary.parquet``),
             including ``scoring_sample_epochs`` and ``scoring_wall_seconds``.
-        score_tables: (seed, scorer, kind) -> table with sample_id, score, where
-            kind is "fitting" or "unseen" (out-of-fold aggregate).
-        scorer: the scorer of the histogram and rank-stability figures.
+        score_tables: (seed, scorer, kind) -> table with sample_id, score
+            (higher = keep first), where kind is "fitting" or "unseen"
+            (out-of-fold aggregate).
+        scorer: the scorer of the histogram and rank-stability figures and of
+            the recipe in the overview.
         per_class_rate: pruning rate of the per-class figure; None = the highest.
         regime: the regime table (``results/scoring_models.parquet``, one row per
-            scoring model); copied as ``scoring_models`` and said in ``regime.html``
-            (:func:`unseen.regime.regime_sentences`). None: an empty table.
+            scoring model); copied as ``scoring_models``, said in ``regime.html``
+            (:func:`unseen.regime.regime_sentences`) and in the overview. None: an
+            empty table.
+        choice_paths: the `validated` strategy's choice files of the run
+            (``strategy_choices`` table and ``strategy_choices_note.html``).
+        dataset: the dataset's name for the overview.
 
     A figure that the run cannot support (one seed for rank stability, no
-    fitting or no UNSEEN scores for the histograms) is written as a placeholder
-    that says why, so the report always has the same files.
+    fitting or no UNSEEN scores for the histograms, no full-data model as the
+    unit of cost) is written as a placeholder that says why, so the report
+    always has the same files.
 
     Returns:
-        name -> path of every file written (names in REPORT_TABLES, REPORT_FIGURES,
-        and ``regime``).
+        name -> path of every file written (names in REPORT_TABLES, REPORT_FIGURES
+        and REPORT_NOTES).
     """
-    # Imported here: unseen.plots imports the labels and helpers of this module.
-    from unseen.plots import (
-        placeholder_plot,
-        plot_accuracy_vs_rate,
-        plot_per_class_accuracy,
-        plot_rank_stability,
-        plot_score_histograms,
-    )
-
     out = Path(out_dir)
     paths: dict[str, Path] = {}
     pruned = metrics[~metrics["method"].isin(UNSCORED_METHODS)]
-    from unseen.io import SCORING_MODELS_SCHEMA
-    from unseen.regime import regime_sentences
-
     if regime is None:
         regime = SCORING_MODELS_SCHEMA.empty_table().to_pandas()
     tables = {
         "summary": summary_table(metrics),
         "diagnostics": diagnostics_table(score_tables),
         "scoring_models": regime,
+        "strategy_choices": strategy_choices_table(choice_paths),
     }
     for name, table in tables.items():
-        paths[name] = out / f"{name}.parquet"
-        with atomic_path(paths[name]) as tmp:
-            table.to_parquet(tmp, index=False)
-        with atomic_path(out / f"{name}.csv") as tmp:
-            table.to_csv(tmp, index=False)
+        paths[name] = _write_table(table, out, name)
 
-    paths["regime"] = out / "regime.html"
-    with atomic_path(paths["regime"]) as tmp:
-        Path(tmp).write_text(
-            "<h3>The regime of this run: how well the scoring models fit</h3>\n"
-            + "".join(f"<p>{html.escape(line)}</p>\n" for line in regime_sentences(regime))
-        )
+    paths["overview"] = _write_text(overview_html(metrics, regime, scorer, dataset),
+                                    out / "overview.html")
+    paths["regime"] = _write_text(
+        "<h3>The regime of this run: how well the scoring models fit</h3>\n"
+        + "".join(f"<p>{html.escape(line)}</p>\n" for line in regime_sentences(regime)),
+        out / "regime.html")
+    paths["strategy_choices_note"] = _write_text(strategy_choices_html(tables["strategy_choices"]),
+                                                 out / "strategy_choices_note.html")
 
     figure = {name: out / f"{name}.png" for name in REPORT_FIGURES}
     if len(tables["summary"]):
-        plot_accuracy_vs_rate(tables["summary"], figure["accuracy_vs_rate"])
+        plot_accuracy_vs_rate(tables["summary"], difference_to_random_table(metrics),
+                              figure["accuracy_vs_rate"])
     else:
         placeholder_plot("no retrained models", figure["accuracy_vs_rate"])
+
+    full_seeds = set(metrics.loc[metrics["method"] == "full", "seed"])
+    if len(pruned) and full_seeds == set(metrics["seed"]):
+        plot_cost_quality(budget_ablation_table(metrics), figure["cost_quality"])
+    else:
+        placeholder_plot(
+            "cost against quality needs pruned coresets and the full-data model of every seed "
+            "(the unit of compute: methods must include full)",
+            figure["cost_quality"],
+        )
 
     seeds = sorted({seed for seed, s, _ in score_tables if s == scorer})
     kinds = {kind: [seed for seed in seeds if (seed, scorer, kind) in score_tables]

@@ -10,16 +10,18 @@ accuracy (all in %, mean ± std over seeds), the recipe against the best
 baseline at every rate, the scoring cost, the score diagnostics and the
 budget ablation. With ``--collect-choices`` it first copies the `validated`
 strategy's choices of a run (``RUN_DIR/results/seed*/strategy_choice/``) into
-``strategy_choices.csv`` there, and prints them per rate.
+``strategy_choices.csv`` there (the report's ``strategy_choices`` table:
+:func:`unseen.tables.strategy_choices_table`), and prints them per rate.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
 import pandas as pd
+
+from unseen.tables import strategy_choices_overview, strategy_choices_table
 
 METHOD_NAMES = {"fitting": "fitting", "unseen": "UNSEEN multi-step",
                 "unseen_single": "UNSEEN single-step"}
@@ -90,29 +92,14 @@ def ablation_table(ablation: pd.DataFrame, recipe: tuple[str, str, str]) -> str:
 
 
 def collect_choices(run_dir: Path, out_csv: Path) -> None:
-    """One row per seed, score table and rate: the choice and each candidate's held-out accuracy."""
-    rows = []
-    for path in sorted(run_dir.glob("results/seed*/strategy_choice/*/rate*.json")):
-        choice = json.loads(path.read_text())
-        rows.append({"seed": choice["seed"], "scores": path.parent.name,
-                     "pruning_rate": choice["pruning_rate"], "strategy": choice["strategy"],
-                     **{f"held_out_accuracy_{k}": v for k, v in choice["validation_accuracy"].items()},
-                     "held_out_size": choice["held_out_size"], "pool_size": choice["pool_size"]})
-    pd.DataFrame(rows).to_csv(out_csv, index=False)
+    """The run's `validated` choices (unseen.tables.strategy_choices_table) as CSV."""
+    paths = sorted(run_dir.glob("results/seed*/strategy_choice/*/rate*.json"))
+    strategy_choices_table(paths).to_csv(out_csv, index=False)
 
 
 def choices_table(choices: pd.DataFrame) -> str:
     """Per score table and rate: what `validated` chose in how many seeds, and the held-out accuracies."""
-    accuracy = [c for c in choices.columns if c.startswith("held_out_accuracy_")]
-    rows = []
-    for (scores, rate), part in choices.groupby(["scores", "pruning_rate"]):
-        row = {"scores": scores, "pruning rate": rate_name(rate),
-               "chosen (seeds)": ", ".join(f"{s} ({n})" for s, n in part["strategy"].value_counts().items())}
-        for column in accuracy:
-            row[f"held-out acc. {column.removeprefix('held_out_accuracy_')}"] = (
-                " / ".join(f"{100 * v:.1f}" for v in part.sort_values("seed")[column]))
-        rows.append(row)
-    return pd.DataFrame(rows).to_markdown(index=False, disable_numparse=True)
+    return strategy_choices_overview(choices).to_markdown(index=False, disable_numparse=True)
 
 
 def main() -> None:
