@@ -688,3 +688,24 @@ def test_output_replaced_by_a_job_left_over_from_a_killed_run(run_copy):
                      "end any job left over", "no job was started"]:
         assert fragment in text(proc), (fragment, text(proc)[-2000:])
 
+
+def test_imagefolder_fingerprint_follows_the_images_not_the_root(tmp_path):
+    """An image overwritten in place is a change; the same tree moved elsewhere is not."""
+    root = image_folder(tmp_path / "images", {"cat": 4, "dog": 4})
+    workdir = make_workdir(tmp_path / "run", {**TINY, "dataset": {"name": "imagefolder",
+                                                                   "root": str(root)}})
+    run_snakemake(workdir, "--cores", "1", FOLDS)
+    moved = tmp_path / "moved" / "images"
+    moved.parent.mkdir()
+    root.rename(moved)  # mtimes kept, as by mv, cp -a or rsync -a
+    set_config(workdir, {"dataset": {"root": str(moved)}})
+    assert "Nothing to be done" in text(run_snakemake(workdir, "-n", FOLDS))
+    image = moved / "train" / "dog" / "002.png"
+    folder_mtime = image.parent.stat().st_mtime_ns
+    from PIL import Image
+
+    Image.fromarray(np.full((8, 8), 255, dtype=np.uint8)).save(image)  # fixed in place
+    assert image.parent.stat().st_mtime_ns == folder_mtime  # the folder does not show it
+    plan = run_snakemake(workdir, "-n", FOLDS)
+    assert "prepare_data" in text(plan) and "split_folds" in text(plan)
+
