@@ -709,3 +709,14 @@ def test_imagefolder_fingerprint_follows_the_images_not_the_root(tmp_path):
     plan = run_snakemake(workdir, "-n", FOLDS)
     assert "prepare_data" in text(plan) and "split_folds" in text(plan)
 
+
+@pytest.mark.parametrize("forcing", [["--forcerun=" + OOF], ["-F"], ["--forceall"]])
+def test_every_form_of_forcerun_lets_a_damaged_file_be_rebuilt(run_copy, monkeypatch, forcing):
+    """Issue 24, item 9: `--forcerun=FILE`, `-F` and `--forceall` rebuild the damaged file."""
+    with open(run_copy / OOF, "r+b") as handle:
+        handle.truncate(100)
+    monkeypatch.chdir(run_copy)  # where Snakemake parses the workflow
+    config = validate_config(yaml.safe_load((run_copy / "config/config.yaml").read_text()))
+    with pytest.raises(PreflightError, match="damaged"):
+        preflight(config, "results", ["snakemake", "--cores", "2"])
+    preflight(config, "results", ["snakemake", "--cores", "2", *forcing])  # what common.smk calls

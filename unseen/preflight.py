@@ -44,9 +44,10 @@ def preflight(config: dict[str, Any], results: str | Path = "results", argv: lis
     """Run every check on a validated ``config`` and the outputs under ``results``.
 
     ``argv``: the snakemake command line; in a dry run a damaged dataset cache is
-    only reported, and damaged files it names (``--forcerun FILE``) are being rebuilt.
+    only reported, and damaged files it names (``--forcerun FILE``) are being rebuilt
+    (:func:`rebuilt_paths`).
     """
-    rebuilding = [Path(a) for a in argv]
+    rebuilding = rebuilt_paths(list(argv))
     cache = Path(results) / "data" / "dataset.npz"
     found = train_label_counts(config["dataset"], cache)
     n_total = None if found is None else int(found[0].sum())
@@ -68,6 +69,28 @@ NON_RUN_OPTIONS = (
     "--filegraph", "--d3dag", "--containerize", "--archive", "--generate-unit-tests",
 )
 DRY_RUN_OPTIONS = ("-n", "--dry-run", "--dryrun", "--just-print")
+
+
+#: Snakemake options that rebuild every output.
+FORCE_ALL_OPTIONS = ("-F", "--forceall")
+
+
+def rebuilt_paths(argv: list[str]) -> list[Path] | None:
+    """The files a snakemake command line rebuilds, as far as its words tell; None: all.
+
+    Every word may be a file of ``--forcerun FILE ...`` (``-R``), also written
+    ``--forcerun=FILE``; ``-F``/``--forceall`` rebuilds every output (None).
+    Rule names (``-R train_fold_model``) are not resolved to files here.
+    """
+    if any(word in FORCE_ALL_OPTIONS for word in argv):
+        return None
+    return [Path(word.split("=", 1)[1] if word.startswith("-") and "=" in word else word)
+            for word in argv]
+
+
+def is_rebuilt(path: Path, rebuilding: list[Path] | None) -> bool:
+    """Whether the command line rebuilds ``path`` (``rebuilding``: :func:`rebuilt_paths`)."""
+    return rebuilding is None or path.absolute() in {p.absolute() for p in rebuilding}
 
 
 def invocation(argv: list[str]) -> str:
@@ -104,21 +127,21 @@ def damaged_outputs(results: str | Path, n_total: int | None = None) -> list[tup
     return found
 
 
-def check_outputs(results: str | Path, dry_run: bool = False, rebuilding: list[Path] = (),
+def check_outputs(results: str | Path, dry_run: bool = False, rebuilding: list[Path] | None = (),
                   n_total: int | None = None) -> None:
     """Stop on a damaged output, naming it and the command that repairs it.
 
     Snakemake does not rebuild a missing intermediate file whose products are
     up to date, so deleting a damaged file is no fix; ``--forcerun FILE``
     reruns its job and every job after it. Files in ``rebuilding`` (the
-    command line's words) are being forced and pass. The dataset cache
+    command line's words, :func:`rebuilt_paths`; None: every file) are being
+    forced and pass. The dataset cache
     (``results/data/dataset.npz``) is only a decoded copy of the source, so a
     damaged one is removed (in a dry run: reported); ``prepare_data`` rebuilds
     it when a job next needs it, and the jobs after it rerun, with the same results.
     """
-    forced = {path.absolute() for path in rebuilding}
     damaged = [(p, why) for p, why in damaged_outputs(results, n_total)
-               if p.absolute() not in forced]
+               if not is_rebuilt(p, rebuilding)]
     cache = Path(results) / "data" / "dataset.npz"
     for path, problem in [d for d in damaged if d[0] == cache]:
         damaged.remove((path, problem))
@@ -151,7 +174,7 @@ def check_outputs(results: str | Path, dry_run: bool = False, rebuilding: list[P
 
 
 def check_made_with(config: dict[str, Any], results: str | Path, n_total: int | None = None,
-                    rebuilding: list[Path] = ()) -> None:
+                    rebuilding: list[Path] | None = ()) -> None:
     """Stop when a finished output was made under settings other than the config's,
     and Snakemake will not rerun its job by itself.
 
@@ -173,11 +196,10 @@ def check_made_with(config: dict[str, Any], results: str | Path, n_total: int | 
     from unseen.predictions import canonical, made_with
 
     results = Path(results)
-    forced = {path.absolute() for path in rebuilding}
     stale: list[tuple[Path, str]] = []
 
     def compare(path: Path, found: str, wanted: str) -> None:
-        if found != wanted and path.absolute() not in forced and not snakemake_reruns(path, results):
+        if found != wanted and not is_rebuilt(path, rebuilding) and not snakemake_reruns(path, results):
             stale.append((path, f"made with {found}; the config says {wanted}"))
 
     cache = results / "data" / "dataset.npz"
