@@ -230,15 +230,18 @@ def check_rows(
                                      f" ({len(twice)} in all; was it edited by hand?)")
     outside = ids[(ids < 0) | (ids >= (n_total if n_total is not None else np.inf))]
     if len(outside):
+        where = "negative" if n_total is None else (
+            f"outside 0..{n_total - 1} (the dataset has {n_total} training samples)")
         raise DamagedFileError(
-            path, f"sample id(s) {np.sort(outside)[:5].tolist()} are outside 0..{n_total - 1}"
-                  f" (the dataset has {n_total} training samples; was it edited by hand?)")
+            path, f"sample id(s) {np.sort(outside)[:5].tolist()} are {where}; was it edited by"
+                  " hand?")
     if schema.equals(FOLDS_SCHEMA):
         expected = len(ids) if n_total is None else n_total
         missing = np.setdiff1d(np.arange(expected), ids)
         if len(missing) or len(ids) != expected:
             raise DamagedFileError(
-                path, f"lists {len(ids)} samples but the dataset has {max(expected, ids.max() + 1)};"
+                path, f"lists {len(ids)} samples but the dataset has"
+                      f" {max(expected, int(ids.max()) + 1 if len(ids) else 0)};"
                       f" sample id(s) {missing[:5].tolist()} are missing (every training sample"
                       " must be in one fold; was it edited by hand?)")
     if schema.equals(AGGREGATE_SCHEMA) and frame["n_scores"].nunique() > 1:
