@@ -10,9 +10,15 @@ rule prepare_data:
         mem_mb=LIGHT["mem_mb"],
         runtime=LIGHT["runtime"],
     params:
-        dataset=as_json(config["dataset"]),
-        # Names, sizes and mtimes of the source files: a changed source reruns this
-        # rule (Snakemake's params rerun trigger) and so every job after it.
+        # Where the data are is no rerun trigger: a function of `input` is a
+        # "derived" param, which Snakemake leaves out of its params trigger. So
+        # a root moved with its files (mv, cp -a) reruns nothing.
+        dataset=lambda wildcards, input: as_json(config["dataset"]),
+        # What the data are: the dataset options and the fingerprint (relative
+        # names, sizes and mtimes of the source files; every image of an
+        # ImageFolder). A change reruns this rule (Snakemake's params trigger)
+        # and so every job after it.
+        options=as_json({**config["dataset"], "root": None}),
         fingerprint=dataset_fingerprint(config["dataset"]),
     shell:
         "python -m unseen prepare-data --dataset {params.dataset:q} --output {output:q} > {log:q} 2>&1"

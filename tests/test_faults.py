@@ -24,6 +24,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
+import yaml
 
 from conftest import (
     DEFAULT_CONFIG, REPO, deep_update, job_environment, make_workdir, run_snakemake,
@@ -297,6 +298,12 @@ IMPOSSIBLE = {
     "hard-class-priority": (
         {"extra_selections": ["unseen_single-el2n-hard_class_priority"], "pruning_rates": [0.996]},
         ["pruning_rates[0]", "'hard_class_priority'", "at most 0.9929"],
+    ),
+    # issue 24, item 7: TINY's fold models train on 449 samples for ceil(126 / 14) = 9 epochs
+    "record-epochs-late": (
+        {"record_epochs": [5, 10]},
+        ["record_epochs", "[10] come after the end of training", "449 samples for 9 epochs",
+         "between 1 and 9"],
     ),
 }
 
@@ -619,3 +626,187 @@ def test_unreadable_file_names_the_owner_fix(run_copy):
     assert proc.returncode != 0
     assert f"{run_copy / OOF} cannot be read by user" in proc.stderr
     assert "chmod a+r" in proc.stderr
+
+
+# ---------------------------------------------------------------------------
+# Issue 24: runs that used to end "successfully" with a wrong or meaningless result
+
+
+DIVERGED = {
+    # section whose lr is raised, a target, its log, what the message names
+    "scoring-model": ("scoring_model", PREDICTIONS, "logs/seed0/train_fold_model/fold0.log",
+                      ["scoring model fold0", PREDICTIONS, "scoring_model.train.lr"]),
+    "final-model": ("final_model", "results/seed0/retrain/full/metrics.parquet",
+                    "logs/seed0/retrain/full.log",
+                    ["retrain for results/seed0/retrain/full/metrics.parquet",
+                     "final_model.train.lr"]),
+}
+
+
+@pytest.mark.parametrize("case", DIVERGED)
+def test_diverged_training_fails_its_job(tmp_path, case):
+    section, target, log, expected = DIVERGED[case]
+    workdir = make_workdir(tmp_path, {**TINY, "methods": ["full", "random", "unseen_single"],
+                                      section: {"train": {"lr": 1e6}}})
+    proc = run_snakemake(workdir, "--cores", "1", target, check=False)
+    assert proc.returncode != 0
+    message = (workdir / log).read_text()
+    assert "training diverged: the loss is nan at SGD step" in message, message[-2000:]
+    for fragment in expected + ["Fix: lower", "to 100000"]:
+        assert fragment in message, (fragment, message[-2000:])
+    assert not (workdir / target).exists()
+
+
+def test_nan_logits_in_a_predictions_file_are_named(run_copy):
+    """A model that diverged before this check (or a hand edit): no scores from NaN logits."""
+    before = outputs(run_copy)
+    arrays = io.load_npz(run_copy / PREDICTIONS)
+    arrays["logits"][-1, :4] = np.nan
+    io.save_npz(run_copy / PREDICTIONS, **arrays)
+    proc = run_snakemake(run_copy, "--cores", "1", check=False)
+    assert proc.returncode != 0
+    log = (run_copy / "logs/seed0/score_fold/fold0_el2n.log").read_text()
+    assert f"{PREDICTIONS} is damaged: logits holds NaN or infinite values" in log, log[-1500:]
+    assert "scoring_model.train.lr" in log and f"--forcerun {PREDICTIONS}" in log
+    after = outputs(run_copy)
+    assert after[REPORT_PNG] == before[REPORT_PNG]
+    assert not [p for p in after if p.startswith("results/seed0/coresets/unseen_single")
+                and after[p] != before[p]]
+
+
+FOLDS = "results/seed0/split/folds.parquet"
+CORESET = "results/seed0/coresets/unseen_single-el2n-top/rate0.3/coreset.parquet"
+
+
+def drop_row(position):
+    def edit(table):
+        return table.drop(index=table.index[position])
+    return edit
+
+
+HAND_EDITS = {
+    # file, edit of its table, what the message says
+    "folds-missing-a-sample": (FOLDS, drop_row(100),
+                               ["lists 1346 samples but the dataset has 1347",
+                                "sample id(s) [100] are missing"]),
+    "folds-missing-the-last-sample": (FOLDS, drop_row(-1),
+                                      ["lists 1346 samples but the dataset has 1347",
+                                       "sample id(s) [1346] are missing"]),
+    "coreset-duplicate-rows": (CORESET, lambda t: io.pd.concat([t, t.iloc[:100]]),
+                               ["appear more than once"]),
+    "coreset-id-out-of-range": (CORESET, lambda t: t.assign(sample_id=t["sample_id"] + 5000),
+                                ["are outside 0..1346", "1347 training samples"]),
+}
+
+
+@pytest.mark.parametrize("case", HAND_EDITS)
+def test_hand_edited_intermediate_stops_before_any_job(run_copy, case):
+    path, edit, expected = HAND_EDITS[case]
+    table = pq.read_table(run_copy / path).to_pandas()
+    edit(table).to_parquet(run_copy / path, index=False)
+    before = outputs(run_copy)
+    proc = run_snakemake(run_copy, "--cores", "2", check=False)
+    assert proc.returncode != 0
+    for fragment in [path, f"--forcerun {path}", "no job was started"] + expected:
+        assert fragment in text(proc), (fragment, text(proc)[-2000:])
+    assert outputs(run_copy) == before  # nothing rerun, nothing deleted
+
+
+def test_predictions_copied_from_another_fold_are_named(run_copy):
+    fold1 = PREDICTIONS.replace("fold0", "fold1")
+    shutil.copy(run_copy / fold1, run_copy / PREDICTIONS)  # fold 0's file is now fold 1's
+    proc = run_snakemake(run_copy, "--cores", "1", check=False)
+    assert proc.returncode != 0
+    log = (run_copy / "logs/seed0/aggregate_scores/el2n.log").read_text()
+    assert "holds scores of scoring model(s) ['fold1'], not of 'fold0'" in log, log[-1500:]
+    assert f"--forcerun {PREDICTIONS}" in log
+    # the fix the message names works
+    run_snakemake(run_copy, "--cores", "2", "--forcerun", PREDICTIONS)
+    assert (io.read_table(run_copy / OOF, io.AGGREGATE_SCHEMA)["n_scores"] == 2).all()
+
+
+def set_config(workdir: Path, changes: dict) -> None:
+    config = workdir / "config" / "config.yaml"
+    config.write_text(yaml.safe_dump(deep_update(yaml.safe_load(config.read_text()), changes),
+                                     sort_keys=False))
+
+
+FOLD_PREDICTIONS = [f"results/seed0/folds/fold{k}/predictions.npz" for k in range(3)]
+SETTINGS_CHANGES = {
+    # config change, the outputs named, what the message says they were made with
+    "folds-k": ({"folds": {"k": 4}}, [FOLDS], ["made with folds.k = 3, 1347 samples",
+                                               "the config says folds.k = 4, 1347 samples"]),
+    "scoring-lr": ({"scoring_model": {"train": {"lr": 0.02}}}, FOLD_PREDICTIONS,
+                   ['"lr":0.05', '"lr":0.02']),
+}
+
+
+@pytest.mark.parametrize("case", SETTINGS_CHANGES)
+def test_settings_changed_after_snakemake_metadata_was_lost(run_copy, case):
+    """.snakemake/ removed (a lock fix) or results/ copied to a new experiment, then a config
+    change: Snakemake alone says "Nothing to be done"."""
+    changes, named, expected = SETTINGS_CHANGES[case]
+    shutil.rmtree(run_copy / ".snakemake")
+    set_config(run_copy, changes)
+    before = outputs(run_copy)
+    proc = run_snakemake(run_copy, "--cores", "2", check=False)
+    assert proc.returncode != 0
+    forcerun = "--forcerun " + " ".join(named)
+    for fragment in named + expected + [forcerun, "no job was started", "end any job left over"]:
+        assert fragment in text(proc), (fragment, text(proc)[-2000:])
+    assert outputs(run_copy) == before
+    # the fix the message names: the plan reruns those jobs and the jobs after them
+    plan = run_snakemake(run_copy, "-n", "--forcerun", *named)
+    assert "split_folds" in text(plan) if case == "folds-k" else "train_fold_model" in text(plan)
+
+
+def test_output_replaced_by_a_job_left_over_from_a_killed_run(run_copy):
+    """The README's local resume after a SIGKILL of snakemake, without ending its jobs: the
+    leftover job of the old config renames its output into place after the rerun made it."""
+    old = (run_copy / PREDICTIONS).read_bytes()
+    set_config(run_copy, {"scoring_model": {"train": {"lr": 0.02}}})
+    # a config change alone is Snakemake's to handle (its params trigger): not refused
+    assert "train_fold_model" in text(run_snakemake(run_copy, "-n"))
+    run_snakemake(run_copy, "--cores", "1", PREDICTIONS)  # the rerun makes fold 0 anew
+    time.sleep(0.05)
+    orphan = run_copy / "results/seed0/folds/fold0/.predictions.npz.orphan.partial"
+    orphan.write_bytes(old)  # the leftover job finishes last and renames its file into place
+    os.replace(orphan, run_copy / PREDICTIONS)
+    proc = run_snakemake(run_copy, "--cores", "2", check=False)
+    assert proc.returncode != 0
+    for fragment in [PREDICTIONS, '"lr":0.05', '"lr":0.02', f"--forcerun {PREDICTIONS}",
+                     "end any job left over", "no job was started"]:
+        assert fragment in text(proc), (fragment, text(proc)[-2000:])
+
+
+def test_imagefolder_fingerprint_follows_the_images_not_the_root(tmp_path):
+    """An image overwritten in place is a change; the same tree moved elsewhere is not."""
+    root = image_folder(tmp_path / "images", {"cat": 4, "dog": 4})
+    workdir = make_workdir(tmp_path / "run", {**TINY, "dataset": {"name": "imagefolder",
+                                                                   "root": str(root)}})
+    run_snakemake(workdir, "--cores", "1", FOLDS)
+    moved = tmp_path / "moved" / "images"
+    moved.parent.mkdir()
+    root.rename(moved)  # mtimes kept, as by mv, cp -a or rsync -a
+    set_config(workdir, {"dataset": {"root": str(moved)}})
+    assert "Nothing to be done" in text(run_snakemake(workdir, "-n", FOLDS))
+    image = moved / "train" / "dog" / "002.png"
+    folder_mtime = image.parent.stat().st_mtime_ns
+    from PIL import Image
+
+    Image.fromarray(np.full((8, 8), 255, dtype=np.uint8)).save(image)  # fixed in place
+    assert image.parent.stat().st_mtime_ns == folder_mtime  # the folder does not show it
+    plan = run_snakemake(workdir, "-n", FOLDS)
+    assert "prepare_data" in text(plan) and "split_folds" in text(plan)
+
+
+@pytest.mark.parametrize("forcing", [["--forcerun=" + OOF], ["-F"], ["--forceall"]])
+def test_every_form_of_forcerun_lets_a_damaged_file_be_rebuilt(run_copy, monkeypatch, forcing):
+    """Issue 24, item 9: `--forcerun=FILE`, `-F` and `--forceall` rebuild the damaged file."""
+    with open(run_copy / OOF, "r+b") as handle:
+        handle.truncate(100)
+    monkeypatch.chdir(run_copy)  # where Snakemake parses the workflow
+    config = validate_config(yaml.safe_load((run_copy / "config/config.yaml").read_text()))
+    with pytest.raises(PreflightError, match="damaged"):
+        preflight(config, "results", ["snakemake", "--cores", "2"])
+    preflight(config, "results", ["snakemake", "--cores", "2", *forcing])  # what common.smk calls

@@ -120,7 +120,7 @@ def cmd_select_first(args: argparse.Namespace) -> None:
 
 
 def cmd_select_next(args: argparse.Namespace) -> None:
-    n_total = len(jobs.io.read_table(args.folds_table))
+    n_total = len(jobs.io.read_table(args.folds_table, jobs.io.FOLDS_SCHEMA))
     jobs.select_next_stage(
         args.previous, args.stage_scores, n_total, args.rate, args.stages, args.selection,
         args.stage, args.output, args.seed, args.class_difficulty, args.strategy_choice,

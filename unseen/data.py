@@ -60,23 +60,29 @@ def check_dataset(spec: dict[str, Any]) -> None:
 
 
 def dataset_fingerprint(spec: dict[str, Any]) -> str:
-    """Hex digest of the dataset spec and the names, sizes and mtimes of its source files.
+    """Hex digest of the dataset spec and the sizes and mtimes of its source files.
 
-    Cheap (a few stats; class folders for ImageFolder trees), so the Snakefile
-    can pass it to ``prepare_data`` as a param: a changed source reruns it.
+    The files are named relative to the root, so a root moved or copied with its
+    mtimes (``mv``, ``cp -a``, ``rsync -a``) is the same data; for ImageFolder
+    every image counts, so one overwritten in place is a change. Cheap (one
+    stat per file, no reading), so the Snakefile can pass it to ``prepare_data``
+    as a param: a changed source reruns it.
     """
     name = spec.get("name", "digits")
     root = spec.get("root")
     parts: list[Any] = [CACHE_FORMAT, name, _options(spec)]
     if root:
         root_path = Path(root).expanduser().resolve()
-        parts.append(str(root_path))
-        for path in _source(name).files(root_path):
+        source = _source(name)
+        files = hashlib.sha256()
+        for path in (source.content or source.files)(root_path):
             try:
                 st = path.stat()
-                parts.append((str(path), st.st_size, st.st_mtime_ns))
+                entry = f"{path.relative_to(root_path).as_posix()}\0{st.st_size}\0{st.st_mtime_ns}"
             except FileNotFoundError:
-                parts.append((str(path), None))
+                entry = f"{path.relative_to(root_path).as_posix()}\0missing"
+            files.update(entry.encode() + b"\n")
+        parts.append(files.hexdigest())
     text = json.dumps(parts, sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 

@@ -37,6 +37,9 @@ class Source:
     load: Callable[[Path, dict[str, Any]], ImageDataset]
     how_to: str
     needs_root: bool = True
+    #: the files whose names, sizes and mtimes stand for the data (the dataset
+    #: fingerprint); None: ``files``
+    content: Callable[[Path], list[Path]] | None = None
 
 
 IDX_FILES = (
@@ -165,6 +168,18 @@ def _imagefolder_files(root: Path) -> list[Path]:
     return out
 
 
+def _imagefolder_images(root: Path) -> list[Path]:
+    """Every image of ``train/<class>/`` and ``test/<class>/`` (or ``val/``), sorted.
+
+    An image overwritten in place changes its size or mtime, not its folder's.
+    """
+    images = []
+    for split in (root / "train", _imagefolder_test_dir(root)):
+        if split.is_dir():
+            images += [root / relative for relative, _ in _list_tree(split)[0]]
+    return images
+
+
 def _imagefolder_load(root: Path, options: dict[str, Any]) -> ImageDataset:
     train_pairs, classes = _list_tree(root / "train")
     test_pairs, _ = _list_tree(_imagefolder_test_dir(root), classes)
@@ -258,7 +273,8 @@ DATASETS: dict[str, Source] = {
         _imagefolder_files, _imagefolder_load,
         "arrange it as train/<class>/<image> plus test/<class>/<image> (or val/); for"
         " ImageNet-1K extract ILSVRC2012 train and val and sort val into class folders"
-        " (e.g. with the valprep.sh script of the PyTorch ImageNet example)"),
+        " (e.g. with the valprep.sh script of the PyTorch ImageNet example)",
+        content=_imagefolder_images),
     "fashion_mnist": _idx_source(
         "FashionMNIST", FASHION_CLASSES,
         "https://github.com/zalandoresearch/fashion-mnist (or on Debian/Ubuntu: apt-get install"

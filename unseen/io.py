@@ -181,18 +181,75 @@ def write_table(df: pd.DataFrame, path: str | os.PathLike, schema: pa.Schema) ->
         pq.write_table(table, tmp)
 
 
-def read_table(path: str | os.PathLike, schema: pa.Schema | None = None) -> pd.DataFrame:
+def read_table(
+    path: str | os.PathLike, schema: pa.Schema | None = None, n_total: int | None = None
+) -> pd.DataFrame:
     """Read a Parquet table written by :func:`write_table` into pandas.
 
+    With ``schema``, the rows are checked too (:func:`check_rows`): sample ids
+    unique (and below ``n_total``, the training-set size, when given), and so on.
+
     Raises:
-        DamagedFileError: the file is not readable Parquet (truncated, overwritten)
-            or lacks a column of ``schema``; the message names the file and the fix.
+        DamagedFileError: the file is not readable Parquet (truncated, overwritten),
+            lacks a column of ``schema`` or has rows no job writes (edited by hand);
+            the message names the file and the fix.
     """
     with reading(path):
         table = pq.read_table(path)
     if schema is not None:
         check_columns(path, table.schema, schema)
-    return table.to_pandas()
+    frame = table.to_pandas()
+    if schema is not None:
+        check_rows(path, frame, schema, n_total)
+    return frame
+
+
+#: Tables with one row per sample: each sample id at most once.
+PER_SAMPLE_SCHEMAS = (FOLDS_SCHEMA, SHARD_SCHEMA, AGGREGATE_SCHEMA, CORESET_SCHEMA)
+
+
+def check_rows(
+    path: str | os.PathLike, frame: pd.DataFrame, schema: pa.Schema, n_total: int | None = None
+) -> None:
+    """Raise :class:`DamagedFileError` for rows that no job of the workflow writes.
+
+    The one check of every reader of a per-sample table (:data:`PER_SAMPLE_SCHEMAS`)
+    and of the parse-time check (:func:`damage`): each sample id at most once,
+    ids in ``0..n_total-1`` (with ``n_total``, the training-set size); a fold
+    table lists exactly the ids ``0..len-1`` (every training sample once); an
+    out-of-fold aggregate has the same number of scores for every sample (K-1
+    in paper mode, 1 in holdout mode).
+    """
+    if not any(schema.equals(s) for s in PER_SAMPLE_SCHEMAS):
+        return
+    ids = frame["sample_id"].to_numpy()
+    unique, counts = np.unique(ids, return_counts=True)
+    if (counts > 1).any():
+        twice = unique[counts > 1]
+        raise DamagedFileError(path, f"sample id(s) {twice[:5].tolist()} appear more than once"
+                                     f" ({len(twice)} in all; was it edited by hand?)")
+    outside = ids[(ids < 0) | (ids >= (n_total if n_total is not None else np.inf))]
+    if len(outside):
+        where = "negative" if n_total is None else (
+            f"outside 0..{n_total - 1} (the dataset has {n_total} training samples)")
+        raise DamagedFileError(
+            path, f"sample id(s) {np.sort(outside)[:5].tolist()} are {where}; was it edited by"
+                  " hand?")
+    if schema.equals(FOLDS_SCHEMA):
+        expected = len(ids) if n_total is None else n_total
+        missing = np.setdiff1d(np.arange(expected), ids)
+        if len(missing) or len(ids) != expected:
+            raise DamagedFileError(
+                path, f"lists {len(ids)} samples but the dataset has"
+                      f" {max(expected, int(ids.max()) + 1 if len(ids) else 0)};"
+                      f" sample id(s) {missing[:5].tolist()} are missing (every training sample"
+                      " must be in one fold; was it edited by hand?)")
+    if schema.equals(AGGREGATE_SCHEMA) and frame["n_scores"].nunique() > 1:
+        found = sorted(int(n) for n in frame["n_scores"].unique())
+        raise DamagedFileError(
+            path, f"samples have {found} out-of-fold scores, not one count for all (K-1 in"
+                  " paper mode, 1 in holdout mode): a fold's files do not come from its own fold"
+                  " model (a predictions.npz copied from another fold?)")
 
 
 def check_columns(path: str | os.PathLike, found: pa.Schema, expected: pa.Schema) -> None:
@@ -338,13 +395,16 @@ PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 PNG_END = b"IEND\xaeB`\x82"
 
 
-def damage(path: str | os.PathLike, schema: pa.Schema | None = None) -> str | None:
+def damage(
+    path: str | os.PathLike, schema: pa.Schema | None = None, n_total: int | None = None
+) -> str | None:
     """What is wrong with output ``path`` ("" or None: nothing found), cheaply.
 
     Reads only what proves a file complete: Parquet's footer (and, with
-    ``schema``, its columns), a zip archive's central directory (``.npz``,
-    ``.pt``), a whole JSON file, a PNG's first and last bytes. Other
-    formats are not checked.
+    ``schema``, its columns, and for a per-sample table the columns that
+    :func:`check_rows` checks, with ``n_total`` the training-set size), a zip
+    archive's central directory (``.npz``, ``.pt``), a whole JSON file, a PNG's
+    first and last bytes. Other formats are not checked.
     """
     path = Path(path)
     suffix = path.suffix
@@ -353,6 +413,10 @@ def damage(path: str | os.PathLike, schema: pa.Schema | None = None) -> str | No
             found = pq.read_schema(path)
             if schema is not None:
                 check_columns(path, found, schema)
+                if any(schema.equals(s) for s in PER_SAMPLE_SCHEMAS):
+                    columns = [c for c in ("sample_id", "n_scores") if c in schema.names]
+                    frame = pq.read_table(path, columns=columns).to_pandas()
+                    check_rows(path, frame, schema, n_total)
         elif suffix in (".npz", ".pt"):
             with zipfile.ZipFile(path) as archive:
                 archive.infolist()

@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -21,8 +22,12 @@ from unseen.budget import retrain_train_settings, scoring_budget_label, scoring_
 from unseen.coresets import coreset_frame, first_stage, next_stage
 from unseen.data import load_cached, prepare_cached
 from unseen.folds import FOLD_MODES, assign_folds, fold_training_mask
-from unseen.predictions import record_from_arrays, save_scoring_model, scoring_cost
-from unseen.scorers import MODEL_SCORERS, StatisticsRecorder, compute_scores
+from unseen.predictions import (
+    made_with, read_predictions, record_from_arrays, save_scoring_model, scoring_cost,
+)
+from unseen.scorers import (
+    MODEL_SCORERS, StatisticsRecorder, check_finite_scores, compute_scores,
+)
 from unseen.seeds import derive_seed
 from unseen.selection import aggregate_scores, coreset_size, random_subset
 from unseen.strategies import class_error_table
@@ -99,6 +104,7 @@ def train_scoring_model(
     result, norm, device, settings = train_on_subset(
         data, train_ids, record_ids, job.model_spec, train_settings,
         job.record_epochs, job.seed, job.device, job.threads, on_record=recorder,
+        name=f"scoring model {model_name} ({job.predictions})", lr_key="scoring_model.train.lr",
     )
     fit = model_fit(result, data, train_ids, record_ids, norm, device, settings, recorder)
     log.info(
@@ -107,11 +113,12 @@ def train_scoring_model(
         model_name, fit["train_accuracy"], fit["train_loss"], len(train_ids),
         fit["scored_accuracy"], len(record_ids),
     )
+    budget_label = "1" if job.scoring_budget is None else scoring_budget_label(job.scoring_budget)
     save_scoring_model(
         result, job.model_spec, train_ids, record_ids, data.train_y, model_name, job.seed, norm,
-        recorder, job.checkpoint, job.predictions,
-        "1" if job.scoring_budget is None else scoring_budget_label(job.scoring_budget),
-        fit,
+        recorder, job.checkpoint, job.predictions, budget_label, fit,
+        made_with(job.model_spec, job.train_settings, job.record_epochs, job.record_format,
+                  budget_label),
     )
 
 
@@ -156,7 +163,7 @@ def scoring_model_samples(
         return every[trains], every[~trains]
     if coreset is None:
         return every, every
-    selected = io.read_table(coreset)["sample_id"].to_numpy()
+    selected = io.read_table(coreset, io.CORESET_SCHEMA)["sample_id"].to_numpy()
     return selected, np.setdiff1d(every, selected)
 
 
@@ -179,7 +186,7 @@ def score_shard(
     scorers (GraNd) also load ``checkpoint`` and the images from
     ``dataset_cache``; other scorers ignore both, so they do not import torch.
     """
-    arrays = io.load_npz(predictions)
+    arrays = read_predictions(predictions)
     if checkpoint is not None:
         io.check_checkpoint(checkpoint)  # a damaged model.pt must not pass for a finished one
     record = record_from_arrays(arrays)
@@ -196,10 +203,7 @@ def score_shard(
             checkpoint, data.train_x[record.sample_ids], data.num_classes, device
         )
         record = dataclasses.replace(record, model=model)
-    scores = compute_scores(scorer, record, seed, options)
-    check_finite_scores(scores, record.sample_ids, f"scorer {scorer!r} on {predictions}",
-                        "the model's outputs are not finite (its training diverged): lower"
-                        " the learning rate of that model, then rerun")
+    scores = compute_scores(scorer, record, seed, options, source=predictions)
     table = pd.DataFrame(
         {
             "sample_id": record.sample_ids,
@@ -220,7 +224,7 @@ def class_difficulty(predictions: list[str], output: str) -> None:
     """
     labels, wrong = [], []
     for path in predictions:
-        arrays = io.load_npz(path)
+        arrays = read_predictions(path)
         if np.intersect1d(arrays["sample_ids"], arrays["train_ids"]).size:
             raise RuntimeError(f"{path}: class difficulty must come from unseen samples")
         record = record_from_arrays(arrays)
@@ -232,8 +236,27 @@ def class_difficulty(predictions: list[str], output: str) -> None:
 
 
 def aggregate(shards: list[str], output: str) -> None:
-    """Mean, std and count of each sample's out-of-fold scores across ``shards``."""
-    table = pd.concat([io.read_table(s, io.SHARD_SCHEMA) for s in shards], ignore_index=True)
+    """Mean, std and count of each sample's out-of-fold scores across ``shards``.
+
+    Each shard (``.../scores/oof/fold<k>/<scorer>.parquet``) must come from its
+    own fold model ``fold<k>``: a predictions file copied from another fold would
+    count that model twice and some samples once too few. The error names the
+    shard and the predictions file to rebuild.
+    """
+    tables = [io.read_table(s, io.SHARD_SCHEMA) for s in shards]
+    for path, table in zip(shards, tables):
+        fold = Path(path).parent.name
+        models = sorted(set(table["model"].astype(str)))
+        if fold.startswith("fold") and models != [fold]:
+            made_by = Path(path).parents[3] / "folds" / fold / "predictions.npz"
+            raise RuntimeError(
+                f"{path} holds scores of scoring model(s) {models}, not of {fold!r}, whose"
+                f" shard it is: {made_by} does not come from {fold}'s training job (copied from"
+                f" another fold?). Fix: rerun the same snakemake command with --forcerun"
+                f" {made_by} (its job and the jobs after it rerun; every other finished output"
+                " is kept)"
+            )
+    table = pd.concat(tables, ignore_index=True)
     io.write_table(aggregate_scores(table), output, io.AGGREGATE_SCHEMA)
 
 
@@ -243,17 +266,6 @@ def read_scores(path: str, schema) -> pd.DataFrame:
     check_finite_scores(table["score"].to_numpy(), table["sample_id"].to_numpy(), path,
                         f"rerun the same snakemake command with --forcerun {path} (it is rebuilt)")
     return table
-
-
-def check_finite_scores(scores: np.ndarray, sample_ids: np.ndarray, source: str, fix: str) -> None:
-    """Raise ValueError naming ``source``, the first bad sample ids and ``fix`` on NaN or inf."""
-    bad = ~np.isfinite(np.asarray(scores, dtype=np.float64))
-    if bad.any():
-        raise ValueError(
-            f"{source}: {int(bad.sum())} of {len(bad)} scores are NaN or infinite (sample ids"
-            f" {np.asarray(sample_ids)[bad][:5].tolist()}...); selection needs finite scores."
-            f" Fix: {fix}"
-        )
 
 
 def with_strategy_choice(selection: dict[str, Any], strategy_choice: str | None) -> dict[str, Any]:
@@ -362,7 +374,7 @@ def select_random(
     folds_table: str, pruning_rate: float, seed: int, output: str, id_list: str
 ) -> None:
     """Random baseline: a uniform seeded subset of the coreset size; score is NaN."""
-    table = io.read_table(folds_table)
+    table = io.read_table(folds_table, io.FOLDS_SCHEMA)
     n = coreset_size(len(table), pruning_rate)
     pos = random_subset(table["sample_id"].to_numpy(), n, derive_seed(seed, "random", pruning_rate))
     chosen = table.iloc[pos]
@@ -380,7 +392,7 @@ def publish_coreset(frame: pd.DataFrame, parquet: str, id_list: str) -> None:
 
 def finalize_coreset(stage_table: str, parquet: str, id_list: str) -> None:
     """Publish the final stage as the coreset: Parquet index plus a plain id list."""
-    publish_coreset(io.read_table(stage_table), parquet, id_list)
+    publish_coreset(io.read_table(stage_table, io.CORESET_SCHEMA), parquet, id_list)
 
 
 def retrain(
@@ -411,7 +423,8 @@ def retrain(
     ids = (
         data.sample_ids
         if coreset is None
-        else np.sort(io.read_table(coreset, io.CORESET_SCHEMA)["sample_id"].to_numpy())
+        else np.sort(io.read_table(coreset, io.CORESET_SCHEMA, len(data.train_y))["sample_id"]
+                     .to_numpy())
     )
     cost = scoring_cost(list(scoring_predictions))
     if coreset is not None:
@@ -420,7 +433,7 @@ def retrain(
         **coreset_labels,
         "seed": int(seed),
         **train_and_evaluate(data, ids, model_spec, train_settings, derive_seed(seed, "retrain"),
-                             device, threads),
+                             device, threads, name=f"retrain for {metrics_parquet}"),
         "retrain_budget": retrain_budget,
         **cost,
     }

@@ -28,7 +28,7 @@ from unseen.scorers import PredictionRecord
 def save_scoring_model(
     result, model_spec, train_ids, record_ids, labels, model_name, seed, norm,
     recorder, checkpoint: str, predictions: str, budget_label: str,
-    fit: dict[str, float] | None = None,
+    fit: dict[str, float] | None = None, made_with: dict[str, Any] | None = None,
 ) -> None:
     """Write a trained scoring model: checkpoint ``model.pt`` and its record ``predictions.npz``.
 
@@ -44,6 +44,9 @@ def save_scoring_model(
     normalisation ``norm`` (mean, std), which GraNd needs, as
     :func:`checkpoint_contents` lays them out. ``recorder`` is None
     (float16 logits) or a :class:`~unseen.scorers.StatisticsRecorder`.
+    With ``made_with`` (:func:`made_with`), the settings the model was trained
+    under are stored as a JSON string ``made_with``; the workflow compares them
+    with the config before a run (:func:`unseen.preflight.check_made_with`).
     Both are documented in results/README.md.
     """
     import torch
@@ -67,6 +70,7 @@ def save_scoring_model(
         train_steps=np.int64(result.steps),
         scoring_budget=np.array(budget_label),
         **{key: np.float64(value) for key, value in (fit or {}).items()},
+        **({} if made_with is None else {"made_with": np.array(canonical(made_with))}),
         **record,
     )
 
@@ -132,10 +136,55 @@ def load_checkpoint(path) -> dict[str, Any]:
         ) from None
 
 
+def made_with(
+    model_spec: dict[str, Any], train: dict[str, Any], record_epochs: list[int],
+    record_format: str, budget_label: str,
+) -> dict[str, Any]:
+    """The settings a scoring model is trained under, as its predictions file records them.
+
+    ``model_spec`` and ``train``: the config's ``scoring_model`` (arch and
+    options, ``train`` as written); ``budget_label``: ``"1"`` for the fitting
+    model, else :func:`unseen.budget.scoring_budget_label` of ``budget.scoring``.
+    """
+    return {"model": {"arch": model_spec["arch"], "options": model_spec.get("options", {})},
+            "train": dict(train), "record_epochs": sorted(int(e) for e in record_epochs),
+            "record_format": record_format, "scoring_budget": budget_label}
+
+
+def canonical(settings: dict[str, Any]) -> str:
+    """``settings`` as one JSON string: the same settings always give the same text."""
+    import json
+
+    return json.dumps(settings, sort_keys=True, separators=(",", ":"))
+
+
+def read_predictions(path: str) -> dict[str, np.ndarray]:
+    """Every array of a predictions file, checked: what :func:`save_scoring_model` writes.
+
+    The one reader of ``predictions.npz`` files. Raises
+    :class:`unseen.io.DamagedFileError` naming the file when it is not a
+    complete archive, repeats a sample id, or holds NaN or infinite logits or
+    statistics (a model whose training diverged: it scores nothing meaningful).
+    """
+    arrays = io.load_npz(path)
+    for key in ("sample_ids", "train_ids"):
+        ids = arrays[key]
+        if len(np.unique(ids)) != len(ids):
+            raise io.DamagedFileError(path, f"{key} repeats a sample id (was it edited by hand?)")
+    recorded = [k for k in arrays if k == "logits" or k.startswith("stat_")]
+    for key in recorded:
+        values = arrays[key]
+        if np.issubdtype(values.dtype, np.floating) and not np.isfinite(values).all():
+            raise io.DamagedFileError(
+                path, f"{key} holds NaN or infinite values: the model's training diverged, so"
+                      " its outputs score nothing. Lower scoring_model.train.lr first")
+    return arrays
+
+
 def record_from_arrays(arrays: dict[str, np.ndarray]) -> PredictionRecord:
     """The :class:`PredictionRecord` in the arrays of a predictions file (either format).
 
-    ``arrays`` is ``io.load_npz(path)`` of a file written by :func:`train_scoring_model`.
+    ``arrays`` is :func:`read_predictions` of a file written by :func:`save_scoring_model`.
     """
     stats = {k[len("stat_"):]: v for k, v in arrays.items() if k.startswith("stat_")}
     return PredictionRecord(

@@ -14,8 +14,11 @@ output.
 
 from __future__ import annotations
 
+import json
 import logging
+import os
 import shutil
+from base64 import urlsafe_b64encode
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -24,6 +27,7 @@ import yaml
 
 from unseen import io
 from unseen.data import train_label_counts
+from unseen.budget import scoring_budget_label, scoring_model_lengths
 from unseen.selection import coreset_size
 
 log = logging.getLogger("unseen.preflight")
@@ -41,11 +45,19 @@ def preflight(config: dict[str, Any], results: str | Path = "results", argv: lis
     """Run every check on a validated ``config`` and the outputs under ``results``.
 
     ``argv``: the snakemake command line; in a dry run a damaged dataset cache is
-    only reported, and damaged files it names (``--forcerun FILE``) are being rebuilt.
+    only reported, and damaged files it names (``--forcerun FILE``) are being rebuilt
+    (:func:`rebuilt_paths`).
     """
-    check_outputs(results, dry_run=invocation(list(argv)) == "dry-run",
-                  rebuilding=[Path(a) for a in argv])
-    check_splits(config, Path(results) / "data" / "dataset.npz")
+    rebuilding = rebuilt_paths(list(argv))
+    cache = Path(results) / "data" / "dataset.npz"
+    found = train_label_counts(config["dataset"], cache)
+    n_total = None if found is None else int(found[0].sum())
+    check_outputs(results, dry_run=invocation(list(argv)) == "dry-run", rebuilding=rebuilding,
+                  n_total=n_total)
+    if found is not None:
+        check_splits(config, *found)
+        check_record_epochs(config, n_total)
+    check_made_with(config, results, n_total, rebuilding)
     check_device(config["device"])
 
 
@@ -58,6 +70,28 @@ NON_RUN_OPTIONS = (
     "--filegraph", "--d3dag", "--containerize", "--archive", "--generate-unit-tests",
 )
 DRY_RUN_OPTIONS = ("-n", "--dry-run", "--dryrun", "--just-print")
+
+
+#: Snakemake options that rebuild every output.
+FORCE_ALL_OPTIONS = ("-F", "--forceall")
+
+
+def rebuilt_paths(argv: list[str]) -> list[Path] | None:
+    """The files a snakemake command line rebuilds, as far as its words tell; None: all.
+
+    Every word may be a file of ``--forcerun FILE ...`` (``-R``), also written
+    ``--forcerun=FILE``; ``-F``/``--forceall`` rebuilds every output (None).
+    Rule names (``-R train_fold_model``) are not resolved to files here.
+    """
+    if any(word in FORCE_ALL_OPTIONS for word in argv):
+        return None
+    return [Path(word.split("=", 1)[1] if word.startswith("-") and "=" in word else word)
+            for word in argv]
+
+
+def is_rebuilt(path: Path, rebuilding: list[Path] | None) -> bool:
+    """Whether the command line rebuilds ``path`` (``rebuilding``: :func:`rebuilt_paths`)."""
+    return rebuilding is None or path.absolute() in {p.absolute() for p in rebuilding}
 
 
 def invocation(argv: list[str]) -> str:
@@ -78,34 +112,37 @@ def invocation(argv: list[str]) -> str:
 # Damaged outputs
 
 
-def damaged_outputs(results: str | Path) -> list[tuple[Path, str]]:
+def damaged_outputs(results: str | Path, n_total: int | None = None) -> list[tuple[Path, str]]:
     """(path, problem) of every existing output under ``results`` that is not complete.
 
+    ``n_total``: the training-set size, when known (sample ids must be below it).
     Temporaries of jobs that were killed (``.*.partial``) are not outputs and are skipped.
     """
     found = []
     for path in sorted(Path(results).rglob("*")):
         if path.name.endswith(".partial") or not path.is_file():
             continue
-        problem = io.damage(path, io.schema_of(path))
+        problem = io.damage(path, io.schema_of(path), n_total)
         if problem:
             found.append((path, problem))
     return found
 
 
-def check_outputs(results: str | Path, dry_run: bool = False, rebuilding: list[Path] = ()) -> None:
+def check_outputs(results: str | Path, dry_run: bool = False, rebuilding: list[Path] | None = (),
+                  n_total: int | None = None) -> None:
     """Stop on a damaged output, naming it and the command that repairs it.
 
     Snakemake does not rebuild a missing intermediate file whose products are
     up to date, so deleting a damaged file is no fix; ``--forcerun FILE``
     reruns its job and every job after it. Files in ``rebuilding`` (the
-    command line's words) are being forced and pass. The dataset cache
+    command line's words, :func:`rebuilt_paths`; None: every file) are being
+    forced and pass. The dataset cache
     (``results/data/dataset.npz``) is only a decoded copy of the source, so a
     damaged one is removed (in a dry run: reported); ``prepare_data`` rebuilds
     it when a job next needs it, and the jobs after it rerun, with the same results.
     """
-    forced = {path.absolute() for path in rebuilding}
-    damaged = [(p, why) for p, why in damaged_outputs(results) if p.absolute() not in forced]
+    damaged = [(p, why) for p, why in damaged_outputs(results, n_total)
+               if not is_rebuilt(p, rebuilding)]
     cache = Path(results) / "data" / "dataset.npz"
     for path, problem in [d for d in damaged if d[0] == cache]:
         damaged.remove((path, problem))
@@ -134,19 +171,111 @@ def check_outputs(results: str | Path, dry_run: bool = False, rebuilding: list[P
 
 
 # ---------------------------------------------------------------------------
+# Outputs made under other settings
+
+
+def check_made_with(config: dict[str, Any], results: str | Path, n_total: int | None = None,
+                    rebuilding: list[Path] | None = ()) -> None:
+    """Stop when a finished output was made under settings other than the config's,
+    and Snakemake will not rerun its job by itself.
+
+    Compared, cheaply: the dataset cache's fingerprint (source files and
+    ``dataset`` options such as ``subset``) with the config's dataset; each
+    seed's fold table (its number of folds and samples) with ``folds.k`` and the
+    training-set size ``n_total``; each scoring model's ``made_with`` record
+    (model, ``train``, ``record_epochs``, ``record_format``, scoring budget)
+    with the ``scoring_model`` section.
+
+    Snakemake reruns a job whose params changed, from its own record of the job
+    (.snakemake/metadata); then a mismatch is expected and passes. It does not
+    when that record is gone (``.snakemake/`` removed, ``results/`` copied into
+    a new experiment), nor when the file was replaced after the record was made
+    (a job of an earlier, killed run that went on running and renamed its old
+    output into place). Files in ``rebuilding`` (``--forcerun FILE``) pass.
+    """
+    from unseen.data import cached_fingerprint, dataset_fingerprint
+    from unseen.predictions import canonical, made_with
+
+    results = Path(results)
+    stale: list[tuple[Path, str]] = []
+
+    def compare(path: Path, found: str, wanted: str) -> None:
+        if found != wanted and not is_rebuilt(path, rebuilding) and not snakemake_reruns(path, results):
+            stale.append((path, f"made with {found}; the config says {wanted}"))
+
+    cache = results / "data" / "dataset.npz"
+    stored = cached_fingerprint(cache)
+    if stored:
+        compare(cache, f"dataset fingerprint {stored}",
+                f"dataset fingerprint {dataset_fingerprint(config['dataset'])}")
+    k = config["folds"]["k"]
+    for seed in config["seeds"]:
+        folds = results / f"seed{seed}" / "split" / "folds.parquet"
+        if not folds.is_file() or io.damage(folds, io.FOLDS_SCHEMA):
+            continue
+        column = io.read_table(folds)["fold"]
+        size = f", {len(column)} samples" if n_total is not None else ""
+        compare(folds, f"folds.k = {column.nunique()}{size}",
+                f"folds.k = {k}" + (f", {n_total} samples" if n_total is not None else ""))
+    scoring = config["scoring_model"]
+    for path in sorted(results.glob("seed*/**/predictions.npz")):
+        try:
+            recorded = io.read_npz_member(path, "made_with")
+        except (io.DamagedFileError, FileNotFoundError):
+            continue  # check_outputs names a damaged one
+        if recorded is None:
+            continue  # made before predictions files recorded their settings
+        budget = "1" if path.parent.name == "fitting" else scoring_budget_label(
+            config["budget"]["scoring"])
+        wanted = canonical(made_with(scoring, scoring["train"], config["record_epochs"],
+                                     config["record_format"], budget))
+        compare(path, str(recorded), wanted)
+    if stale:
+        listing = "\n".join(f"  {path}: {why}" for path, why in stale)
+        files = " ".join(str(path) for path, _ in stale)
+        raise PreflightError(
+            f"{len(stale)} finished output(s) were made under other settings than the config's,"
+            " and Snakemake has no record that would make it rerun them (.snakemake/metadata"
+            " removed, results/ copied from another experiment, or the file was replaced after"
+            " its job finished: a job of an earlier, killed run still running?), so no job was"
+            f" started:\n{listing}\nFix: end any job left over from an earlier run (ps -u"
+            " $USER; scancel on SLURM), then rerun the same command with\n  --forcerun"
+            f" {files}\n(the jobs that write them run again, and so do the jobs after them), or"
+            " start afresh in an empty working directory."
+        )
+
+
+def snakemake_reruns(path: Path, results: Path) -> bool:
+    """Whether Snakemake's own record of ``path`` lets it see a change of params.
+
+    True when .snakemake/metadata (next to ``results``) holds a record of the
+    file and the file was not modified after the record's job ended.
+    """
+    workdir = results.parent
+    key = os.path.relpath(path, workdir)
+    record_path = workdir / ".snakemake" / "metadata"
+    b64 = urlsafe_b64encode(key.encode()).decode()
+    chunks = [b64[i:i + 254] for i in range(0, len(b64), 254)]
+    record_path = record_path.joinpath(*(["@" + c for c in chunks[:-1]] + chunks[-1:]))
+    try:
+        record = json.loads(record_path.read_text())
+    except (OSError, ValueError):
+        return False
+    end = record.get("endtime")
+    return end is not None and path.stat().st_mtime <= float(end) + 0.01
+
+
+# ---------------------------------------------------------------------------
 # Impossible splits
 
 
-def check_splits(config: dict[str, Any], cache: str | Path | None = None) -> None:
-    """Stop when a class is too small for the folds or a class-aware coreset.
+def check_splits(config: dict[str, Any], counts, classes: tuple[str, ...]) -> None:
+    """Stop when there are fewer than 2 classes, or a class is too small for the
+    folds or a class-aware coreset.
 
-    Reads the training labels only (:func:`unseen.data.train_label_counts`);
-    silently passes where they cannot be had cheaply.
+    ``counts`` (int (C,)) and ``classes``: the training samples per class and the
+    class names (:func:`unseen.data.train_label_counts`, which reads labels only).
     """
-    found = train_label_counts(config["dataset"], cache)
-    if found is None:
-        return
-    counts, classes = found
     name = config["dataset"].get("name", "digits")
     problem = too_few_classes(classes, f"dataset {name!r}", "give it at least 2 classes (an"
                               " ImageFolder: one folder of images per class under train/)") or \
@@ -226,6 +355,33 @@ def fold_split_problem(
         + (f" Fix: set {key} to at most {smallest}." if smallest >= 2 else
            f" Fix: {grow} (a class needs at least 2 samples to be split).")
     )
+
+
+def check_record_epochs(config: dict[str, Any], n_total: int) -> None:
+    """Stop when ``record_epochs`` asks for an epoch after the end of a scoring model's training.
+
+    Such an epoch is never recorded: training-dynamics scorers would see fewer
+    epochs than configured (with none left but the last, TDDS scores every
+    sample 0 and the coreset is ids 0..n-1). Each scoring model's length is
+    :func:`unseen.budget.scoring_model_lengths` of the training-set size ``n_total``.
+    """
+    wanted = config["record_epochs"]
+    if not wanted:
+        return
+    lengths = scoring_model_lengths(config, n_total)
+    if not lengths:
+        return
+    model, n_train, epochs = min(lengths, key=lambda item: item[2])
+    late = sorted(e for e in wanted if e > epochs)
+    if late:
+        raise PreflightError(
+            f"config key 'record_epochs': epoch(s) {late} come after the end of training: the"
+            f" {model} train(s) on {n_train} samples for {epochs} epochs (scoring_model.train and"
+            f" budget.scoring: {config['budget']['scoring']}), so nothing would be recorded there"
+            " and training-dynamics scorers would see fewer epochs than configured. Fix: use"
+            f" record_epochs between 1 and {epochs}, or train the scoring models longer"
+            " (scoring_model.train.epochs)."
+        )
 
 
 def max_rate_keeping(n_total: int, n_keep: int) -> float:

@@ -321,13 +321,15 @@ MODEL_SCORERS = frozenset({"grand", "grand_last"})
 
 
 def compute_scores(
-    name: str, record: PredictionRecord, seed: int = 0, options: Mapping[str, Any] | None = None
+    name: str, record: PredictionRecord, seed: int = 0, options: Mapping[str, Any] | None = None,
+    source: str | None = None,
 ) -> np.ndarray:
     """Score every sample of ``record`` with scorer ``name``; float64 (N,), higher = keep.
 
     ``options`` are the scorer's keyword options (e.g. ``{"window": 10}`` for
     tdds). Raises ``KeyError`` naming the known scorers for an unknown name and
-    ``ValueError`` if a scorer produced a non-finite value.
+    ``ValueError`` (:func:`check_finite_scores`) if a scorer produced a non-finite
+    value; ``source`` (e.g. the predictions file) is named in that message.
     """
     if name not in SCORERS:
         raise KeyError(f"unknown scorer {name!r}; choose one of {sorted(SCORERS)}")
@@ -340,9 +342,22 @@ def compute_scores(
     scores = np.asarray(scores, dtype=np.float64)
     if scores.shape != record.sample_ids.shape:
         raise ValueError(f"scorer {name!r} returned shape {scores.shape}")
-    if not np.all(np.isfinite(scores)):
-        raise ValueError(f"scorer {name!r} produced non-finite scores")
+    check_finite_scores(scores, record.sample_ids,
+                        f"scorer {name!r}" + (f" on {source}" if source else ""),
+                        "the model's outputs are not finite (its training diverged): lower the"
+                        " scoring model's learning rate (scoring_model.train.lr), then rerun")
     return scores
+
+
+def check_finite_scores(scores: np.ndarray, sample_ids: np.ndarray, source: str, fix: str) -> None:
+    """Raise ValueError naming ``source``, the first bad sample ids and ``fix`` on NaN or inf."""
+    bad = ~np.isfinite(np.asarray(scores, dtype=np.float64))
+    if bad.any():
+        raise ValueError(
+            f"{source}: {int(bad.sum())} of {len(bad)} scores are NaN or infinite (sample ids"
+            f" {np.asarray(sample_ids)[bad][:5].tolist()}...); selection needs finite scores."
+            f" Fix: {fix}"
+        )
 
 
 def scores_from_predictions(

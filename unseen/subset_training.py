@@ -48,6 +48,8 @@ def train_on_subset(
     device_name: str,
     threads: int | None,
     on_record=None,
+    name: str = "model",
+    lr_key: str = "train.lr",
 ):
     """Train a fresh model on ``train_ids`` of ``data``; record logits on ``record_ids``.
 
@@ -62,6 +64,8 @@ def train_on_subset(
         threads: torch CPU threads (None leaves torch's default).
         on_record: passed to :func:`unseen.train.train_model` (None keeps
             float16 logits; a :class:`~unseen.scorers.StatisticsRecorder` keeps statistics).
+        name, lr_key: the model and the config key of its learning rate, named when
+            its training diverges (:class:`unseen.train.TrainingDiverged`).
 
     Returns:
         (result, (mean, std), device, settings): the :class:`unseen.train.TrainResult`,
@@ -97,6 +101,8 @@ def train_on_subset(
         record_images=None if record_ids is None else data.train_x[record_ids],
         record_epochs=record_epochs,
         on_record=on_record,
+        name=name,
+        lr_key=lr_key,
     )
     return result, (mean, std), device, settings
 
@@ -157,8 +163,12 @@ def train_and_evaluate(
     seed: int,
     device_name: str = "auto",
     threads: int | None = None,
+    name: str = "retrain",
 ) -> dict[str, Any]:
     """Train a fresh model on ``train_ids`` and evaluate it on the test split.
+
+    ``name`` names the model if its training diverges (the learning rate is
+    ``final_model.train.lr``).
 
     Returns:
         The retrain's metrics (columns of ``metrics.parquet``, see results/README.md):
@@ -172,6 +182,7 @@ def train_and_evaluate(
     t0 = time.perf_counter()
     result, (mean, std), device, settings = train_on_subset(
         data, train_ids, None, model_spec, train_settings, [], seed, device_name, threads,
+        name=name, lr_key="final_model.train.lr",
     )
     logits = predict_logits(result.model, data.test_x, mean, std, device,
                             settings.eval_batch_size, settings.workers,

@@ -123,6 +123,10 @@ class TrainSettings:
         return settings
 
 
+class TrainingDiverged(RuntimeError):
+    """The training loss became NaN or infinite; the message names the model, the step and the fix."""
+
+
 @dataclass
 class TrainResult:
     """What :func:`train_model` returns.
@@ -243,6 +247,8 @@ def train_model(
     record_images: np.ndarray | None = None,
     record_epochs: list[int] | None = None,
     on_record: Callable[[int, np.ndarray], None] | None = None,
+    name: str = "model",
+    lr_key: str = "train.lr",
 ) -> TrainResult:
     """Train ``model`` in place on uint8 ``images`` (N, C, H, W) with int ``labels`` (N,).
 
@@ -261,9 +267,16 @@ def train_model(
             float32 (R, C) logits of each recorded epoch instead of keeping
             them (then ``recorded_logits`` is None); lets the caller keep only
             per-sample statistics when R x C is too large to hold for every epoch.
+        name, lr_key: the model and the config key of its learning rate, for the
+            message of :class:`TrainingDiverged`.
 
     Returns:
         A :class:`TrainResult`; ``recorded_logits`` is float16 (E, R, C).
+
+    Raises:
+        TrainingDiverged: at the end of the first epoch whose loss is NaN or
+            infinite (checked once per epoch, where the loss is read anyway);
+            nothing is recorded from a diverged model.
     """
     if len(images) == 0:
         raise ValueError("cannot train on an empty set")
@@ -314,6 +327,7 @@ def train_model(
         steps = min(steps_per_epoch, total_steps - step)
         order = torch.randperm(n, generator=gen)
         loss_sum = torch.zeros((), device=device)
+        step_losses = torch.empty(steps, device=device)  # to name the first non-finite step
         correct = torch.zeros((), device=device, dtype=torch.long)
         if streamed:
             spans = [order[i * batch_size : (i + 1) * batch_size].tolist() for i in range(steps)]
@@ -342,6 +356,7 @@ def train_model(
             loss.backward()
             optimizer.step(lr)
             loss_sum += loss.detach() * len(index)
+            step_losses[i] = loss.detach()
             correct += (out.argmax(1) == targets[index]).sum()
             step += 1
             if lookahead is not None:
@@ -356,6 +371,16 @@ def train_model(
             "seconds": seconds,
             "samples_per_s": seen / seconds if seconds > 0 else float("nan"),
         }
+        if not math.isfinite(row["loss"]):
+            bad = int(torch.nonzero(~torch.isfinite(step_losses))[0])
+            first = step - steps + bad + 1
+            raise TrainingDiverged(
+                f"{name}: training diverged: the loss is {float(step_losses[bad])} at SGD step"
+                f" {first} of {total_steps} (epoch {epoch}), learning rate"
+                f" {settings.lr * _lr_factor(settings.schedule, first - 1, total_steps):g} at that"
+                f" step ({lr_key}: {settings.lr:g}); its outputs would be meaningless. Fix: lower"
+                f" {lr_key} (e.g. to {settings.lr / 10:g}) and rerun"
+            )
         history.append(row)
         if epoch in wanted:
             logits_now = predict_logits(

@@ -133,6 +133,8 @@ def choose_strategy(
         result, (mean, std), device, used = train_on_subset(
             data, np.sort(chosen["sample_id"].to_numpy()), None, model_spec, settings, [],
             derive_seed(seed, "retrain"), device_name, threads,
+            name=f"validated strategy candidate {name!r} at rate {pruning_rate}",
+            lr_key="final_model.train.lr",
         )
         logits = predict_logits(result.model, data.train_x[held_out], mean, std, device,
                                 used.eval_batch_size, used.workers, flip=used.test_time_flip)
