@@ -27,7 +27,7 @@ import yaml
 
 from unseen import io
 from unseen.data import train_label_counts
-from unseen.budget import scoring_budget_label, scoring_model_lengths
+from unseen.budget import epochs_of, scoring_budget_label, scoring_train_settings
 from unseen.selection import coreset_size
 
 log = logging.getLogger("unseen.preflight")
@@ -357,13 +357,42 @@ def fold_split_problem(
     )
 
 
+def scoring_model_lengths(config: dict[str, Any], n_total: int) -> list[tuple[str, int, int]]:
+    """(model, training samples, epochs) of the scoring models of a validated ``config``.
+
+    One entry per kind the run trains (fitting model, fold models, stage models),
+    for the model of that kind with the most training samples, so the fewest
+    epochs under a step budget. ``n_total``: the training-set size N.
+    """
+    from unseen.config import coreset_names, parse_coreset_name
+    from unseen.selection import stage_sizes
+
+    train = config["scoring_model"]["train"]
+    scoring = scoring_train_settings(train, n_total, config["budget"]["scoring"])
+    methods = {parse_coreset_name(name)[0] for name in coreset_names(config)}
+    k = config["folds"]["k"]
+    lengths = []
+    if "fitting" in methods:
+        lengths.append(("fitting model", n_total, epochs_of(n_total, train)))
+    if methods & {"unseen", "unseen_single"}:
+        # stratified folds differ in size by at most one: the largest has ceil(N / K)
+        largest = -(-n_total // k) if config["folds"]["mode"] == "paper" else n_total - n_total // k
+        lengths.append((f"fold models ({config['folds']['mode']} mode, K = {k})", largest,
+                        epochs_of(largest, scoring)))
+    if "unseen" in methods and len(config["stages"]) > 1:
+        largest = max(stage_sizes(coreset_size(n_total, rate), config["stages"])[-2]
+                      for rate in config["pruning_rates"])
+        lengths.append(("stage models", largest, epochs_of(largest, scoring)))
+    return lengths
+
+
 def check_record_epochs(config: dict[str, Any], n_total: int) -> None:
     """Stop when ``record_epochs`` asks for an epoch after the end of a scoring model's training.
 
     Such an epoch is never recorded: training-dynamics scorers would see fewer
     epochs than configured (with none left but the last, TDDS scores every
     sample 0 and the coreset is ids 0..n-1). Each scoring model's length is
-    :func:`unseen.budget.scoring_model_lengths` of the training-set size ``n_total``.
+    :func:`scoring_model_lengths` of the training-set size ``n_total``.
     """
     wanted = config["record_epochs"]
     if not wanted:
