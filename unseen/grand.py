@@ -133,11 +133,11 @@ def load_scoring_model(
     ``images`` are the uint8 (N, C, H, W) images of the samples to score.
     ``mean``/``std`` default to the ones stored in the checkpoint. The file is
     read with ``torch.load(weights_only=True)`` only
-    (:func:`unseen.predictions.load_checkpoint`): one that holds other objects
+    (:func:`unseen.checkpoints.load_checkpoint`): one that holds other objects
     is refused, and nothing in it runs.
     """
     from unseen.models import build_model
-    from unseen.predictions import load_checkpoint
+    from unseen.checkpoints import load_checkpoint
     from unseen.train import resolve_device
 
     state = load_checkpoint(checkpoint)

@@ -5,12 +5,8 @@ dict, model spec, training ids, seed, name, input normalisation) and a
 predictions file: the per-epoch record of the samples it scored, plus what
 its training cost (results/README.md). The gradient scorers load the
 checkpoint through :mod:`unseen.grand`, which reads it with
-:func:`load_checkpoint`. Torch is imported only to write or read a checkpoint.
-
-A checkpoint holds plain tensors, ints, strings, lists and dicts only, so it
-is read with ``torch.load(weights_only=True)``, which builds nothing else: a
-``model.pt`` planted in a shared results directory cannot run code when a job
-loads it.
+:func:`unseen.checkpoints.load_checkpoint` (the checkpoint's layout and safe
+reading live there). Torch is imported only to write a checkpoint.
 """
 
 from __future__ import annotations
@@ -22,6 +18,7 @@ import numpy as np
 
 from unseen import io
 from unseen.budget import NO_SCORING
+from unseen.checkpoints import checkpoint_contents
 from unseen.scorers import PredictionRecord
 
 
@@ -42,7 +39,7 @@ def save_scoring_model(
     train_loss, scored_accuracy and scored_loss (float64 scalars). The checkpoint holds
     the state dict, model spec, train ids, seed, name and the input
     normalisation ``norm`` (mean, std), which GraNd needs, as
-    :func:`checkpoint_contents` lays them out. ``recorder`` is None
+    :func:`unseen.checkpoints.checkpoint_contents` lays them out. ``recorder`` is None
     (float16 logits) or a :class:`~unseen.scorers.StatisticsRecorder`.
     With ``made_with`` (:func:`made_with`), the settings the model was trained
     under are stored as a JSON string ``made_with``; the workflow compares them
@@ -73,67 +70,6 @@ def save_scoring_model(
         **({} if made_with is None else {"made_with": np.array(canonical(made_with))}),
         **record,
     )
-
-
-def checkpoint_contents(model, model_spec, train_ids, seed, model_name, norm) -> dict[str, Any]:
-    """What ``model.pt`` holds, in types that ``torch.load(weights_only=True)`` reads.
-
-    Returns a dict: state_dict (the model's tensors), model_spec (``{"arch",
-    "options"}``, plain JSON-like values), train_ids (int64 tensor (T,)), seed
-    (int), model_name (str), mean and std (float32 tensors (C,), per-channel
-    normalisation on the 0..1 scale). No NumPy arrays or other objects: those
-    would need the full unpickler to read.
-    """
-    import torch
-
-    return {
-        "state_dict": model.state_dict(),
-        "model_spec": model_spec,
-        "train_ids": torch.as_tensor(np.asarray(train_ids, dtype=np.int64)),
-        "seed": int(seed),
-        "model_name": str(model_name),
-        "mean": torch.as_tensor(np.asarray(norm[0], dtype=np.float32)),
-        "std": torch.as_tensor(np.asarray(norm[1], dtype=np.float32)),
-    }
-
-
-class UnsafeCheckpointError(RuntimeError):
-    """A ``model.pt`` holds more than plain tensors and values, so it was not loaded."""
-
-    def __init__(self, path, reason: str):
-        self.path = path
-        super().__init__(
-            f"{path} was not loaded: it holds objects other than plain tensors, numbers,"
-            f" strings, lists and dicts ({reason}), and loading those could run code stored in"
-            " the file. It was written by an older version of unseen, or by someone else (check"
-            f" ls -l {path}). Nothing in it was run. Fix: retrain that model: rerun the same"
-            f" snakemake command with --forcerun {path} (or delete the file, then rerun)"
-        )
-
-
-def load_checkpoint(path) -> dict[str, Any]:
-    """The dict of a ``model.pt`` (:func:`checkpoint_contents`), read with ``weights_only=True``.
-
-    The file is first checked complete (:func:`unseen.io.check_checkpoint`,
-    :class:`~unseen.io.DamagedFileError` when not). Tensors are loaded to the CPU.
-    Raises :class:`UnsafeCheckpointError` when the file holds any other object
-    (an older checkpoint with NumPy arrays, or a crafted pickle); nothing in it
-    is built or run.
-    """
-    import pickle
-
-    import torch
-
-    io.check_checkpoint(path)
-    try:
-        with io.reading(path):
-            return torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as err:
-        # torch's own message advises weights_only=False, the very thing not to do: name only the object
-        found = re.search(r"GLOBAL ([\w.]+)", str(err))
-        raise UnsafeCheckpointError(
-            path, f"it refers to {found[1]}" if found else "torch.load(weights_only=True) refused it"
-        ) from None
 
 
 def made_with(
