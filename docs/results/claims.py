@@ -93,7 +93,7 @@ def spread_table(diagnostics: dict[str, pd.DataFrame]) -> str:
             rows.append({
                 "run": run, "scorer": scorer,
                 "most crowded bin, fitting / UNSEEN": f"{fit['concentration']:.1%} / {oof['concentration']:.1%}",
-                "IQR / median, fitting / UNSEEN": f"{fit['iqr'] / fit['median']:.2f} / {oof['iqr'] / oof['median']:.2f}",
+                "IQR, fitting / UNSEEN": f"{fit['iqr']:.3f} / {oof['iqr']:.3f}",
                 "Spearman rho across seeds, fitting / UNSEEN": f"{fit['spearman_rho_mean']:.3f} / {oof['spearman_rho_mean']:.3f}",
                 "less crowded": "yes" if oof["concentration"] < fit["concentration"] else "no",
                 "more stable": "yes" if oof["spearman_rho_mean"] > fit["spearman_rho_mean"] else "no",
@@ -131,7 +131,7 @@ def main() -> None:
     regimes = {name: t for name, f in folders.items() if (t := read(f, "scoring_models")) is not None}
     print("Regime: how well the scoring models fit\n")
     print(regime_table(regimes) + "\n")
-    print("C1 spread and stability (the most crowded of 50 equal-width bins; IQR over the median)\n")
+    print("C1 spread and stability (share of samples in the most crowded of 50 equal-width bins; interquartile range of the scores)\n")
     print(spread_table({name: read(f, "diagnostics") for name, f in folders.items()}) + "\n")
     same_scorer = [(f"unseen_single-{s}-{g}", f"fitting-{s}-{g}")
                    for s in ("el2n", "margin") for g in ("top", "ccs", "validated")]
