@@ -23,13 +23,15 @@ import yaml
 
 from unseen import io
 from unseen.data import train_label_counts
+from unseen.plugins import strategies_where
 from unseen.selection import coreset_size
+from unseen.strategies import DEFAULT_STRATEGY
 
 log = logging.getLogger("unseen.preflight")
 
 #: Strategies that give every class a quota: a coreset smaller than the number
-#: of classes cannot hold one sample of each.
-CLASS_AWARE_STRATEGIES = ("class_balanced", "hard_class_priority")
+#: of classes cannot hold one sample of each (their registry entries say so).
+CLASS_AWARE_STRATEGIES = strategies_where(class_aware=True)
 
 
 class PreflightError(RuntimeError):
@@ -171,7 +173,7 @@ def check_splits(config: dict[str, Any], cache: str | Path | None = None) -> Non
                 f"config key 'pruning_rates[{i}]': {rate} keeps {kept} of {n_total} samples, fewer"
                 f" than the {n_classes} classes, so strategy {class_aware[0]!r} cannot keep a"
                 f" sample of every class ({n_classes - kept} classes would have none). Fix: use a rate of"
-                f" at most {max_rate_keeping(n_total, n_classes)}, or the strategy 'top'."
+                f" at most {max_rate_keeping(n_total, n_classes)}, or the strategy {DEFAULT_STRATEGY!r}."
             )
         if kept >= n_total:
             raise PreflightError(

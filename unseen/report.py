@@ -31,6 +31,9 @@ from unseen.budget import RETRAIN_BUDGETS
 from unseen.config import SCORED_METHODS, UNSCORED_METHODS
 from unseen.diagnostics import aligned_ranks, diagnostics_table
 from unseen.io import atomic_path
+from unseen.naming import NONE
+from unseen.plugins import strategies_where
+from unseen.strategies import DEFAULT_STRATEGY
 
 SELECTION_KEYS = ("retrain_budget", "scoring_budget", "method", "scorer", "strategy", "pruning_rate")
 
@@ -49,7 +52,8 @@ _METHOD_LABELS = {
     "unseen_single": "UNSEEN single-step",
 }
 
-_PLAIN_STRATEGIES = ("top", "none")
+#: Strategies the labels leave out: the registry's plain ones and "none" (full, random).
+_PLAIN_STRATEGIES = (*strategies_where(plain=True), NONE)
 
 
 # --------------------------------------------------------------------------- #
@@ -200,13 +204,15 @@ def per_class_selections(
     present = set(available)
     chosen: list[tuple[str, str, str]] = []
     for method in _UNSEEN_PREFERENCE:
-        pair = [(method, scorer, "class_balanced"), (method, scorer, "hard_class_priority")]
+        pair = [(method, scorer, strategy) for strategy in strategies_where(class_aware=True)]
         if all(p in present for p in pair):
-            chosen = [s for s in [(method, scorer, "top"), *pair] if s in present]
+            chosen = [s for s in [(method, scorer, DEFAULT_STRATEGY), *pair] if s in present]
             break
     if not chosen:
-        chosen = [(m, scorer, "top") for m in SCORED_METHODS if (m, scorer, "top") in present]
-    references = [s for s in [("random", "none", "none"), ("full", "none", "none")] if s in present]
+        chosen = [(m, scorer, DEFAULT_STRATEGY) for m in SCORED_METHODS
+                  if (m, scorer, DEFAULT_STRATEGY) in present]
+    references = [s for s in [(method, NONE, NONE) for method in reversed(UNSCORED_METHODS)]
+                  if s in present]
     return references + chosen
 
 
