@@ -23,6 +23,7 @@ import yaml
 
 from unseen import io
 from unseen.data import train_label_counts
+from unseen.naming import CoresetId
 from unseen.plugins import strategies_where
 from unseen.selection import coreset_size
 from unseen.strategies import DEFAULT_STRATEGY
@@ -163,7 +164,7 @@ def check_splits(config: dict[str, Any], cache: str | Path | None = None) -> Non
                " 2 samples to be split).")
         )
     strategies = set(config["selection"]["strategy"])
-    strategies |= {name.split("-")[-1] for name in config.get("extra_selections", [])}
+    strategies |= {CoresetId.parse(name).strategy for name in config.get("extra_selections", [])}
     class_aware = sorted(strategies & set(CLASS_AWARE_STRATEGIES))
     n_total, n_classes = int(counts.sum()), len(classes)
     for i, rate in enumerate(config["pruning_rates"]):

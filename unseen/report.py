@@ -31,7 +31,7 @@ from unseen.budget import RETRAIN_BUDGETS
 from unseen.config import SCORED_METHODS, UNSCORED_METHODS
 from unseen.diagnostics import aligned_ranks, diagnostics_table
 from unseen.io import atomic_path
-from unseen.naming import NONE
+from unseen.naming import FULL, NONE, RANDOM
 from unseen.plugins import strategies_where
 from unseen.strategies import DEFAULT_STRATEGY
 
@@ -211,8 +211,7 @@ def per_class_selections(
     if not chosen:
         chosen = [(m, scorer, DEFAULT_STRATEGY) for m in SCORED_METHODS
                   if (m, scorer, DEFAULT_STRATEGY) in present]
-    references = [s for s in [(method, NONE, NONE) for method in reversed(UNSCORED_METHODS)]
-                  if s in present]
+    references = [s for s in [(RANDOM, NONE, NONE), (FULL, NONE, NONE)] if s in present]
     return references + chosen
 
 
