@@ -188,7 +188,9 @@ def test_changing_scorer_or_rate_retrains_no_fold_model(default_run):
     assert plan.get("train_fold_model") == K and "train_fitting_model" not in plan
     assert plan.get("train_stage_model") == len(SCORERS) * len(RATES) * (N_STAGES - 1)
     assert "retrain_full" not in plan
-    plan = planned_jobs(default_run, "--config", 'scoring_model={"train": {"epochs": 5}}')
+    # (still past the last of record_epochs: earlier ones are refused at parse time)
+    epochs = max(DEFAULT_CONFIG["record_epochs"]) + 5
+    plan = planned_jobs(default_run, "--config", f'scoring_model={{"train": {{"epochs": {epochs}}}}}')
     assert plan.get("train_fold_model") == K
 
 
