@@ -16,6 +16,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from unseen.scorers import cross_entropy_loss
+
 #: Training accuracy from which the fitting model counts as fitted (the paper's regime).
 FITTED_TRAIN_ACCURACY = 0.99
 
@@ -28,9 +30,7 @@ def fit_statistics(logits: np.ndarray, labels: np.ndarray) -> dict[str, float]:
     labels = np.asarray(labels, dtype=np.int64)
     if len(labels) == 0:
         return {"accuracy": float("nan"), "mean_loss": float("nan")}
-    shifted = logits - logits.max(axis=1, keepdims=True)
-    log_norm = np.log(np.exp(shifted).sum(axis=1))
-    loss = log_norm - shifted[np.arange(len(labels)), labels]
+    loss = cross_entropy_loss(logits, labels)
     return {
         "accuracy": float((logits.argmax(axis=1) == labels).mean()),
         "mean_loss": float(loss.mean()),
