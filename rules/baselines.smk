@@ -28,8 +28,7 @@ use rule score_fold as score_fitting with:
 
 rule select_fitting_coreset:
     input:
-        unpack(difficulty_input),
-        unpack(choice_input("fitting")),
+        unpack(side_inputs("fitting")),
         scores=rules.score_fitting.output,
     output:
         parquet=f"{RESULTS}/seed{{seed}}/coresets/fitting-{{scorer}}-{{strategy}}/rate{{rate}}/coreset.parquet",
@@ -44,11 +43,10 @@ rule select_fitting_coreset:
         runtime=LIGHT["runtime"],
     params:
         selection=selection_json,
-        difficulty=difficulty_flag,
-        choice=choice_flag,
+        side_inputs=side_input_flags,
     shell:
         "python -m unseen select-single-step --scores {input.scores:q} --rate {wildcards.rate}"
-        " --selection {params.selection:q} {params.difficulty} {params.choice} --seed {wildcards.seed}"
+        " --selection {params.selection:q} {params.side_inputs} --seed {wildcards.seed}"
         " --output {output.parquet:q} --id-list {output.ids:q} > {log:q} 2>&1"
 
 

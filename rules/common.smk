@@ -9,8 +9,8 @@ import types
 from unseen.budget import RETRAIN_BUDGETS as RETRAIN_BUDGET_NAMES
 from unseen.config import parse_coreset_name, coreset_names, validate_config
 from unseen.data import check_dataset, dataset_fingerprint
+from unseen import plugins
 from unseen.preflight import invocation, preflight
-from unseen.scorers import MODEL_SCORERS
 from unseen.strategies import STRATEGIES
 
 # One validation pass against the one schema (unseen/config.schema.yaml, package
@@ -65,9 +65,10 @@ def train_json(section):
 
 
 def score_resource(key):
-    """Gradient scorers (GraNd) run the model: give their score jobs the training resources."""
+    """Scorers that need the model's checkpoint run it (unseen.plugins): give their score jobs
+    the training resources."""
     return lambda wildcards: (
-        TRAIN if wildcards.scorer in MODEL_SCORERS else LIGHT
+        TRAIN if wildcards.scorer in plugins.scorers_needing(plugins.CHECKPOINT) else LIGHT
     ).get(key, 0)
 
 
@@ -98,16 +99,9 @@ def scorer_options(wildcards):
     return as_json(config["scorer_options"].get(wildcards.scorer, {}))
 
 
-def difficulty_input(wildcards):
-    """hard_class_priority reads the out-of-fold class error table; other strategies nothing."""
-    if wildcards.strategy != "hard_class_priority":
-        return {}
-    return {"difficulty": f"{RESULTS}/seed{wildcards.seed}/class_difficulty.parquet"}
-
-
-def difficulty_flag(wildcards, input):
-    path = getattr(input, "difficulty", None)
-    return f"--class-difficulty {shlex.quote(str(path))}" if path else ""
+def class_difficulty_path(seed):
+    """The out-of-fold class error table of a seed (rules/folds.smk)."""
+    return f"{RESULTS}/seed{seed}/class_difficulty.parquet"
 
 
 def strategy_choice_path(seed, method, scorer, rate):
@@ -116,20 +110,34 @@ def strategy_choice_path(seed, method, scorer, rate):
     return f"{RESULTS}/seed{seed}/strategy_choice/{kind}-{scorer}/rate{rate}.json"
 
 
-def choice_input(method):
-    """A `validated` selection reads its strategy choice; other strategies nothing."""
+def side_input_path(need, seed, method, scorer, rate):
+    """The file behind a strategy's side input (unseen.plugins.STRATEGY_NEEDS)."""
+    if need == plugins.CLASS_DIFFICULTY:
+        return class_difficulty_path(seed)
+    if need == plugins.STRATEGY_CHOICE:
+        return strategy_choice_path(seed, method, scorer, rate)
+    raise ValueError(f"no file for side input {need!r}")
+
+
+def side_inputs(method):
+    """The side inputs the coreset's strategy declares it needs (its registry entry), by need."""
 
     def inputs(wildcards):
-        if wildcards.strategy != "validated":
-            return {}
-        return {"choice": strategy_choice_path(wildcards.seed, method, wildcards.scorer, wildcards.rate)}
+        return {
+            need: side_input_path(need, wildcards.seed, method, wildcards.scorer, wildcards.rate)
+            for need in sorted(plugins.strategy(wildcards.strategy).needs)
+        }
 
     return inputs
 
 
-def choice_flag(wildcards, input):
-    path = getattr(input, "choice", None)
-    return f"--strategy-choice {shlex.quote(str(path))}" if path else ""
+def side_input_flags(wildcards, input):
+    """The selection job's flag for each side input (unseen.plugins.SIDE_INPUT_FLAGS)."""
+    return " ".join(
+        f"{flag} {shlex.quote(str(getattr(input, need)))}"
+        for need, flag in plugins.SIDE_INPUT_FLAGS.items()
+        if hasattr(input, need)
+    )
 
 
 def all_coresets():
@@ -173,7 +181,7 @@ def scoring_predictions(wildcards):
         return []
     choice = (
         [strategy_choice_path(wildcards.seed, method, scorer, wildcards.rate)]
-        if strategy == "validated" else []
+        if plugins.strategy_needs(strategy, plugins.STRATEGY_CHOICE) else []
     )
     if method == "fitting":
         return [f"{seed_dir}/fitting/predictions.npz"] + choice
@@ -198,7 +206,7 @@ def all_strategy_choices():
         strategy_choice_path(seed, method, scorer, rate)
         for seed, coreset, rate in itertools.product(SEEDS, CORESET_NAMES, RATES)
         for method, scorer, strategy in [parse_coreset_name(coreset)]
-        if strategy == "validated"
+        if plugins.strategy_needs(strategy, plugins.STRATEGY_CHOICE)
     })
 
 

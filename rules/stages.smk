@@ -5,8 +5,7 @@
 
 rule select_first_stage:
     input:
-        unpack(difficulty_input),
-        unpack(choice_input("unseen")),
+        unpack(side_inputs("unseen")),
         scores=f"{RESULTS}/seed{{seed}}/scores/oof/{{scorer}}.parquet",
     output:
         f"{STAGE_DIR}/stage1.parquet",
@@ -21,11 +20,10 @@ rule select_first_stage:
     params:
         stages=lambda wc: as_json(stage_fractions(wc)),
         selection=selection_json,
-        difficulty=difficulty_flag,
-        choice=choice_flag,
+        side_inputs=side_input_flags,
     shell:
         "python -m unseen select-first-stage --scores {input.scores:q} --rate {wildcards.rate}"
-        " --stages {params.stages:q} --selection {params.selection:q} {params.difficulty} {params.choice}"
+        " --stages {params.stages:q} --selection {params.selection:q} {params.side_inputs}"
         " --seed {wildcards.seed} --output {output:q} > {log:q} 2>&1"
 
 
@@ -60,8 +58,7 @@ use rule score_fold as score_stage with:
 rule select_next_stage:
     input:
         unpack(previous_stage),
-        unpack(difficulty_input),
-        unpack(choice_input("unseen")),
+        unpack(side_inputs("unseen")),
         folds=rules.split_folds.output,
     output:
         f"{STAGE_DIR}/stage{{stage,[2-9]|[1-9][0-9]+}}.parquet",
@@ -76,12 +73,11 @@ rule select_next_stage:
     params:
         stages=lambda wc: as_json(stage_fractions(wc)),
         selection=selection_json,
-        difficulty=difficulty_flag,
-        choice=choice_flag,
+        side_inputs=side_input_flags,
     shell:
         "python -m unseen select-next-stage --previous {input.previous:q} --stage-scores {input.scores:q}"
         " --folds-table {input.folds:q} --stage {wildcards.stage} --rate {wildcards.rate}"
-        " --stages {params.stages:q} --selection {params.selection:q} {params.difficulty} {params.choice}"
+        " --stages {params.stages:q} --selection {params.selection:q} {params.side_inputs}"
         " --seed {wildcards.seed} --output {output:q} > {log:q} 2>&1"
 
 

@@ -16,10 +16,13 @@ import platform
 import sys
 from typing import Any, Callable
 
-from unseen import jobs
+from unseen import jobs, plugins
 from unseen.budget import RETRAIN_BUDGETS
 from unseen.folds import FOLD_MODES
+from unseen.naming import AUTO_DEVICE, NONE
+from unseen.scorers import SCORERS
 from unseen.seeds import derive_seed
+from unseen.strategies import DEFAULT_STRATEGY, STRATEGIES
 from unseen.subset_training import RECORD_FORMATS
 
 
@@ -47,20 +50,24 @@ def _add_training(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", type=_json, required=True, help='JSON, e.g. {"arch": "mlp"}')
     p.add_argument("--train", type=_json, required=True, help="JSON training settings")
     p.add_argument("--seed", type=int, required=True, help="run seed")
-    p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+    p.add_argument("--device", default=AUTO_DEVICE, help=f"{AUTO_DEVICE}, cpu, cuda or cuda:N")
     p.add_argument("--threads", type=int, default=1, help="CPU threads for torch")
 
 
 def _add_selection(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--selection", type=_json, default={},
-        help='JSON config "selection" section, e.g. {"strategy": "ccs", "keep": "highest"};'
-        " missing keys take the defaults (top, highest)",
+        help='JSON config "selection" section, e.g. {"strategy": NAME, "keep": "highest"} with'
+        f" NAME one of {', '.join(sorted(STRATEGIES))}; missing keys take the defaults"
+        f" ({DEFAULT_STRATEGY}, highest)",
     )
     p.add_argument("--seed", type=int, default=0, help="run seed (CCS sampling)")
-    p.add_argument("--class-difficulty", default=None, help="Parquet; hard_class_priority")
-    p.add_argument("--strategy-choice", default=None,
-                   help="JSON from choose-strategy; the validated strategy")
+    # one flag per side input a strategy can declare (unseen.plugins.STRATEGY_NEEDS)
+    side_input_help = {plugins.CLASS_DIFFICULTY: "Parquet from class-difficulty",
+                       plugins.STRATEGY_CHOICE: "JSON from choose-strategy"}
+    for need, flag in plugins.SIDE_INPUT_FLAGS.items():
+        users = ", ".join(plugins.strategies_needing(need)) or "no strategy"
+        p.add_argument(flag, default=None, help=f"{side_input_help[need]}; needed by {users}")
 
 
 def _scoring_budget(text: str) -> float | str:
@@ -289,14 +296,17 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = add("score", cmd_score, "score recorded predictions with one scorer")
     p.add_argument("--predictions", required=True)
-    p.add_argument("--scorer", required=True)
+    p.add_argument("--scorer", required=True, choices=sorted(SCORERS), metavar="SCORER",
+                   help=f"one of {', '.join(sorted(SCORERS))}")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--allow-seen", action="store_true", help="fitting baseline only")
     p.add_argument("--output", required=True)
-    p.add_argument("--checkpoint", default=None, help="model.pt; needed by grand, grand_last")
-    p.add_argument("--dataset-cache", default=None, help="dataset .npz; needed by grand*")
+    model_scorers = ", ".join(plugins.scorers_needing(plugins.CHECKPOINT))
+    p.add_argument("--checkpoint", default=None, help=f"model.pt; needed by {model_scorers}")
+    p.add_argument("--dataset-cache", default=None, help=f"dataset .npz; needed by {model_scorers}")
     p.add_argument("--options", type=_json, default={}, help="JSON scorer options")
-    p.add_argument("--device", default="auto", help="device for gradient scorers")
+    p.add_argument("--device", default=AUTO_DEVICE,
+                   help=f"device for the scorers that run the model ({model_scorers})")
 
     p = add("class-difficulty", cmd_class_difficulty, "per-class out-of-fold error rate")
     p.add_argument("--output", required=True)
@@ -355,8 +365,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_training(p)
     p.add_argument("--coreset", default=None, help="coreset Parquet; omit to train on all")
     p.add_argument("--method", required=True)
-    p.add_argument("--scorer", default="none", help="none for full and random")
-    p.add_argument("--strategy", default="none", help="none for full and random")
+    p.add_argument("--scorer", default=NONE, help=f"{NONE} for full and random")
+    p.add_argument("--strategy", default=NONE, help=f"{NONE} for full and random")
     p.add_argument("--rate", type=float, default=0.0)
     p.add_argument(
         "--scoring-predictions", nargs="*", default=[],

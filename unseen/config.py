@@ -29,12 +29,16 @@ def load_schema(path: str | Path | None = None) -> dict[str, Any]:
     """The config schema as a dict: the package's own (``path`` None) or the file at ``path``.
 
     The package's copy is read through :mod:`importlib.resources`, so it also
-    works from a wheel or a zip import, not only from a checkout.
+    works from a wheel or a zip import, not only from a checkout. The plugin
+    enums (scorers, strategies, validation candidates) and the scorers' options
+    come from the registries (:func:`unseen.plugins.fill_schema`), not the file.
     """
+    from unseen.plugins import fill_schema
+
     if path is None:
-        return yaml.safe_load(resources.files("unseen").joinpath(SCHEMA_FILE).read_text())
+        return fill_schema(yaml.safe_load(resources.files("unseen").joinpath(SCHEMA_FILE).read_text()))
     with open(path) as handle:
-        return yaml.safe_load(handle)
+        return fill_schema(yaml.safe_load(handle))
 
 
 def _with_defaults(base):

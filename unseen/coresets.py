@@ -13,9 +13,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from unseen.plugins import CLASS_DIFFICULTY, strategy_needs
 from unseen.seeds import derive_seed
 from unseen.selection import coreset_size, stage_sizes
-from unseen.strategies import select_coreset
+from unseen.strategies import DEFAULT_STRATEGY, select_coreset
 
 #: Keys of the config's ``selection`` section that become :func:`select_coreset` options.
 STRATEGY_OPTION_KEYS = (
@@ -59,7 +60,8 @@ def choose_rows(
             missing keys take the library defaults.
         seed: seeds CCS's within-bin sampling.
         class_error: float (C,) out-of-fold error rate per class in [0, 1];
-            required by hard_class_priority, ignored otherwise.
+            required by the strategies that need the class difficulty table
+            (:data:`unseen.plugins.CLASS_DIFFICULTY`), ignored otherwise.
         base_labels: labels of the samples already in the coreset (later UNSEEN
             stages), so class quotas refer to the whole coreset.
         pruning_rate: the coreset's pruning rate (the rate-aware ``auto`` strategy).
@@ -67,12 +69,12 @@ def choose_rows(
     Returns:
         int64 (n,) positions into ``table``, best first.
     """
-    strategy = selection.get("strategy", "top")
+    strategy = selection.get("strategy", DEFAULT_STRATEGY)
     options: dict[str, Any] = {"seed": seed, "pruning_rate": pruning_rate}
     options.update({key: selection[key] for key in STRATEGY_OPTION_KEYS if key in selection})
-    if strategy == "hard_class_priority":
+    if strategy_needs(strategy, CLASS_DIFFICULTY):
         if class_error is None:
-            raise ValueError("hard_class_priority needs the per-class error rates (--class-difficulty)")
+            raise ValueError(f"{strategy} needs the per-class error rates (--class-difficulty)")
         options["class_error"] = np.asarray(class_error, dtype=np.float64)
     if base_labels is not None and len(base_labels):
         options["base_counts"] = np.bincount(np.asarray(base_labels, dtype=np.int64))

@@ -29,12 +29,12 @@ from unseen import io
 from unseen.data import train_label_counts
 from unseen.budget import epochs_of, scoring_budget_label, scoring_train_settings
 from unseen.selection import coreset_size
+# class-aware strategies give every class a quota: a coreset smaller than the
+# number of classes cannot hold one sample of each (their registry entries say so)
+from unseen.strategies import CLASS_AWARE_STRATEGIES, DEFAULT_STRATEGY
 
 log = logging.getLogger("unseen.preflight")
 
-#: Strategies that give every class a quota: a coreset smaller than the number
-#: of classes cannot hold one sample of each.
-CLASS_AWARE_STRATEGIES = ("class_balanced", "hard_class_priority")
 
 
 class PreflightError(RuntimeError):
@@ -294,7 +294,7 @@ def check_splits(config: dict[str, Any], counts, classes: tuple[str, ...]) -> No
                 f"config key 'pruning_rates[{i}]': {rate} keeps {kept} of {n_total} samples, fewer"
                 f" than the {n_classes} classes, so strategy {class_aware[0]!r} cannot keep a"
                 f" sample of every class ({n_classes - kept} classes would have none). Fix: use a rate of"
-                f" at most {max_rate_keeping(n_total, n_classes)}, or the strategy 'top'."
+                f" at most {max_rate_keeping(n_total, n_classes)}, or the strategy {DEFAULT_STRATEGY!r}."
             )
         if kept >= n_total:
             raise PreflightError(

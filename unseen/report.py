@@ -24,6 +24,7 @@ from unseen.budget import RETRAIN_BUDGETS
 from unseen.config import SCORED_METHODS, UNSCORED_METHODS
 from unseen.diagnostics import aligned_ranks, diagnostics_table
 from unseen.io import SCORING_MODELS_SCHEMA, atomic_path
+from unseen.naming import NONE
 from unseen.plots import (
     placeholder_plot,
     plot_accuracy_vs_rate,
@@ -33,7 +34,9 @@ from unseen.plots import (
     plot_score_histograms,
 )
 from unseen.regime import FITTED_TRAIN_ACCURACY, regime_sentences, regime_summary
+from unseen.strategies import CLASS_AWARE_STRATEGIES, DEFAULT_STRATEGY
 from unseen.tables import (
+    RECIPE_STRATEGIES,
     budget_ablation_table,
     difference_to_random_table,
     recipe_margin_table,
@@ -64,13 +67,15 @@ def per_class_selections(
     present = set(available)
     chosen: list[tuple[str, str, str]] = []
     for method in _UNSEEN_PREFERENCE:
-        pair = [(method, scorer, "class_balanced"), (method, scorer, "hard_class_priority")]
+        pair = [(method, scorer, strategy) for strategy in CLASS_AWARE_STRATEGIES]
         if all(p in present for p in pair):
-            chosen = [s for s in [(method, scorer, "top"), *pair] if s in present]
+            chosen = [s for s in [(method, scorer, DEFAULT_STRATEGY), *pair] if s in present]
             break
     if not chosen:
-        chosen = [(m, scorer, "top") for m in SCORED_METHODS if (m, scorer, "top") in present]
-    references = [s for s in [("random", "none", "none"), ("full", "none", "none")] if s in present]
+        chosen = [(m, scorer, DEFAULT_STRATEGY) for m in SCORED_METHODS
+                  if (m, scorer, DEFAULT_STRATEGY) in present]
+    references = [s for s in [(method, NONE, NONE) for method in reversed(UNSCORED_METHODS)]
+                  if s in present]
     return references + chosen
 
 
@@ -184,9 +189,10 @@ def overview_html(
         parts.append(f"<p>No UNSEEN selection of {html.escape(scorer)} in this run: no recipe "
                      "to hold against the baselines.</p>\n")
         return "".join(parts)
-    why = ("the config's default recipe" if recipe[2] == "validated"
-           else "no <code>validated</code> selection in this run, so the first of "
-                "validated, auto, top, ccs, ... that it has")
+    preferred = RECIPE_STRATEGIES[0]
+    why = ("the config's default recipe" if recipe[2] == preferred
+           else f"no <code>{preferred}</code> selection in this run, so the first of "
+                f"{', '.join(RECIPE_STRATEGIES)} that it has")
     parts.append(f"<p>Recipe: <b>{html.escape(selection_label(*recipe))}</b> ({why}; "
                  "single-step UNSEEN before multi-step, which costs more).</p>\n")
     margins = recipe_margin_table(metrics, recipe)

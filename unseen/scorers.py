@@ -14,9 +14,11 @@ Three layers:
   ``area_under_margin``, ``tdds``, ``dynamic_uncertainty``, in
   :mod:`unseen.dynamics`): inputs are float (E, N) arrays over the E recorded
   epochs, oldest first.
-* The registry :data:`SCORERS`, used by the workflow: every entry maps a name to a
-  function ``(record: PredictionRecord, seed: int, **options) -> scores (N,)``
-  that reads what a scoring model saved about the samples it scored.
+* The registry :data:`SCORER_PLUGINS`, used by the workflow: every entry
+  (:class:`unseen.plugins.ScorerPlugin`) holds a function
+  ``(record: PredictionRecord, seed: int, **options) -> scores (N,)`` that reads
+  what a scoring model saved about the samples it scored, its options (schema
+  and default) and what it needs; :data:`SCORERS` maps each name to its function.
 
 A :class:`PredictionRecord` holds either the full per-epoch logits (float16,
 used for up to :data:`MAX_LOGIT_CLASSES` classes) or only the per-sample
@@ -24,8 +26,8 @@ statistics of :data:`STAT_NAMES` (for more classes, so that ImageNet-scale
 records stay small); every record scorer reads :meth:`PredictionRecord.stat`,
 so both formats give the same scores. See ``docs/scorers.md``.
 
-Adding a scorer = one function plus one :data:`SCORERS` entry (and its name in
-the config schema's ``scorers`` enum).
+Adding a scorer = one function plus one :data:`SCORER_PLUGINS` entry (plus a
+test); the config schema's enum and options, the rules and the CLI follow.
 """
 
 from __future__ import annotations
@@ -42,6 +44,7 @@ from unseen.dynamics import (
     mean_over_epochs,
     tdds,
 )
+from unseen.plugins import CHECKPOINT, RECORD, ScorerPlugin, registry
 from unseen.seeds import derive_seed
 
 #: Records with more classes than this store per-sample statistics, not logits.
@@ -297,27 +300,67 @@ def _grand(record: PredictionRecord, seed: int, last_layer: bool, batch_size: in
     return grand_scores(record.model, record.labels, last_layer=last_layer, batch_size=batch_size)
 
 
-#: name -> fn(record, seed, **options) -> float64 (N,), higher = keep first.
-SCORERS: dict[str, ScorerFn] = {
-    "entropy": lambda r, seed: _final(r, "entropy"),
-    "least_confidence": lambda r, seed: 1.0 - _final(r, "top1_prob"),
-    "margin": lambda r, seed: 1.0 - (_final(r, "top1_prob") - _final(r, "top2_prob")),
-    "loss": lambda r, seed: -_final(r, "target_logprob"),
-    "el2n": lambda r, seed: _final(r, "el2n"),
-    "el2n_avg": lambda r, seed: mean_over_epochs(r.stat("el2n")),
-    "forgetting": lambda r, seed: forgetting(r.stat("correct") > 0),
-    "aum": lambda r, seed: area_under_margin(r.stat("target_logit"), r.stat("max_other_logit")),
-    "tdds": lambda r, seed, window=10, decay=0.9: tdds(r.stat("tdds_change"), window, decay),
-    "dyn_unc": lambda r, seed, window=10: dynamic_uncertainty(
-        np.exp(r.stat("target_logprob")), window
+_WINDOW = {"type": "integer", "minimum": 2, "default": 10,
+           "description": "window length in recorded epochs (clipped to the record)"}
+
+#: name -> :class:`unseen.plugins.ScorerPlugin`: every scorer, its options and what it needs.
+SCORER_PLUGINS: dict[str, ScorerPlugin] = registry(
+    ScorerPlugin("entropy", lambda r, seed: _final(r, "entropy"),
+                 description="predictive entropy at the last epoch"),
+    ScorerPlugin("least_confidence", lambda r, seed: 1.0 - _final(r, "top1_prob"),
+                 description="1 - top-class probability at the last epoch"),
+    ScorerPlugin("margin", lambda r, seed: 1.0 - (_final(r, "top1_prob") - _final(r, "top2_prob")),
+                 description="1 - gap between the two top probabilities at the last epoch"),
+    ScorerPlugin("loss", lambda r, seed: -_final(r, "target_logprob"),
+                 description="cross-entropy at the last epoch"),
+    ScorerPlugin("el2n", lambda r, seed: _final(r, "el2n"),
+                 description="EL2N: ||p - onehot(y)|| at the last epoch"),
+    ScorerPlugin("el2n_avg", lambda r, seed: mean_over_epochs(r.stat("el2n")),
+                 description="EL2N averaged over the recorded epochs"),
+    ScorerPlugin("forgetting", lambda r, seed: forgetting(r.stat("correct") > 0),
+                 description="forgetting events over the recorded epochs"),
+    ScorerPlugin("aum", lambda r, seed: area_under_margin(r.stat("target_logit"),
+                                                          r.stat("max_other_logit")),
+                 description="area under the margin over the recorded epochs"),
+    ScorerPlugin(
+        "tdds", lambda r, seed, window, decay: tdds(r.stat("tdds_change"), window, decay),
+        options={
+            "window": _WINDOW,
+            "decay": {"type": "number", "exclusiveMinimum": 0, "maximum": 1, "default": 0.9,
+                      "description": "weight of the newest window; older windows get"
+                      " decay * (1 - decay)^age"},
+        },
+        description="temporal dual-depth scoring over the recorded epochs",
     ),
-    "grand": lambda r, seed, batch_size=128: _grand(r, seed, False, batch_size),
-    "grand_last": lambda r, seed, batch_size=1024: _grand(r, seed, True, batch_size),
-    "random": lambda r, seed: random_scores(r.sample_ids, seed),
-}
+    ScorerPlugin(
+        "dyn_unc",
+        lambda r, seed, window: dynamic_uncertainty(np.exp(r.stat("target_logprob")), window),
+        options={"window": _WINDOW},
+        description="dynamic uncertainty over the recorded epochs",
+    ),
+    ScorerPlugin(
+        "grand", lambda r, seed, batch_size: _grand(r, seed, False, batch_size),
+        options={"batch_size": {"type": "integer", "minimum": 1, "default": 128,
+                                "description": "samples per vmap batch"}},
+        needs=frozenset({RECORD, CHECKPOINT}),
+        description="GraNd: expected gradient norm (runs the model)",
+    ),
+    ScorerPlugin(
+        "grand_last", lambda r, seed, batch_size: _grand(r, seed, True, batch_size),
+        options={"batch_size": {"type": "integer", "minimum": 1, "default": 1024}},
+        needs=frozenset({RECORD, CHECKPOINT}),
+        description="GraNd of the last layer only (runs the model)",
+    ),
+    ScorerPlugin("random", lambda r, seed: random_scores(r.sample_ids, seed),
+                 description="uniform random control that ignores the model"),
+)
+
+#: name -> fn(record, seed, **options) -> float64 (N,), higher = keep first; the
+#: function takes every option of its entry (:func:`compute_scores` fills the defaults).
+SCORERS: dict[str, ScorerFn] = {name: entry.fn for name, entry in SCORER_PLUGINS.items()}
 
 #: Scorers that need the trained model (checkpoint plus images), not only predictions.
-MODEL_SCORERS = frozenset({"grand", "grand_last"})
+MODEL_SCORERS = frozenset(name for name, entry in SCORER_PLUGINS.items() if entry.needs_model)
 
 
 def compute_scores(
@@ -331,10 +374,11 @@ def compute_scores(
     ``ValueError`` (:func:`check_finite_scores`) if a scorer produced a non-finite
     value; ``source`` (e.g. the predictions file) is named in that message.
     """
-    if name not in SCORERS:
-        raise KeyError(f"unknown scorer {name!r}; choose one of {sorted(SCORERS)}")
+    if name not in SCORER_PLUGINS:
+        raise KeyError(f"unknown scorer {name!r}; choose one of {sorted(SCORER_PLUGINS)}")
+    entry = SCORER_PLUGINS[name]
     try:
-        scores = SCORERS[name](record, seed, **dict(options or {}))
+        scores = entry.fn(record, seed, **{**entry.option_defaults(), **dict(options or {})})
     except TypeError as err:
         if "unexpected keyword" in str(err):
             raise ValueError(f"scorer {name!r}: bad options {dict(options or {})}: {err}") from None

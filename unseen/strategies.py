@@ -2,9 +2,10 @@
 
 Each strategy takes the candidate pool (sample ids, scores with higher = keep
 first, labels), a budget ``n`` and a :class:`SelectionContext`, and returns the
-positions of ``n`` distinct candidates, best first; :data:`STRATEGIES` maps the
-config names (``selection.strategy``) to them and :func:`select_coreset` is the
-entry point. Sizes, top-k order and score aggregation are in
+positions of ``n`` distinct candidates, best first; :data:`STRATEGY_PLUGINS`
+holds one entry per config name (``selection.strategy``): the function and what
+it needs (:class:`unseen.plugins.StrategyPlugin`), :data:`STRATEGIES` maps the
+names to the functions and :func:`select_coreset` is the entry point. Sizes, top-k order and score aggregation are in
 :mod:`unseen.selection`; formulas and references in docs/scorers.md.
 """
 
@@ -16,6 +17,7 @@ from typing import Callable
 import numpy as np
 import pandas as pd
 
+from unseen.plugins import CLASS_DIFFICULTY, STRATEGY_CHOICE, StrategyPlugin, registry
 from unseen.seeds import derive_seed
 from unseen.selection import KEEP_CHOICES, rank_for_selection, select_top
 
@@ -338,17 +340,35 @@ def strategy_validated(ids, scores, labels, n, ctx: SelectionContext) -> np.ndar
 
 StrategyFn = Callable[[np.ndarray, np.ndarray, np.ndarray, int, SelectionContext], np.ndarray]
 
+#: name -> :class:`unseen.plugins.StrategyPlugin`: every strategy and what it needs.
+#: The order of the validation candidates here is the order ``validated`` breaks ties in.
+STRATEGY_PLUGINS: dict[str, StrategyPlugin] = registry(
+    StrategyPlugin("top", strategy_top, validation_candidate=True, plain=True,
+                   description="the best scores overall"),
+    StrategyPlugin("ccs", strategy_ccs, validation_candidate=True,
+                   description="coverage-centric: drop the hardest ccs_beta, even budget over score bins"),
+    StrategyPlugin("class_balanced", strategy_class_balanced, class_aware=True,
+                   validation_candidate=True,
+                   description="the same fraction of every class"),
+    StrategyPlugin("hard_class_priority", strategy_hard_class_priority,
+                   needs=frozenset({CLASS_DIFFICULTY}), class_aware=True,
+                   description="class quotas growing with the out-of-fold class error"),
+    StrategyPlugin("auto", strategy_auto, validation_candidate=True,
+                   description="top below auto_ccs_rate, ccs from it on"),
+    StrategyPlugin("validated", strategy_validated, needs=frozenset({STRATEGY_CHOICE}),
+                   description="the candidate that trained best on a held-out split"),
+)
+
 #: name -> fn(sample_ids, scores, labels, n, ctx) -> int64 (n,) positions, best first.
-STRATEGIES: dict[str, StrategyFn] = {
-    "top": strategy_top,
-    "class_balanced": strategy_class_balanced,
-    "ccs": strategy_ccs,
-    "hard_class_priority": strategy_hard_class_priority,
-    "auto": strategy_auto,
-    "validated": strategy_validated,
-}
+STRATEGIES: dict[str, StrategyFn] = {name: entry.fn for name, entry in STRATEGY_PLUGINS.items()}
 #: Strategies ``validated`` may choose between: those that need nothing but the scores.
-VALIDATION_CANDIDATES = ("top", "ccs", "class_balanced", "auto")
+VALIDATION_CANDIDATES = tuple(
+    name for name, entry in STRATEGY_PLUGINS.items() if entry.validation_candidate
+)
+#: Strategies that give every class a quota.
+CLASS_AWARE_STRATEGIES = tuple(name for name, entry in STRATEGY_PLUGINS.items() if entry.class_aware)
+#: The strategy of a selection that names none (the paper's: the best scores overall).
+DEFAULT_STRATEGY = next(name for name, entry in STRATEGY_PLUGINS.items() if entry.plain)
 
 
 def select_coreset(

@@ -29,6 +29,8 @@ import numpy as np
 import pandas as pd
 
 from unseen.config import UNSCORED_METHODS
+from unseen.naming import NONE
+from unseen.plugins import STRATEGY_CHOICE, strategies_needing, strategies_where
 
 SELECTION_KEYS = ("retrain_budget", "scoring_budget", "method", "scorer", "strategy", "pruning_rate")
 
@@ -47,7 +49,8 @@ _METHOD_LABELS = {
     "unseen_single": "UNSEEN single-step",
 }
 
-PLAIN_STRATEGIES = ("top", "none")
+#: Strategies the labels leave out: the registry's plain ones and "none" (full, random).
+PLAIN_STRATEGIES = (*strategies_where(plain=True), NONE)
 
 
 # --------------------------------------------------------------------------- #
@@ -306,8 +309,11 @@ def budget_ablation_table(metrics: pd.DataFrame, seeds: Sequence[int] | None = N
 
 #: Methods a recipe may use, preferred first: single-step UNSEEN costs K trainings, multi-step more.
 RECIPE_METHODS = ("unseen_single", "unseen")
-#: Strategies a recipe may use, preferred first (`validated` is the configured default).
-RECIPE_STRATEGIES = ("validated", "auto", "top", "ccs", "class_balanced", "hard_class_priority")
+_CHOOSING_STRATEGIES = strategies_needing(STRATEGY_CHOICE)
+#: Strategies a recipe may use, preferred first: those that choose on a held-out split
+#: (`validated`, the configured default), then the others in registry order.
+RECIPE_STRATEGIES = (*_CHOOSING_STRATEGIES,
+                     *(s for s in strategies_where() if s not in _CHOOSING_STRATEGIES))
 #: The baselines a recipe must beat: random and the fitting model's scores (any scorer, strategy).
 BASELINE_METHODS = ("random", "fitting")
 
