@@ -28,11 +28,11 @@ use rule score_fold as score_fitting with:
 
 rule select_fitting_coreset:
     input:
-        unpack(side_inputs("fitting")),
+        unpack(side_inputs(naming.FITTING)),
         scores=rules.score_fitting.output,
     output:
-        parquet=f"{RESULTS}/seed{{seed}}/coresets/fitting-{{scorer}}-{{strategy}}/rate{{rate}}/coreset.parquet",
-        ids=f"{RESULTS}/seed{{seed}}/coresets/fitting-{{scorer}}-{{strategy}}/rate{{rate}}/coreset.txt",
+        parquet=f"{RESULTS}/seed{{seed}}/coresets/{FITTING_CORESET}/rate{{rate}}/coreset.parquet",
+        ids=f"{RESULTS}/seed{{seed}}/coresets/{FITTING_CORESET}/rate{{rate}}/coreset.txt",
     log:
         "logs/seed{seed}/select_fitting_coreset/{scorer}-{strategy}_rate{rate}.log",
     conda:
@@ -54,8 +54,8 @@ rule select_random_coreset:
     input:
         rules.split_folds.output,
     output:
-        parquet=f"{RESULTS}/seed{{seed}}/coresets/random/rate{{rate}}/coreset.parquet",
-        ids=f"{RESULTS}/seed{{seed}}/coresets/random/rate{{rate}}/coreset.txt",
+        parquet=f"{RESULTS}/seed{{seed}}/coresets/{CoresetId(naming.RANDOM)}/rate{{rate}}/coreset.parquet",
+        ids=f"{RESULTS}/seed{{seed}}/coresets/{CoresetId(naming.RANDOM)}/rate{{rate}}/coreset.txt",
     log:
         "logs/seed{seed}/select_random_coreset/rate{rate}.log",
     conda:

@@ -7,9 +7,10 @@ import sys
 import types
 
 from unseen.budget import RETRAIN_BUDGETS as RETRAIN_BUDGET_NAMES
-from unseen.config import parse_coreset_name, coreset_names, validate_config
+from unseen.config import coreset_names, validate_config
 from unseen.data import check_dataset, dataset_fingerprint
-from unseen import plugins
+from unseen import naming, plugins
+from unseen.naming import CoresetId
 from unseen.preflight import invocation, preflight
 from unseen.strategies import STRATEGIES
 
@@ -37,7 +38,10 @@ METHODS = config["methods"]
 RATES = [f"{rate:g}" for rate in config["pruning_rates"]]
 FOLDS = list(range(config["folds"]["k"]))
 # {unseen_method} is unseen (the stages of `stages`) or unseen_single (one step).
-STAGE_DIR = f"{RESULTS}/seed{{seed}}/coresets/{{unseen_method}}-{{scorer}}-{{strategy}}/rate{{rate}}"
+# A coreset id's wildcards ({unseen_method}-{scorer}-{strategy}, written by naming.CoresetId)
+UNSEEN_CORESET = str(CoresetId("{unseen_method}", "{scorer}", "{strategy}"))
+FITTING_CORESET = str(CoresetId(naming.FITTING, "{scorer}", "{strategy}"))
+STAGE_DIR = f"{RESULTS}/seed{{seed}}/coresets/{UNSEEN_CORESET}/rate{{rate}}"
 CONDA_ENV_FILE = "../workflow/envs/unseen.yaml"
 CORESET_NAMES = coreset_names(config)
 REPORT_SCORER = config["report"]["scorer"] or SCORERS[0]
@@ -88,7 +92,7 @@ def choice_selection_json():
 
 def stages_of(method):
     """Stage fractions of an UNSEEN method: single-step is one stage of the full target."""
-    return [1.0] if method == "unseen_single" else config["stages"]
+    return [1.0] if method == naming.UNSEEN_SINGLE else config["stages"]
 
 
 def stage_fractions(wildcards):
@@ -106,7 +110,7 @@ def class_difficulty_path(seed):
 
 def strategy_choice_path(seed, method, scorer, rate):
     """The choice file a `validated` coreset of ``method`` reads (rules/validation.smk)."""
-    kind = "fitting" if method == "fitting" else "oof"
+    kind = "fitting" if method == naming.FITTING else "oof"
     return f"{RESULTS}/seed{seed}/strategy_choice/{kind}-{scorer}/rate{rate}.json"
 
 
@@ -175,15 +179,15 @@ def scoring_predictions(wildcards):
 
     A `validated` coreset also needed its strategy choice: the candidates' training counts too.
     """
-    method, scorer, strategy = parse_coreset_name(wildcards.coreset)
+    method, scorer, strategy = CoresetId.parse(wildcards.coreset).astuple()
     seed_dir = f"{RESULTS}/seed{wildcards.seed}"
-    if method == "random":
+    if method == naming.RANDOM:
         return []
     choice = (
         [strategy_choice_path(wildcards.seed, method, scorer, wildcards.rate)]
         if plugins.strategy_needs(strategy, plugins.STRATEGY_CHOICE) else []
     )
-    if method == "fitting":
+    if method == naming.FITTING:
         return [f"{seed_dir}/fitting/predictions.npz"] + choice
     folds = [f"{seed_dir}/folds/fold{k}/predictions.npz" for k in FOLDS]
     base = f"{seed_dir}/coresets/{wildcards.coreset}/rate{wildcards.rate}"
@@ -220,7 +224,7 @@ def scoring_model_args(wildcards, input):
 
 def retrain_coreset_args(wildcards, input):
     """What a retrain trains on: the coreset, its labels (from its name), budget and scoring cost."""
-    method, scorer, strategy = parse_coreset_name(wildcards.coreset)
+    method, scorer, strategy = CoresetId.parse(wildcards.coreset).astuple()
     return shlex.join([
         "--coreset", input.coreset, "--method", method, "--scorer", scorer,
         "--strategy", strategy, "--rate", wildcards.rate,
@@ -231,11 +235,11 @@ def retrain_coreset_args(wildcards, input):
 def score_table_inputs(wildcards):
     """Score tables of every seed and grid scorer: fitting and out-of-fold (UNSEEN)."""
     tables = {}
-    if "fitting" in METHODS:
+    if naming.FITTING in METHODS:
         tables["fitting"] = expand(
             f"{RESULTS}/seed{{seed}}/scores/fitting/{{scorer}}.parquet", seed=SEEDS, scorer=SCORERS
         )
-    if {"unseen", "unseen_single"} & set(METHODS):
+    if set(naming.UNSEEN_METHODS) & set(METHODS):
         tables["unseen"] = expand(
             f"{RESULTS}/seed{{seed}}/scores/oof/{{scorer}}.parquet", seed=SEEDS, scorer=SCORERS
         )

@@ -5,12 +5,12 @@
 
 rule select_first_stage:
     input:
-        unpack(side_inputs("unseen")),
+        unpack(side_inputs(naming.UNSEEN)),
         scores=f"{RESULTS}/seed{{seed}}/scores/oof/{{scorer}}.parquet",
     output:
         f"{STAGE_DIR}/stage1.parquet",
     log:
-        "logs/seed{seed}/select_stage/{unseen_method}-{scorer}-{strategy}_rate{rate}_stage1.log",
+        f"logs/seed{{seed}}/select_stage/{UNSEEN_CORESET}_rate{{rate}}_stage1.log",
     conda:
         CONDA_ENV_FILE
     threads: LIGHT["threads"]
@@ -36,11 +36,13 @@ use rule train_fold_model as train_stage_model with:
         checkpoint=f"{STAGE_DIR}/stage{{stage}}/model.pt",
         predictions=f"{STAGE_DIR}/stage{{stage}}/predictions.npz",
     log:
-        "logs/seed{seed}/train_stage_model/{unseen_method}-{scorer}-{strategy}_rate{rate}_stage{stage}.log",
+        f"logs/seed{{seed}}/train_stage_model/{UNSEEN_CORESET}_rate{{rate}}_stage{{stage}}.log",
     params:
         trained_on=lambda wc, input: (
-            f"--coreset {shlex.quote(input.coreset)} --model-name"
-            f" stage{wc.stage}-{wc.unseen_method}-{wc.scorer}-{wc.strategy}-rate{wc.rate}"
+            f"--coreset {shlex.quote(input.coreset)} --model-name "
+            + naming.stage_model_name(
+                wc.stage, CoresetId(wc.unseen_method, wc.scorer, wc.strategy), wc.rate
+            )
         ),
 
 
@@ -52,18 +54,18 @@ use rule score_fold as score_stage with:
     output:
         f"{STAGE_DIR}/stage{{stage}}/scores.parquet",
     log:
-        "logs/seed{seed}/score_stage/{unseen_method}-{scorer}-{strategy}_rate{rate}_stage{stage}.log",
+        f"logs/seed{{seed}}/score_stage/{UNSEEN_CORESET}_rate{{rate}}_stage{{stage}}.log",
 
 
 rule select_next_stage:
     input:
         unpack(previous_stage),
-        unpack(side_inputs("unseen")),
+        unpack(side_inputs(naming.UNSEEN)),
         folds=rules.split_folds.output,
     output:
         f"{STAGE_DIR}/stage{{stage,[2-9]|[1-9][0-9]+}}.parquet",
     log:
-        "logs/seed{seed}/select_stage/{unseen_method}-{scorer}-{strategy}_rate{rate}_stage{stage}.log",
+        f"logs/seed{{seed}}/select_stage/{UNSEEN_CORESET}_rate{{rate}}_stage{{stage}}.log",
     conda:
         CONDA_ENV_FILE
     threads: LIGHT["threads"]
@@ -88,7 +90,7 @@ rule finalize_unseen_coreset:
         parquet=f"{STAGE_DIR}/coreset.parquet",
         ids=f"{STAGE_DIR}/coreset.txt",
     log:
-        "logs/seed{seed}/finalize/{unseen_method}-{scorer}-{strategy}_rate{rate}.log",
+        f"logs/seed{{seed}}/finalize/{UNSEEN_CORESET}_rate{{rate}}.log",
     conda:
         CONDA_ENV_FILE
     threads: LIGHT["threads"]

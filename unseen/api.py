@@ -9,7 +9,8 @@ returns tables with the columns of the matching Parquet files
     from unseen import api
     data = api.load_dataset("digits")                  # or your own arrays
     scores = api.out_of_fold_scores(data.train_x, data.train_y, scorer="el2n", k=5)
-    coreset = api.select(scores, pruning_rate=0.7)      # strategy "auto"
+    coreset = api.select(scores, pruning_rate=0.7, strategy="auto")  # default: "validated",
+    #   which needs choose_strategy()'s choice: select(..., validated_strategy=choice["strategy"])
     metrics = api.retrain(data.train_x, data.train_y, data.test_x, data.test_y, coreset)
 
 Images are uint8 arrays (N, C, H, W) (or (N, H, W) for one channel), channels
@@ -31,7 +32,7 @@ from typing import Any, Sequence
 import numpy as np
 import pandas as pd
 
-from unseen import validation
+from unseen import naming, validation
 from unseen.budget import retrain_train_settings, scoring_train_settings
 from unseen.config import validate_config
 from unseen.coresets import first_stage, next_stage
@@ -278,11 +279,11 @@ def out_of_fold_scores(
     data = _training_data(images, labels, k=k)
     spec = _model_spec(model, "scoring_model")
     settings = scoring_train_settings(_train(train, "scoring_model"), len(data.train_y), budget)
-    folds = assign_folds(data.train_y, k, derive_seed(seed, "folds"))
+    folds = assign_folds(data.train_y, k, derive_seed(seed, naming.FOLDS_SEED))
     shards = []
     for fold in range(k):
         trained_on = fold_training_mask(folds, fold, mode)
-        name = f"fold{fold}"
+        name = naming.fold_model_name(fold)
         record, _ = record_scoring_model(
             data, data.sample_ids[trained_on], data.sample_ids[~trained_on], spec, settings,
             list(record_epochs), derive_seed(seed, name), device, threads, record_format,
@@ -441,7 +442,9 @@ def multi_step(
         selected = np.sort(coreset["sample_id"].to_numpy())
         rest = np.setdiff1d(data.sample_ids, selected)
         # the workflow's stage-model name, so the model seed matches a workflow run
-        name = f"stage{stage - 1}-unseen-{scorer}-{selection['strategy']}-rate{pruning_rate:g}"
+        name = naming.stage_model_name(
+            stage - 1, naming.CoresetId(naming.UNSEEN, scorer, selection["strategy"]), pruning_rate
+        )
         record, _ = record_scoring_model(
             data, selected, rest, spec, settings, list(record_epochs),
             derive_seed(seed, name), device, threads, record_format,
@@ -497,5 +500,5 @@ def retrain(
         ids = _coreset_ids(coreset, len(data.train_y))
         settings = retrain_train_settings(settings, len(data.train_y), budget)
     metrics = train_and_evaluate(data, ids, _model_spec(model, "final_model"), settings,
-                                 derive_seed(seed, "retrain"), device, threads)
+                                 derive_seed(seed, naming.RETRAIN_SEED), device, threads)
     return {**metrics, "retrain_budget": budget}

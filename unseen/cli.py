@@ -19,7 +19,7 @@ from typing import Any, Callable
 from unseen import jobs, plugins
 from unseen.budget import RETRAIN_BUDGETS
 from unseen.folds import FOLD_MODES
-from unseen.naming import AUTO_DEVICE, NONE
+from unseen.naming import AUTO_DEVICE, FITTING_MODEL, NONE, fold_model_name
 from unseen.scorers import SCORERS
 from unseen.seeds import derive_seed
 from unseen.strategies import DEFAULT_STRATEGY, STRATEGIES
@@ -92,7 +92,9 @@ def cmd_split(args: argparse.Namespace) -> None:
 def cmd_train_scoring_model(args: argparse.Namespace) -> None:
     if args.coreset is not None and args.model_name is None:
         sys.exit("unseen train-scoring-model: --coreset needs --model-name (the stage model's name)")
-    name = args.model_name or (f"fold{args.fold}" if args.fold is not None else "fitting")
+    name = args.model_name or (
+        fold_model_name(args.fold) if args.fold is not None else FITTING_MODEL
+    )
     train_ids, record_ids = jobs.scoring_model_samples(
         args.folds_table, args.fold, args.fold_mode, args.coreset
     )

@@ -16,6 +16,10 @@ from typing import Any, Iterator
 import yaml
 from jsonschema import Draft202012Validator, validators
 
+from unseen.naming import (  # noqa: F401  (METHODS, UNSCORED_METHODS: re-exported)
+    METHODS, RANDOM, SCORED_METHODS, UNSCORED_METHODS, CoresetId, rate_in_path,
+)
+
 #: The one schema file: package data of ``unseen``. The workflow validates against
 #: the same file by path (rules/common.smk), so there is no copy to keep in step.
 SCHEMA_FILE = "config.schema.yaml"
@@ -168,24 +172,13 @@ def _budget_values(config: dict[str, Any]) -> None:
             pass
 
 
-#: The methods a run can compare (config ``methods``): those that score samples and the rest.
-SCORED_METHODS = ("fitting", "unseen_single", "unseen")
-UNSCORED_METHODS = ("full", "random")
-METHODS = UNSCORED_METHODS + SCORED_METHODS
-
-
 def parse_coreset_name(name: str) -> tuple[str, str, str]:
     """(method, scorer, strategy) of a coreset name; ``random`` is (random, none, none).
 
     Names are ``random`` or ``<method>-<scorer>-<strategy>``, e.g.
-    ``unseen-el2n-top``; scorer and strategy names contain no hyphen.
+    ``unseen-el2n-top`` (:class:`unseen.naming.CoresetId`, which parses them).
     """
-    if name == "random":
-        return "random", "none", "none"
-    parts = name.split("-")
-    if len(parts) != 3:
-        raise ValueError(f"coreset name {name!r} is not random or <method>-<scorer>-<strategy>")
-    return parts[0], parts[1], parts[2]
+    return CoresetId.parse(name).astuple()
 
 
 def coreset_names(config: dict[str, Any]) -> list[str]:
@@ -195,11 +188,11 @@ def coreset_names(config: dict[str, Any]) -> list[str]:
     ``selection.strategy``, then ``extra_selections`` not already in the grid.
     """
     methods = config["methods"]
-    names = ["random"] if "random" in methods else []
+    names = [str(CoresetId(RANDOM))] if RANDOM in methods else []
     for method in SCORED_METHODS:
         if method in methods:
             names += [
-                f"{method}-{scorer}-{strategy}"
+                str(CoresetId(method, scorer, strategy))
                 for scorer in config["scorers"]
                 for strategy in config["selection"]["strategy"]
             ]
@@ -245,11 +238,6 @@ def _semantic_problems(config: dict[str, Any]) -> list[str]:
             "size that increase strictly and end at 1.0, e.g. [0.5, 0.75, 1.0] or [1.0]"
         )
     return problems
-
-
-def rate_in_path(rate: float) -> str:
-    """How a pruning rate is written in output paths (``rate0.3``): ``f"{rate:g}"``."""
-    return f"{rate:g}"
 
 
 def _rate_problems(rates: list[float]) -> list[str]:

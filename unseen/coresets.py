@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from unseen.naming import SELECT_SEED
 from unseen.plugins import CLASS_DIFFICULTY, strategy_needs
 from unseen.seeds import derive_seed
 from unseen.selection import coreset_size, stage_sizes
@@ -105,7 +106,7 @@ def first_stage(
     workflow run.
     """
     n = stage_target(len(scores), pruning_rate, fractions, 1)
-    pos = choose_rows(scores, n, selection, derive_seed(seed, "select", pruning_rate, 1),
+    pos = choose_rows(scores, n, selection, derive_seed(seed, SELECT_SEED, pruning_rate, 1),
                       class_error, pruning_rate=pruning_rate)
     chosen = scores.iloc[pos]
     return coreset_frame(chosen["sample_id"], chosen["label"], 1, chosen["score"])
@@ -130,7 +131,7 @@ def next_stage(
     if np.intersect1d(previous["sample_id"], candidates["sample_id"]).size:
         raise RuntimeError("stage scores include samples that are already selected")
     add = stage_target(n_total, pruning_rate, fractions, stage) - len(previous)
-    pos = choose_rows(candidates, add, selection, derive_seed(seed, "select", pruning_rate, stage),
+    pos = choose_rows(candidates, add, selection, derive_seed(seed, SELECT_SEED, pruning_rate, stage),
                       class_error, base_labels=previous["label"].to_numpy(),
                       pruning_rate=pruning_rate)
     chosen = candidates.iloc[pos]

@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from unseen import io
+from unseen import io, naming
 from unseen.budget import retrain_train_settings, scoring_budget_label, scoring_train_settings
 from unseen.coresets import coreset_frame, first_stage, next_stage
 from unseen.data import load_cached, prepare_cached
@@ -53,7 +53,7 @@ def prepare_data(dataset: dict[str, Any], output: str) -> None:
 def split(dataset_cache: str, k: int, seed: int, output: str) -> None:
     """Write the fold table (sample_id, label, fold) for ``k`` stratified folds."""
     data = load_cached(dataset_cache)
-    folds = assign_folds(data.train_y, k, derive_seed(seed, "folds"))
+    folds = assign_folds(data.train_y, k, derive_seed(seed, naming.FOLDS_SEED))
     table = pd.DataFrame({"sample_id": data.sample_ids, "label": data.train_y, "fold": folds})
     io.write_table(table, output, io.FOLDS_SCHEMA)
     log.info("fold sizes: %s", np.bincount(folds, minlength=k).tolist())
@@ -376,7 +376,7 @@ def select_random(
     """Random baseline: a uniform seeded subset of the coreset size; score is NaN."""
     table = io.read_table(folds_table, io.FOLDS_SCHEMA)
     n = coreset_size(len(table), pruning_rate)
-    pos = random_subset(table["sample_id"].to_numpy(), n, derive_seed(seed, "random", pruning_rate))
+    pos = random_subset(table["sample_id"].to_numpy(), n, derive_seed(seed, naming.RANDOM_CORESET_SEED, pruning_rate))
     chosen = table.iloc[pos]
     frame = coreset_frame(chosen["sample_id"], chosen["label"], 1, np.full(n, np.nan))
     publish_coreset(frame, output, id_list)
@@ -432,7 +432,7 @@ def retrain(
     metrics = {
         **coreset_labels,
         "seed": int(seed),
-        **train_and_evaluate(data, ids, model_spec, train_settings, derive_seed(seed, "retrain"),
+        **train_and_evaluate(data, ids, model_spec, train_settings, derive_seed(seed, naming.RETRAIN_SEED),
                              device, threads, name=f"retrain for {metrics_parquet}"),
         "retrain_budget": retrain_budget,
         **cost,

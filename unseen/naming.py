@@ -42,6 +42,7 @@ FOLDS_SEED = "folds"  # the fold assignment
 RETRAIN_SEED = "retrain"  # every retrain's initialisation (all methods share it)
 SELECT_SEED = "select"  # a selection, with the pruning rate and the stage
 RANDOM_CORESET_SEED = "random"  # the random baseline, with the pruning rate
+VALIDATION_SPLIT_SEED = "validation-split"  # the held-out split of the validated strategy
 # A scoring model's seed label is its name (fold_model_name, FITTING_MODEL, stage_model_name).
 
 #: The device that is CUDA when CUDA is available, else the CPU (config ``device``).

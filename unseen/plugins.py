@@ -181,11 +181,12 @@ def scorers_needing(need: str) -> tuple[str, ...]:
 
 
 def fill_schema(schema: dict[str, Any]) -> dict[str, Any]:
-    """The config schema with its plugin enums and scorer options taken from the registries.
+    """The config schema with its plugin enums, scorer options and coreset id pattern filled in.
 
     Sets, where the schema has the key: ``scorers`` items' enum, ``selection.strategy``
     items' enum, ``selection.validation_candidates`` items' enum (sorted names),
-    and ``scorer_options``' properties (one object per scorer with options).
+    and ``scorer_options``' properties (one object per scorer with options); and
+    the pattern of ``extra_selections`` (:class:`unseen.naming.CoresetId`).
     """
     from unseen.scorers import SCORER_PLUGINS
     from unseen.strategies import STRATEGY_PLUGINS
@@ -204,6 +205,10 @@ def fill_schema(schema: dict[str, Any]) -> dict[str, Any]:
             for name, entry in sorted(SCORER_PLUGINS.items())
             if entry.options
         }
+    if "extra_selections" in props:
+        from unseen.naming import CoresetId
+
+        props["extra_selections"]["items"]["pattern"] = f"^(?:{CoresetId.SCORED_PATTERN})$"
     selection = props.get("selection", {}).get("properties", {})
     if "strategy" in selection:
         selection["strategy"]["items"]["enum"] = sorted(STRATEGY_PLUGINS)

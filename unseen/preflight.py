@@ -28,6 +28,7 @@ import yaml
 from unseen import io
 from unseen.data import train_label_counts
 from unseen.budget import epochs_of, scoring_budget_label, scoring_train_settings
+from unseen.naming import CoresetId
 from unseen.selection import coreset_size
 # class-aware strategies give every class a quota: a coreset smaller than the
 # number of classes cannot hold one sample of each (their registry entries say so)
@@ -284,7 +285,7 @@ def check_splits(config: dict[str, Any], counts, classes: tuple[str, ...]) -> No
     if problem:
         raise PreflightError(problem)
     strategies = set(config["selection"]["strategy"])
-    strategies |= {name.split("-")[-1] for name in config.get("extra_selections", [])}
+    strategies |= {CoresetId.parse(name).strategy for name in config.get("extra_selections", [])}
     class_aware = sorted(strategies & set(CLASS_AWARE_STRATEGIES))
     n_total, n_classes = int(counts.sum()), len(classes)
     for i, rate in enumerate(config["pruning_rates"]):

@@ -24,7 +24,7 @@ from unseen.budget import RETRAIN_BUDGETS
 from unseen.config import SCORED_METHODS, UNSCORED_METHODS
 from unseen.diagnostics import aligned_ranks, diagnostics_table
 from unseen.io import SCORING_MODELS_SCHEMA, atomic_path
-from unseen.naming import NONE
+from unseen.naming import FULL, NONE, RANDOM
 from unseen.plots import (
     placeholder_plot,
     plot_accuracy_vs_rate,
@@ -74,8 +74,7 @@ def per_class_selections(
     if not chosen:
         chosen = [(m, scorer, DEFAULT_STRATEGY) for m in SCORED_METHODS
                   if (m, scorer, DEFAULT_STRATEGY) in present]
-    references = [s for s in [(method, NONE, NONE) for method in reversed(UNSCORED_METHODS)]
-                  if s in present]
+    references = [s for s in [(RANDOM, NONE, NONE), (FULL, NONE, NONE)] if s in present]
     return references + chosen
 
 

@@ -31,6 +31,7 @@ import pandas as pd
 
 from unseen.budget import retrain_train_settings
 from unseen.coresets import first_stage
+from unseen import naming
 from unseen.images import ImageDataset
 from unseen.seeds import derive_seed
 from unseen.selection import exact_decimal, round_half_up
@@ -53,7 +54,7 @@ def holdout_split(labels: np.ndarray, fraction: float, seed: int) -> tuple[np.nd
     if not 0 < fraction < 1:
         raise ValueError(f"validation fraction must lie in (0, 1), got {fraction}")
     labels = np.asarray(labels, dtype=np.int64)
-    rng = np.random.default_rng(derive_seed(seed, "validation-split"))
+    rng = np.random.default_rng(derive_seed(seed, naming.VALIDATION_SPLIT_SEED))
     held = []
     for c in np.unique(labels):
         members = np.flatnonzero(labels == c)
@@ -132,7 +133,7 @@ def choose_strategy(
         t0 = time.perf_counter()
         result, (mean, std), device, used = train_on_subset(
             data, np.sort(chosen["sample_id"].to_numpy()), None, model_spec, settings, [],
-            derive_seed(seed, "retrain"), device_name, threads,
+            derive_seed(seed, naming.RETRAIN_SEED), device_name, threads,
             name=f"validated strategy candidate {name!r} at rate {pruning_rate}",
             lr_key="final_model.train.lr",
         )
