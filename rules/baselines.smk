@@ -42,12 +42,9 @@ rule select_fitting_coreset:
         mem_mb=LIGHT["mem_mb"],
         runtime=LIGHT["runtime"],
     params:
-        selection=selection_json,
-        side_inputs=side_input_flags,
+        command=select_single_step_command,  # unseen.specs.SelectSingleStep
     shell:
-        "python -m unseen select-single-step --scores {input.scores:q} --rate {wildcards.rate}"
-        " --selection {params.selection:q} {params.side_inputs} --seed {wildcards.seed}"
-        " --output {output.parquet:q} --id-list {output.ids:q} > {log:q} 2>&1"
+        "{params.command} > {log:q} 2>&1"
 
 
 rule select_random_coreset:

@@ -9,7 +9,7 @@ import types
 from unseen.budget import RETRAIN_BUDGETS as RETRAIN_BUDGET_NAMES
 from unseen.config import coreset_names, validate_config
 from unseen.data import check_dataset, dataset_fingerprint
-from unseen import naming, plugins
+from unseen import naming, plugins, specs
 from unseen.naming import CoresetId
 from unseen.preflight import invocation, preflight
 from unseen.strategies import STRATEGIES
@@ -76,11 +76,6 @@ def score_resource(key):
     ).get(key, 0)
 
 
-def selection_json(wildcards):
-    """The config's selection section with the coreset's own strategy (a wildcard)."""
-    return as_json({**config["selection"], "strategy": wildcards.strategy})
-
-
 def choice_selection_json():
     """What a strategy choice depends on: the selection options but the strategy list.
 
@@ -135,13 +130,37 @@ def side_inputs(method):
     return inputs
 
 
-def side_input_flags(wildcards, input):
-    """The selection job's flag for each side input (unseen.plugins.SIDE_INPUT_FLAGS)."""
-    return " ".join(
-        f"{flag} {shlex.quote(str(getattr(input, need)))}"
-        for need, flag in plugins.SIDE_INPUT_FLAGS.items()
-        if hasattr(input, need)
+def selection_fields(wildcards, input):
+    """What every selection spec (unseen.specs) takes from a coreset's wildcards and inputs:
+    rate, selection section with the coreset's strategy, seed and the strategy's side inputs."""
+    return dict(
+        rate=float(wildcards.rate),
+        selection={**config["selection"], "strategy": wildcards.strategy},
+        seed=int(wildcards.seed),
+        **{need: getattr(input, need) for need in plugins.STRATEGY_NEEDS if hasattr(input, need)},
     )
+
+
+def select_first_stage_command(wildcards, input, output):
+    return job_command(specs.SelectFirstStage(
+        scores=one(input.scores), stages=stage_fractions(wildcards), output=one(output),
+        **selection_fields(wildcards, input),
+    ))
+
+
+def select_next_stage_command(wildcards, input, output):
+    return job_command(specs.SelectNextStage(
+        previous=one(input.previous), stage_scores=one(input.scores), folds_table=one(input.folds),
+        stage=int(wildcards.stage), stages=stage_fractions(wildcards), output=one(output),
+        **selection_fields(wildcards, input),
+    ))
+
+
+def select_single_step_command(wildcards, input, output):
+    return job_command(specs.SelectSingleStep(
+        scores=one(input.scores), output=output.parquet, id_list=output.ids,
+        **selection_fields(wildcards, input),
+    ))
 
 
 def all_coresets():
@@ -222,14 +241,40 @@ def scoring_model_args(wildcards, input):
     )
 
 
-def retrain_coreset_args(wildcards, input):
-    """What a retrain trains on: the coreset, its labels (from its name), budget and scoring cost."""
-    method, scorer, strategy = CoresetId.parse(wildcards.coreset).astuple()
-    return shlex.join([
-        "--coreset", input.coreset, "--method", method, "--scorer", scorer,
-        "--strategy", strategy, "--rate", wildcards.rate,
-        "--retrain-budget", wildcards.retrain_budget, "--scoring-predictions", *input.scoring,
-    ])
+def one(files):
+    """The one path of a rule's input or output item (a single file or a one-file list)."""
+    return files if isinstance(files, str) else files[0]
+
+
+def job_command(spec):
+    """The shell command of a job from its typed spec (unseen.specs), quoted: every rule with a
+    spec builds its command here, so each job's argument list is written once, in its spec."""
+    return spec.command()
+
+
+def retrain_spec(wildcards, input, output, threads, **trained_on):
+    """A retrain of the final model (config final_model); ``trained_on``: its coreset fields."""
+    return specs.Retrain(
+        dataset_cache=one(input.data), model={"arch": config["final_model"]["arch"],
+                                         "options": config["final_model"]["options"]},
+        train=config["final_model"]["train"], seed=int(wildcards.seed), device=config["device"],
+        threads=threads, metrics_json=output.json, metrics_parquet=output.parquet, **trained_on,
+    )
+
+
+def retrain_command(wildcards, input, output, threads):
+    """A coreset's retrain: the coreset, its labels (from its id), budget and scoring cost."""
+    coreset = CoresetId.parse(wildcards.coreset)
+    return job_command(retrain_spec(
+        wildcards, input, output, threads, coreset=input.coreset, method=coreset.method,
+        scorer=coreset.scorer, strategy=coreset.strategy, rate=float(wildcards.rate),
+        retrain_budget=wildcards.retrain_budget, scoring_predictions=list(input.scoring),
+    ))
+
+
+def retrain_full_command(wildcards, input, output, threads):
+    """The full baseline: every training sample, no coreset."""
+    return job_command(retrain_spec(wildcards, input, output, threads, method=naming.FULL))
 
 
 def score_table_inputs(wildcards):

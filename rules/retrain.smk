@@ -20,15 +20,9 @@ rule retrain:
         runtime=TRAIN["runtime"],
         gpu=TRAIN["gpu"],
     params:
-        trained_on=retrain_coreset_args,  # the full baseline overrides this
-        model=model_json("final_model"),
-        train=train_json("final_model"),
-        device=config["device"],
+        command=retrain_command,  # unseen.specs.Retrain; the full baseline overrides this
     shell:
-        "python -m unseen retrain --dataset-cache {input.data:q} {params.trained_on}"
-        " --model {params.model:q} --train {params.train:q} --seed {wildcards.seed}"
-        " --device {params.device} --threads {threads}"
-        " --metrics-json {output.json:q} --metrics-parquet {output.parquet:q} > {log:q} 2>&1"
+        "{params.command} > {log:q} 2>&1"
 
 
 use rule retrain as retrain_full with:
@@ -40,7 +34,7 @@ use rule retrain as retrain_full with:
     log:
         "logs/seed{seed}/retrain/full.log",
     params:
-        trained_on="--method full --scorer none --strategy none",  # all training data
+        command=retrain_full_command,  # all training data
 
 
 rule summarize:

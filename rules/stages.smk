@@ -18,13 +18,9 @@ rule select_first_stage:
         mem_mb=LIGHT["mem_mb"],
         runtime=LIGHT["runtime"],
     params:
-        stages=lambda wc: as_json(stage_fractions(wc)),
-        selection=selection_json,
-        side_inputs=side_input_flags,
+        command=select_first_stage_command,  # unseen.specs.SelectFirstStage
     shell:
-        "python -m unseen select-first-stage --scores {input.scores:q} --rate {wildcards.rate}"
-        " --stages {params.stages:q} --selection {params.selection:q} {params.side_inputs}"
-        " --seed {wildcards.seed} --output {output:q} > {log:q} 2>&1"
+        "{params.command} > {log:q} 2>&1"
 
 
 use rule train_fold_model as train_stage_model with:
@@ -73,14 +69,9 @@ rule select_next_stage:
         mem_mb=LIGHT["mem_mb"],
         runtime=LIGHT["runtime"],
     params:
-        stages=lambda wc: as_json(stage_fractions(wc)),
-        selection=selection_json,
-        side_inputs=side_input_flags,
+        command=select_next_stage_command,  # unseen.specs.SelectNextStage
     shell:
-        "python -m unseen select-next-stage --previous {input.previous:q} --stage-scores {input.scores:q}"
-        " --folds-table {input.folds:q} --stage {wildcards.stage} --rate {wildcards.rate}"
-        " --stages {params.stages:q} --selection {params.selection:q} {params.side_inputs}"
-        " --seed {wildcards.seed} --output {output:q} > {log:q} 2>&1"
+        "{params.command} > {log:q} 2>&1"
 
 
 rule finalize_unseen_coreset:

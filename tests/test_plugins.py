@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+import dataclasses
 import re
 import tokenize
 from importlib import resources
@@ -12,7 +13,7 @@ import numpy as np
 import pytest
 import yaml
 
-from unseen import naming, plugins
+from unseen import naming, plugins, specs
 from unseen.config import load_schema, validate_config
 from unseen.naming import CoresetId
 from unseen.scorers import MODEL_SCORERS, SCORER_PLUGINS, SCORERS, PredictionRecord, compute_scores
@@ -32,8 +33,9 @@ def test_registries_derive_the_old_tables():
     assert MODEL_SCORERS == {"grand", "grand_last"}
     assert plugins.strategies_needing(plugins.CLASS_DIFFICULTY) == ("hard_class_priority",)
     assert plugins.strategies_needing(plugins.STRATEGY_CHOICE) == ("validated",)
-    # every strategy side input has a selection-job flag
-    assert set(plugins.SIDE_INPUT_FLAGS) == plugins.STRATEGY_NEEDS
+    # every selection job takes every strategy side input, by the need's name
+    for spec in (specs.SelectFirstStage, specs.SelectNextStage, specs.SelectSingleStep):
+        assert plugins.STRATEGY_NEEDS <= {field.name for field in dataclasses.fields(spec)}
 
 
 def test_plugin_names_fit_a_coreset_id():

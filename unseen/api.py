@@ -32,8 +32,8 @@ from typing import Any, Sequence
 import numpy as np
 import pandas as pd
 
-from unseen import naming, validation
-from unseen.budget import retrain_train_settings, scoring_train_settings
+from unseen import naming, steps, validation
+from unseen.budget import scoring_train_settings
 from unseen.config import validate_config
 from unseen.coresets import first_stage, next_stage
 from unseen.data import load_dataset
@@ -43,7 +43,7 @@ from unseen.preflight import fold_split_problem, too_few_classes
 from unseen.scorers import compute_scores
 from unseen.seeds import derive_seed
 from unseen.selection import aggregate_scores
-from unseen.subset_training import record_scoring_model, train_and_evaluate
+from unseen.subset_training import record_scoring_model
 
 __all__ = ["load_dataset", "out_of_fold_scores", "choose_strategy", "select", "multi_step", "retrain"]
 
@@ -493,12 +493,6 @@ def retrain(
     """
     budget = _defaults("budget", "retrain")[0] if budget is None else budget
     data = _training_data(images, labels, test_images, test_labels)
-    settings = _train(train, "final_model")
-    if coreset is None:
-        ids = data.sample_ids
-    else:
-        ids = _coreset_ids(coreset, len(data.train_y))
-        settings = retrain_train_settings(settings, len(data.train_y), budget)
-    metrics = train_and_evaluate(data, ids, _model_spec(model, "final_model"), settings,
-                                 derive_seed(seed, naming.RETRAIN_SEED), device, threads)
-    return {**metrics, "retrain_budget": budget}
+    ids = None if coreset is None else _coreset_ids(coreset, len(data.train_y))
+    return steps.retrain(data, ids, _model_spec(model, "final_model"), _train(train, "final_model"),
+                         budget, seed, device, threads)

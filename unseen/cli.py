@@ -19,10 +19,10 @@ from typing import Any, Callable
 from unseen import jobs, plugins
 from unseen.budget import RETRAIN_BUDGETS
 from unseen.folds import FOLD_MODES
-from unseen.naming import AUTO_DEVICE, FITTING_MODEL, NONE, fold_model_name
+from unseen.naming import AUTO_DEVICE, FITTING_MODEL, fold_model_name
 from unseen.scorers import SCORERS
 from unseen.seeds import derive_seed
-from unseen.strategies import DEFAULT_STRATEGY, STRATEGIES
+from unseen.specs import SPECS
 from unseen.subset_training import RECORD_FORMATS
 
 
@@ -52,22 +52,6 @@ def _add_training(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int, required=True, help="run seed")
     p.add_argument("--device", default=AUTO_DEVICE, help=f"{AUTO_DEVICE}, cpu, cuda or cuda:N")
     p.add_argument("--threads", type=int, default=1, help="CPU threads for torch")
-
-
-def _add_selection(p: argparse.ArgumentParser) -> None:
-    p.add_argument(
-        "--selection", type=_json, default={},
-        help='JSON config "selection" section, e.g. {"strategy": NAME, "keep": "highest"} with'
-        f" NAME one of {', '.join(sorted(STRATEGIES))}; missing keys take the defaults"
-        f" ({DEFAULT_STRATEGY}, highest)",
-    )
-    p.add_argument("--seed", type=int, default=0, help="run seed (CCS sampling)")
-    # one flag per side input a strategy can declare (unseen.plugins.STRATEGY_NEEDS)
-    side_input_help = {plugins.CLASS_DIFFICULTY: "Parquet from class-difficulty",
-                       plugins.STRATEGY_CHOICE: "JSON from choose-strategy"}
-    for need, flag in plugins.SIDE_INPUT_FLAGS.items():
-        users = ", ".join(plugins.strategies_needing(need)) or "no strategy"
-        p.add_argument(flag, default=None, help=f"{side_input_help[need]}; needed by {users}")
 
 
 def _scoring_budget(text: str) -> float | str:
@@ -121,28 +105,6 @@ def cmd_aggregate(args: argparse.Namespace) -> None:
     jobs.aggregate(args.shards, args.output)
 
 
-def cmd_select_first(args: argparse.Namespace) -> None:
-    jobs.select_first_stage(
-        args.scores, args.rate, args.stages, args.selection, args.output, args.seed,
-        args.class_difficulty, args.strategy_choice,
-    )
-
-
-def cmd_select_next(args: argparse.Namespace) -> None:
-    n_total = len(jobs.io.read_table(args.folds_table, jobs.io.FOLDS_SCHEMA))
-    jobs.select_next_stage(
-        args.previous, args.stage_scores, n_total, args.rate, args.stages, args.selection,
-        args.stage, args.output, args.seed, args.class_difficulty, args.strategy_choice,
-    )
-
-
-def cmd_select_single_step(args: argparse.Namespace) -> None:
-    jobs.select_by_scores(
-        args.scores, args.rate, args.selection, args.output, args.id_list, args.seed,
-        args.class_difficulty, args.strategy_choice,
-    )
-
-
 def cmd_choose_strategy(args: argparse.Namespace) -> None:
     jobs.choose_strategy(
         args.dataset_cache, args.scores, args.rate, args.selection, args.model, args.train,
@@ -156,16 +118,6 @@ def cmd_select_random(args: argparse.Namespace) -> None:
 
 def cmd_finalize(args: argparse.Namespace) -> None:
     jobs.finalize_coreset(args.stage_table, args.output, args.id_list)
-
-
-def cmd_retrain(args: argparse.Namespace) -> None:
-    coreset_labels = {"method": args.method, "scorer": args.scorer, "strategy": args.strategy,
-                      "pruning_rate": args.rate}
-    jobs.retrain(
-        args.dataset_cache, args.coreset, args.model, args.train, args.seed, args.device,
-        args.threads, coreset_labels, args.metrics_json, args.metrics_parquet,
-        args.scoring_predictions, args.retrain_budget,
-    )
 
 
 def cmd_summarize(args: argparse.Namespace) -> None:
@@ -318,28 +270,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--output", required=True)
     p.add_argument("shards", nargs="+")
 
-    for name, fn, text in [
-        ("select-first-stage", cmd_select_first, "stage 1: top M1 by aggregated score"),
-        ("select-next-stage", cmd_select_next, "stage t: add the top unselected samples"),
-    ]:
-        p = add(name, fn, text)
-        p.add_argument("--rate", type=float, required=True, help="pruning rate")
-        p.add_argument("--stages", type=_json, required=True, help="JSON stage fractions")
-        _add_selection(p)
-        p.add_argument("--output", required=True)
-    sub.choices["select-first-stage"].add_argument("--scores", required=True)
-    for flag in ("--previous", "--stage-scores", "--folds-table"):
-        sub.choices["select-next-stage"].add_argument(flag, required=True)
-    sub.choices["select-next-stage"].add_argument("--stage", type=int, required=True)
-
-    p = add("select-single-step", cmd_select_single_step,
-            "single-step coreset from a score table, by any strategy (the fitting baseline)")
-    p.add_argument("--scores", required=True)
-    p.add_argument("--rate", type=float, required=True)
-    _add_selection(p)
-    p.add_argument("--output", required=True)
-    p.add_argument("--id-list", required=True)
-
     p = add("choose-strategy", cmd_choose_strategy,
             "the validated strategy's choice at one rate, on a split held out of the training set")
     _add_training(p)
@@ -363,23 +293,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--output", required=True)
     p.add_argument("--id-list", required=True)
 
-    p = add("retrain", cmd_retrain, "train a fresh model on a coreset; evaluate on test")
-    _add_training(p)
-    p.add_argument("--coreset", default=None, help="coreset Parquet; omit to train on all")
-    p.add_argument("--method", required=True)
-    p.add_argument("--scorer", default=NONE, help=f"{NONE} for full and random")
-    p.add_argument("--strategy", default=NONE, help=f"{NONE} for full and random")
-    p.add_argument("--rate", type=float, default=0.0)
-    p.add_argument(
-        "--scoring-predictions", nargs="*", default=[],
-        help="predictions.npz of every scoring model the coreset needed (its scoring cost)",
-    )
-    p.add_argument(
-        "--retrain-budget", choices=RETRAIN_BUDGETS, default=RETRAIN_BUDGETS[0],
-        help="full_steps: the full-data model's SGD steps; epochs: train.epochs over the coreset",
-    )
-    p.add_argument("--metrics-json", required=True)
-    p.add_argument("--metrics-parquet", required=True)
+    # jobs with a typed spec (unseen.specs): options generated from the spec's fields
+    for spec in SPECS.values():
+        p = add(spec.COMMAND, lambda args, spec=spec: spec.from_args(args).run(), spec.HELP)
+        spec.add_arguments(p)
 
     p = add("summarize", cmd_summarize, "collect all retrain metrics into one table")
     p.add_argument("--output", required=True)

@@ -17,8 +17,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from unseen import io, naming
-from unseen.budget import retrain_train_settings, scoring_budget_label, scoring_train_settings
+from unseen import io, naming, steps
+from unseen.budget import scoring_budget_label, scoring_train_settings
 from unseen.coresets import coreset_frame, first_stage, next_stage
 from unseen.data import load_cached, prepare_cached
 from unseen.folds import FOLD_MODES, assign_folds, fold_training_mask
@@ -31,7 +31,7 @@ from unseen.scorers import (
 from unseen.seeds import derive_seed
 from unseen.selection import aggregate_scores, coreset_size, random_subset
 from unseen.strategies import class_error_table
-from unseen.subset_training import train_and_evaluate, train_on_subset, uses_statistics
+from unseen.subset_training import train_on_subset, uses_statistics
 
 log = logging.getLogger("unseen.jobs")
 
@@ -421,23 +421,20 @@ def retrain(
     """
     data = load_cached(dataset_cache)
     ids = (
-        data.sample_ids
+        None
         if coreset is None
-        else np.sort(io.read_table(coreset, io.CORESET_SCHEMA, len(data.train_y))["sample_id"]
-                     .to_numpy())
+        else io.read_table(coreset, io.CORESET_SCHEMA, len(data.train_y))["sample_id"].to_numpy()
     )
     cost = scoring_cost(list(scoring_predictions))
-    if coreset is not None:
-        train_settings = retrain_train_settings(train_settings, len(data.train_y), retrain_budget)
     metrics = {
         **coreset_labels,
         "seed": int(seed),
-        **train_and_evaluate(data, ids, model_spec, train_settings, derive_seed(seed, naming.RETRAIN_SEED),
-                             device, threads, name=f"retrain for {metrics_parquet}"),
-        "retrain_budget": retrain_budget,
+        **steps.retrain(data, ids, model_spec, train_settings, retrain_budget, seed, device, threads,
+                        name=f"retrain for {metrics_parquet}"),
         **cost,
     }
-    log.info("test accuracy %.4f on %d training samples", metrics["test_accuracy"], len(ids))
+    log.info("test accuracy %.4f on %d training samples", metrics["test_accuracy"],
+             metrics["coreset_size"])
     row = {k: metrics[k] for k in io.METRICS_SCHEMA.names}
     io.write_table(pd.DataFrame([row]), metrics_parquet, io.METRICS_SCHEMA)
     io.write_json(metrics, metrics_json)

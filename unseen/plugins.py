@@ -40,8 +40,6 @@ CLASS_DIFFICULTY = "class_difficulty"
 STRATEGY_CHOICE = "strategy_choice"
 
 SCORER_NEEDS = frozenset({RECORD, CHECKPOINT})
-#: The selection jobs' command-line flag for each strategy side input (``unseen.cli``).
-SIDE_INPUT_FLAGS = {CLASS_DIFFICULTY: "--class-difficulty", STRATEGY_CHOICE: "--strategy-choice"}
 STRATEGY_NEEDS = frozenset({CLASS_DIFFICULTY, STRATEGY_CHOICE})
 
 

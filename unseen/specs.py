@@ -1,0 +1,268 @@
+"""One typed spec per job kind: the job's arguments, written once.
+
+A spec is a frozen dataclass whose fields are the job's arguments. From it come
+the console script's subcommand (:func:`add_arguments` builds the argparse
+options, :meth:`JobSpec.from_args` reads them back), the command line a rule
+runs (:meth:`JobSpec.command`, built by the rules' one helper ``job_command`` in
+``rules/common.smk``) and the call of the job (:meth:`JobSpec.run`). Adding an
+argument to a job is one field here (plus its use in the job).
+
+Field types map to options: ``str``/``int``/``float`` take one value, ``dict``
+and JSON lists (``json=True``) one JSON text, ``list[str]`` any number of
+values, ``bool`` a flag; a field without a default is a required option.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import shlex
+import typing
+from typing import Any, ClassVar
+
+from unseen import plugins
+from unseen.budget import RETRAIN_BUDGETS
+from unseen.naming import AUTO_DEVICE, NONE
+
+
+def arg(help: str = "", default: Any = dataclasses.MISSING, *, choices=None, json_value=False,
+        metavar=None):
+    """A spec field: its help text, default, allowed values; ``json_value``: passed as JSON text."""
+    metadata = {"help": help, "choices": choices, "json": json_value, "metavar": metavar}
+    if isinstance(default, (list, dict)):
+        value = default
+        return dataclasses.field(default_factory=lambda: type(value)(value), metadata=metadata)
+    return dataclasses.field(default=default, metadata=metadata)
+
+
+def _json(text: str) -> Any:
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as err:
+        raise argparse.ArgumentTypeError(f"not valid JSON: {err}") from None
+
+
+def _as_json(value: Any) -> str:
+    return json.dumps(value, sort_keys=True, separators=(",", ":"))
+
+
+def _flag(field: dataclasses.Field) -> str:
+    return "--" + field.name.replace("_", "-")
+
+
+def _kind(spec_type: type, field: dataclasses.Field) -> str:
+    """json, list, bool or scalar: how a field is written on a command line."""
+    hint = typing.get_type_hints(spec_type)[field.name]
+    origin = typing.get_origin(hint)
+    if field.metadata.get("json") or hint is dict or origin is dict:
+        return "json"
+    if hint is bool:
+        return "bool"
+    if origin is list:
+        return "list"
+    return "scalar"
+
+
+def _scalar_type(spec_type: type, field: dataclasses.Field):
+    hint = typing.get_type_hints(spec_type)[field.name]
+    args = [a for a in typing.get_args(hint) if a is not type(None)] or [hint]
+    return args[0] if args[0] in (int, float) else str
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class JobSpec:
+    """Base of every job spec: ``COMMAND`` (the subcommand) and ``HELP`` are class constants."""
+
+    COMMAND: ClassVar[str] = ""
+    HELP: ClassVar[str] = ""
+
+    @classmethod
+    def add_arguments(cls, parser: argparse.ArgumentParser) -> None:
+        """One option per field."""
+        for field in dataclasses.fields(cls):
+            kind = _kind(cls, field)
+            required = (field.default is dataclasses.MISSING
+                        and field.default_factory is dataclasses.MISSING)
+            options: dict[str, Any] = {"help": field.metadata.get("help") or None}
+            if kind == "bool":
+                parser.add_argument(_flag(field), action="store_true", **options)
+                continue
+            if required:
+                options["required"] = True
+            else:
+                options["default"] = (field.default if field.default_factory is dataclasses.MISSING
+                                      else field.default_factory())
+            if field.metadata.get("choices") is not None:
+                options["choices"] = field.metadata["choices"]
+            if field.metadata.get("metavar"):
+                options["metavar"] = field.metadata["metavar"]
+            if kind == "json":
+                options["type"] = _json
+            elif kind == "list":
+                options["nargs"] = "*"
+            else:
+                options["type"] = _scalar_type(cls, field)
+            parser.add_argument(_flag(field), **options)
+
+    @classmethod
+    def from_args(cls, args: argparse.Namespace) -> "JobSpec":
+        return cls(**{field.name: getattr(args, field.name) for field in dataclasses.fields(cls)})
+
+    def argv(self) -> list[str]:
+        """The command-line arguments that give this spec back (:meth:`from_args`)."""
+        out: list[str] = []
+        for field in dataclasses.fields(self):
+            value = getattr(self, field.name)
+            kind = _kind(type(self), field)
+            if value is None or (kind == "bool" and not value):
+                continue
+            if kind == "bool":
+                out.append(_flag(field))
+            elif kind == "json":
+                out += [_flag(field), _as_json(value)]
+            elif kind == "list":
+                out += [_flag(field), *map(str, value)] if value else []
+            else:
+                out += [_flag(field), str(value)]
+        return out
+
+    def command(self) -> str:
+        """The shell command that runs this job (``python -m unseen COMMAND ...``), quoted."""
+        return shlex.join(["python", "-m", "unseen", self.COMMAND, *self.argv()])
+
+    def run(self) -> None:
+        raise NotImplementedError
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class Retrain(JobSpec):
+    """Train a fresh model on a coreset (all training samples without one); evaluate on test."""
+
+    COMMAND: ClassVar[str] = "retrain"
+    HELP: ClassVar[str] = "train a fresh model on a coreset; evaluate on test"
+
+    dataset_cache: str = arg("dataset .npz from prepare-data")
+    coreset: str | None = arg("coreset Parquet; omit to train on all", None)
+    method: str = arg("the coreset's method (config methods)")
+    scorer: str = arg(f"{NONE} for full and random", NONE)
+    strategy: str = arg(f"{NONE} for full and random", NONE)
+    rate: float = arg("pruning rate", 0.0)
+    scoring_predictions: list[str] = arg(
+        "predictions.npz of every scoring model the coreset needed (its scoring cost)", [])
+    retrain_budget: str = arg(
+        "full_steps: the full-data model's SGD steps; epochs: train.epochs over the coreset",
+        RETRAIN_BUDGETS[0], choices=RETRAIN_BUDGETS)
+    model: dict = arg('JSON, e.g. {"arch": "mlp"}')
+    train: dict = arg("JSON training settings")
+    seed: int = arg("run seed")
+    device: str = arg(f"{AUTO_DEVICE}, cpu, cuda or cuda:N", AUTO_DEVICE)
+    threads: int = arg("CPU threads for torch", 1)
+    metrics_json: str = arg("metrics JSON to write")
+    metrics_parquet: str = arg("metrics Parquet row to write")
+
+    def run(self) -> None:
+        from unseen import jobs
+
+        labels = {"method": self.method, "scorer": self.scorer, "strategy": self.strategy,
+                  "pruning_rate": self.rate}
+        jobs.retrain(
+            self.dataset_cache, self.coreset, self.model, self.train, self.seed, self.device,
+            self.threads, labels, self.metrics_json, self.metrics_parquet,
+            list(self.scoring_predictions), self.retrain_budget,
+        )
+
+
+def _selection_help() -> str:
+    from unseen.strategies import DEFAULT_STRATEGY, STRATEGIES
+
+    return ('JSON config "selection" section, e.g. {"strategy": NAME, "keep": "highest"} with'
+            f" NAME one of {', '.join(sorted(STRATEGIES))}; missing keys take the defaults"
+            f" ({DEFAULT_STRATEGY}, highest)")
+
+
+def _needed_by(need: str, what: str) -> str:
+    from unseen.plugins import strategies_needing
+
+    return f"{what}; needed by {', '.join(strategies_needing(need)) or 'no strategy'}"
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class _Selection(JobSpec):
+    """What every selection job reads: the rate, the selection section, the seed, the side inputs.
+
+    There is one field per side input a strategy can declare
+    (:data:`unseen.plugins.STRATEGY_NEEDS`), named like the need; a rule passes
+    those its coreset's strategy needs (``rules/common.smk``: ``side_inputs``).
+    """
+
+    rate: float = arg("pruning rate")
+    selection: dict = arg(_selection_help(), {})
+    seed: int = arg("run seed (CCS sampling)", 0)
+    class_difficulty: str | None = arg(
+        _needed_by(plugins.CLASS_DIFFICULTY, "Parquet from class-difficulty"), None)
+    strategy_choice: str | None = arg(
+        _needed_by(plugins.STRATEGY_CHOICE, "JSON from choose-strategy"), None)
+    output: str = arg("coreset or stage table to write (Parquet)")
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class SelectFirstStage(_Selection):
+    COMMAND: ClassVar[str] = "select-first-stage"
+    HELP: ClassVar[str] = "stage 1: top M1 by aggregated score"
+
+    scores: str = arg("aggregated out-of-fold score table")
+    stages: list = arg("JSON stage fractions", json_value=True)
+
+    def run(self) -> None:
+        from unseen import jobs
+
+        jobs.select_first_stage(
+            self.scores, self.rate, self.stages, self.selection, self.output, self.seed,
+            self.class_difficulty, self.strategy_choice,
+        )
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class SelectNextStage(_Selection):
+    COMMAND: ClassVar[str] = "select-next-stage"
+    HELP: ClassVar[str] = "stage t: add the top unselected samples"
+
+    previous: str = arg("stage table of S_{t-1}")
+    stage_scores: str = arg("the stage model's scores of the samples not yet selected")
+    folds_table: str = arg("fold table (its size is the training set's)")
+    stage: int = arg("the stage t (2, 3, ...)")
+    stages: list = arg("JSON stage fractions", json_value=True)
+
+    def run(self) -> None:
+        from unseen import io, jobs
+
+        n_total = len(io.read_table(self.folds_table, io.FOLDS_SCHEMA))
+        jobs.select_next_stage(
+            self.previous, self.stage_scores, n_total, self.rate, self.stages, self.selection,
+            self.stage, self.output, self.seed, self.class_difficulty, self.strategy_choice,
+        )
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class SelectSingleStep(_Selection):
+    COMMAND: ClassVar[str] = "select-single-step"
+    HELP: ClassVar[str] = (
+        "single-step coreset from a score table, by any strategy (the fitting baseline)")
+
+    scores: str = arg("score table")
+    id_list: str = arg("plain list of the coreset's sample ids to write")
+
+    def run(self) -> None:
+        from unseen import jobs
+
+        jobs.select_by_scores(
+            self.scores, self.rate, self.selection, self.output, self.id_list, self.seed,
+            self.class_difficulty, self.strategy_choice,
+        )
+
+
+#: Every job kind with a spec, by subcommand.
+SPECS: dict[str, type[JobSpec]] = {
+    spec.COMMAND: spec for spec in (SelectFirstStage, SelectNextStage, SelectSingleStep, Retrain)
+}
