@@ -9,8 +9,8 @@ use rule train_fold_model as train_fitting_model with:
     log:
         "logs/seed{seed}/train_fitting_model.log",
     params:
-        trained_on="--all-samples",
-        budget="",  # the fitting model's own training is the budget's reference
+        settings=job_settings(fitting_model_settings),
+        command=scoring_model_command(fitting_model_settings),  # all samples; the budgets' reference
 
 
 use rule score_fold as score_fitting with:
@@ -23,7 +23,8 @@ use rule score_fold as score_fitting with:
     log:
         "logs/seed{seed}/score_fitting/{scorer}.log",
     params:
-        seen="--allow-seen",  # the fitting model scores its own training data, by design
+        settings=job_settings(fitting_score_settings),
+        command=score_command(fitting_score_settings),  # its own training samples, by design
 
 
 rule select_fitting_coreset:
@@ -42,6 +43,7 @@ rule select_fitting_coreset:
         mem_mb=LIGHT["mem_mb"],
         runtime=LIGHT["runtime"],
     params:
+        settings=job_settings(selection_settings),  # the params trigger (common.smk: job_settings)
         command=select_single_step_command,  # unseen.specs.SelectSingleStep
     shell:
         "{params.command} > {log:q} 2>&1"

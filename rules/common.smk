@@ -12,7 +12,8 @@ from unseen.data import check_dataset, dataset_fingerprint
 from unseen import naming, plugins, specs
 from unseen.naming import CoresetId
 from unseen.preflight import invocation, preflight
-from unseen.strategies import STRATEGIES
+from unseen.scorers import scorers_needing
+from unseen.strategies import STRATEGIES, strategies_needing, strategy_needs, strategy_plugin
 
 # One validation pass against the one schema (unseen/config.schema.yaml, package
 # data): it fills in the defaults and names the key and the allowed values of
@@ -58,31 +59,17 @@ def as_json(obj):
     return json.dumps(obj, sort_keys=True, separators=(",", ":"))
 
 
-def model_json(section):
-    return as_json(
-        {"arch": config[section]["arch"], "options": config[section]["options"]}
-    )
-
-
-def train_json(section):
-    return as_json(config[section]["train"])
-
-
 def score_resource(key):
     """Scorers that need the model's checkpoint run it (unseen.plugins): give their score jobs
     the training resources."""
     return lambda wildcards: (
-        TRAIN if wildcards.scorer in plugins.scorers_needing(plugins.CHECKPOINT) else LIGHT
+        TRAIN if wildcards.scorer in scorers_needing(plugins.CHECKPOINT) else LIGHT
     ).get(key, 0)
 
 
-def choice_selection_json():
-    """What a strategy choice depends on: the selection options but the strategy list.
-
-    Adding a strategy to `selection.strategy` then does not retrain the choices.
-    """
-    skip = ("strategy", "priority_lambda")
-    return as_json({k: v for k, v in config["selection"].items() if k not in skip})
+def model_spec(section):
+    """The model a config section (scoring_model, final_model) trains: its arch and options."""
+    return {"arch": config[section]["arch"], "options": config[section]["options"]}
 
 
 def stages_of(method):
@@ -92,10 +79,6 @@ def stages_of(method):
 
 def stage_fractions(wildcards):
     return stages_of(wildcards.unseen_method)
-
-
-def scorer_options(wildcards):
-    return as_json(config["scorer_options"].get(wildcards.scorer, {}))
 
 
 def class_difficulty_path(seed):
@@ -124,42 +107,61 @@ def side_inputs(method):
     def inputs(wildcards):
         return {
             need: side_input_path(need, wildcards.seed, method, wildcards.scorer, wildcards.rate)
-            for need in sorted(plugins.strategy(wildcards.strategy).needs)
+            for need in sorted(strategy_plugin(wildcards.strategy).needs)
         }
 
     return inputs
 
 
-def selection_fields(wildcards, input):
-    """What every selection spec (unseen.specs) takes from a coreset's wildcards and inputs:
-    rate, selection section with the coreset's strategy, seed and the strategy's side inputs."""
-    return dict(
+def job_settings(settings):
+    """A params entry for Snakemake's params trigger: the settings a job's spec takes from the
+    config and the wildcards, as JSON.
+
+    Every spec command below is a function of the job's input, output or threads, and
+    Snakemake leaves such "derived" params out of its params trigger; without this entry a
+    changed setting (final_model.train, selection options, ...) would rerun nothing. Paths
+    and threads are left out of it, as they were of the rules' params before the specs.
+    """
+    return lambda wildcards: as_json(settings(wildcards))
+
+
+def selection_settings(wildcards):
+    """What every selection spec (unseen.specs) takes from a coreset's wildcards and the config:
+    rate, selection section with the coreset's strategy, seed (and a stage job's fractions)."""
+    settings = dict(
         rate=float(wildcards.rate),
         selection={**config["selection"], "strategy": wildcards.strategy},
         seed=int(wildcards.seed),
-        **{need: getattr(input, need) for need in plugins.STRATEGY_NEEDS if hasattr(input, need)},
     )
+    if hasattr(wildcards, "unseen_method"):
+        settings["stages"] = stage_fractions(wildcards)
+    return settings
+
+
+def side_input_fields(input):
+    """The strategy's side inputs (unseen.plugins.STRATEGY_NEEDS) as spec fields, named like the need."""
+    return {need: getattr(input, need) for need in plugins.STRATEGY_NEEDS if hasattr(input, need)}
 
 
 def select_first_stage_command(wildcards, input, output):
     return job_command(specs.SelectFirstStage(
-        scores=one(input.scores), stages=stage_fractions(wildcards), output=one(output),
-        **selection_fields(wildcards, input),
+        scores=one(input.scores), output=one(output), **side_input_fields(input),
+        **selection_settings(wildcards),
     ))
 
 
 def select_next_stage_command(wildcards, input, output):
     return job_command(specs.SelectNextStage(
         previous=one(input.previous), stage_scores=one(input.scores), folds_table=one(input.folds),
-        stage=int(wildcards.stage), stages=stage_fractions(wildcards), output=one(output),
-        **selection_fields(wildcards, input),
+        stage=int(wildcards.stage), output=one(output), **side_input_fields(input),
+        **selection_settings(wildcards),
     ))
 
 
 def select_single_step_command(wildcards, input, output):
     return job_command(specs.SelectSingleStep(
         scores=one(input.scores), output=output.parquet, id_list=output.ids,
-        **selection_fields(wildcards, input),
+        **side_input_fields(input), **selection_settings(wildcards),
     ))
 
 
@@ -204,7 +206,7 @@ def scoring_predictions(wildcards):
         return []
     choice = (
         [strategy_choice_path(wildcards.seed, method, scorer, wildcards.rate)]
-        if plugins.strategy_needs(strategy, plugins.STRATEGY_CHOICE) else []
+        if strategy_needs(strategy, plugins.STRATEGY_CHOICE) else []
     )
     if method == naming.FITTING:
         return [f"{seed_dir}/fitting/predictions.npz"] + choice
@@ -228,8 +230,8 @@ def all_strategy_choices():
     return sorted({
         strategy_choice_path(seed, method, scorer, rate)
         for seed, coreset, rate in itertools.product(SEEDS, CORESET_NAMES, RATES)
-        for method, scorer, strategy in [parse_coreset_name(coreset)]
-        if plugins.strategy_needs(strategy, plugins.STRATEGY_CHOICE)
+        for method, scorer, strategy in [CoresetId.parse(coreset).astuple()]
+        if strategy in strategies_needing(plugins.STRATEGY_CHOICE)
     })
 
 
@@ -252,29 +254,125 @@ def job_command(spec):
     return spec.command()
 
 
-def retrain_spec(wildcards, input, output, threads, **trained_on):
-    """A retrain of the final model (config final_model); ``trained_on``: its coreset fields."""
-    return specs.Retrain(
-        dataset_cache=one(input.data), model={"arch": config["final_model"]["arch"],
-                                         "options": config["final_model"]["options"]},
+def retrain_settings(wildcards):
+    """A coreset's retrain (config final_model) as spec settings: model, training, seed, device,
+    the coreset's labels (from its id) and retrain budget."""
+    coreset = CoresetId.parse(wildcards.coreset)
+    return dict(
+        retrain_full_settings(wildcards), method=coreset.method, scorer=coreset.scorer,
+        strategy=coreset.strategy, rate=float(wildcards.rate),
+        retrain_budget=wildcards.retrain_budget,
+    )
+
+
+def retrain_full_settings(wildcards):
+    """The full baseline's retrain: every training sample, no coreset."""
+    return dict(
+        model=model_spec("final_model"),
         train=config["final_model"]["train"], seed=int(wildcards.seed), device=config["device"],
-        threads=threads, metrics_json=output.json, metrics_parquet=output.parquet, **trained_on,
+        method=naming.FULL,
     )
 
 
 def retrain_command(wildcards, input, output, threads):
-    """A coreset's retrain: the coreset, its labels (from its id), budget and scoring cost."""
-    coreset = CoresetId.parse(wildcards.coreset)
-    return job_command(retrain_spec(
-        wildcards, input, output, threads, coreset=input.coreset, method=coreset.method,
-        scorer=coreset.scorer, strategy=coreset.strategy, rate=float(wildcards.rate),
-        retrain_budget=wildcards.retrain_budget, scoring_predictions=list(input.scoring),
+    """A coreset's retrain: its settings plus the coreset, the dataset and its scoring cost."""
+    return job_command(specs.Retrain(
+        dataset_cache=one(input.data), coreset=input.coreset, scoring_predictions=list(input.scoring),
+        threads=threads, metrics_json=output.json, metrics_parquet=output.parquet,
+        **retrain_settings(wildcards),
     ))
 
 
 def retrain_full_command(wildcards, input, output, threads):
-    """The full baseline: every training sample, no coreset."""
-    return job_command(retrain_spec(wildcards, input, output, threads, method=naming.FULL))
+    return job_command(specs.Retrain(
+        dataset_cache=one(input.data), threads=threads, metrics_json=output.json,
+        metrics_parquet=output.parquet, **retrain_full_settings(wildcards),
+    ))
+
+
+def scoring_model_settings(wildcards):
+    """What every scoring model's training job takes from the config (scoring_model, record_*),
+    the run seed and the device; the rules add what it trains on."""
+    return dict(
+        model=model_spec("scoring_model"),
+        train=config["scoring_model"]["train"], record_epochs=config["record_epochs"],
+        record_format=config["record_format"], seed=int(wildcards.seed), device=config["device"],
+    )
+
+
+def fold_model_settings(wildcards):
+    """Fold model k: trains on fold k (folds.mode) for budget.scoring of the fitting model's steps."""
+    return dict(scoring_model_settings(wildcards), fold=int(wildcards.fold),
+                fold_mode=config["folds"]["mode"], scoring_budget=str(config["budget"]["scoring"]))
+
+
+def fitting_model_settings(wildcards):
+    """The fitting model: every training sample, train.epochs as written (the budgets' reference)."""
+    return dict(scoring_model_settings(wildcards), all_samples=True)
+
+
+def stage_model_settings(wildcards):
+    """Stage model t of an UNSEEN coreset: trains on S_t (its stage table, an input)."""
+    coreset = CoresetId(wildcards.unseen_method, wildcards.scorer, wildcards.strategy)
+    return dict(scoring_model_settings(wildcards), scoring_budget=str(config["budget"]["scoring"]),
+                model_name=naming.stage_model_name(wildcards.stage, coreset, wildcards.rate))
+
+
+def scoring_model_command(settings):
+    """The command of a scoring model's training job with ``settings`` (unseen.specs.TrainScoringModel)."""
+
+    def command(wildcards, input, output, threads):
+        return job_command(specs.TrainScoringModel(
+            dataset_cache=one(input.data), folds_table=one(input.folds),
+            coreset=one(input.coreset) if hasattr(input, "coreset") else None,
+            threads=threads, checkpoint=output.checkpoint, predictions=output.predictions,
+            **settings(wildcards),
+        ))
+
+    return command
+
+
+def score_settings(wildcards):
+    """A score job's settings: the scorer, its options (scorer_options), the run seed, the device."""
+    return dict(scorer=wildcards.scorer, options=config["scorer_options"].get(wildcards.scorer, {}),
+                seed=int(wildcards.seed), device=config["device"])
+
+
+def fitting_score_settings(wildcards):
+    """The fitting baseline's scores: its model scores its own training samples, by design."""
+    return dict(score_settings(wildcards), allow_seen=True)
+
+
+def score_command(settings):
+    """The command of a score job with ``settings`` (unseen.specs.Score)."""
+
+    def command(wildcards, input, output):
+        return job_command(specs.Score(
+            predictions=one(input.predictions), checkpoint=one(input.checkpoint),
+            dataset_cache=one(input.data), output=one(output), **settings(wildcards),
+        ))
+
+    return command
+
+
+def choice_settings(wildcards):
+    """A `validated` choice: the final model's training under the first retrain budget, the
+    selection options but the strategy list (adding a strategy retrains no choice)."""
+    skip = ("strategy", "priority_lambda")
+    return dict(
+        rate=float(wildcards.rate),
+        selection={k: v for k, v in config["selection"].items() if k not in skip},
+        retrain_budget=RETRAIN_BUDGETS[0],
+        model=model_spec("final_model"),
+        train=config["final_model"]["train"], seed=int(wildcards.seed), device=config["device"],
+    )
+
+
+def choose_strategy_command(wildcards, input, output, threads):
+    return job_command(specs.ChooseStrategy(
+        dataset_cache=one(input.data), scores=one(input.scores), threads=threads, output=one(output),
+        **choice_settings(wildcards),
+    ))
 
 
 def score_table_inputs(wildcards):

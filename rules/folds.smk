@@ -18,22 +18,11 @@ rule train_fold_model:
         runtime=TRAIN["runtime"],
         gpu=TRAIN["gpu"],
     params:
-        # what the model trains on (the fitting and stage models override this),
-        trained_on=lambda wc: f"--fold {wc.fold} --fold-mode {config['folds']['mode']}",
-        # and for how long: the fitting model's steps times budget.scoring
-        budget=f"--scoring-budget {config['budget']['scoring']}",
-        model=model_json("scoring_model"),
-        train=train_json("scoring_model"),
-        record=as_json(config["record_epochs"]),
-        record_format=config["record_format"],
-        device=config["device"],
+        # what the model trains on: fold k here; the fitting and stage models override both
+        settings=job_settings(fold_model_settings),  # the params trigger (common.smk: job_settings)
+        command=scoring_model_command(fold_model_settings),  # unseen.specs.TrainScoringModel
     shell:
-        "python -m unseen train-scoring-model {params.trained_on} {params.budget}"
-        " --dataset-cache {input.data:q} --folds-table {input.folds:q}"
-        " --model {params.model:q} --train {params.train:q} --record-epochs {params.record:q}"
-        " --record-format {params.record_format} --seed {wildcards.seed}"
-        " --device {params.device} --threads {threads}"
-        " --checkpoint {output.checkpoint:q} --predictions {output.predictions:q} > {log:q} 2>&1"
+        "{params.command} > {log:q} 2>&1"
 
 
 rule score_fold:
@@ -53,13 +42,11 @@ rule score_fold:
         runtime=score_resource("runtime"),
         gpu=score_resource("gpu"),
     params:
-        options=scorer_options,
-        device=config["device"],
-        seen="",  # "--allow-seen" only for the fitting baseline (rules/baselines.smk)
+        # the fitting baseline's scores override both (its model scores its own training samples)
+        settings=job_settings(score_settings),
+        command=score_command(score_settings),  # unseen.specs.Score
     shell:
-        "python -m unseen score --predictions {input.predictions:q} --checkpoint {input.checkpoint:q}"
-        " --dataset-cache {input.data:q} --scorer {wildcards.scorer} --options {params.options:q}"
-        " --device {params.device} {params.seen} --seed {wildcards.seed} --output {output:q} > {log:q} 2>&1"
+        "{params.command} > {log:q} 2>&1"
 
 
 rule aggregate_scores:

@@ -20,7 +20,8 @@ rule retrain:
         runtime=TRAIN["runtime"],
         gpu=TRAIN["gpu"],
     params:
-        command=retrain_command,  # unseen.specs.Retrain; the full baseline overrides this
+        settings=job_settings(retrain_settings),  # the params trigger (common.smk: job_settings)
+        command=retrain_command,  # unseen.specs.Retrain; the full baseline overrides both
     shell:
         "{params.command} > {log:q} 2>&1"
 
@@ -34,6 +35,7 @@ use rule retrain as retrain_full with:
     log:
         "logs/seed{seed}/retrain/full.log",
     params:
+        settings=job_settings(retrain_full_settings),
         command=retrain_full_command,  # all training data
 
 

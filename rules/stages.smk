@@ -18,6 +18,7 @@ rule select_first_stage:
         mem_mb=LIGHT["mem_mb"],
         runtime=LIGHT["runtime"],
     params:
+        settings=job_settings(selection_settings),  # the params trigger (common.smk: job_settings)
         command=select_first_stage_command,  # unseen.specs.SelectFirstStage
     shell:
         "{params.command} > {log:q} 2>&1"
@@ -34,12 +35,8 @@ use rule train_fold_model as train_stage_model with:
     log:
         f"logs/seed{{seed}}/train_stage_model/{UNSEEN_CORESET}_rate{{rate}}_stage{{stage}}.log",
     params:
-        trained_on=lambda wc, input: (
-            f"--coreset {shlex.quote(input.coreset)} --model-name "
-            + naming.stage_model_name(
-                wc.stage, CoresetId(wc.unseen_method, wc.scorer, wc.strategy), wc.rate
-            )
-        ),
+        settings=job_settings(stage_model_settings),
+        command=scoring_model_command(stage_model_settings),  # trains on S_t, records the rest
 
 
 use rule score_fold as score_stage with:
@@ -69,6 +66,7 @@ rule select_next_stage:
         mem_mb=LIGHT["mem_mb"],
         runtime=LIGHT["runtime"],
     params:
+        settings=job_settings(selection_settings),
         command=select_next_stage_command,  # unseen.specs.SelectNextStage
     shell:
         "{params.command} > {log:q} 2>&1"

@@ -19,13 +19,7 @@ rule choose_strategy:
         runtime=TRAIN["runtime"],
         gpu=TRAIN["gpu"],
     params:
-        model=model_json("final_model"),
-        train=train_json("final_model"),
-        selection=choice_selection_json(),
-        budget=RETRAIN_BUDGETS[0],
-        device=config["device"],
+        settings=job_settings(choice_settings),  # the params trigger (common.smk: job_settings)
+        command=choose_strategy_command,  # unseen.specs.ChooseStrategy
     shell:
-        "python -m unseen choose-strategy --dataset-cache {input.data:q} --scores {input.scores:q}"
-        " --rate {wildcards.rate} --selection {params.selection:q} --retrain-budget {params.budget}"
-        " --model {params.model:q} --train {params.train:q} --seed {wildcards.seed}"
-        " --device {params.device} --threads {threads} --output {output:q} > {log:q} 2>&1"
+        "{params.command} > {log:q} 2>&1"

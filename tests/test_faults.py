@@ -27,7 +27,7 @@ import pytest
 import yaml
 
 from conftest import (
-    DEFAULT_CONFIG, REPO, deep_update, job_environment, make_workdir, run_snakemake,
+    DEFAULT_CONFIG, REPO, deep_update, job_environment, make_workdir, planned_jobs, run_snakemake,
     snakemake_command,
 )
 from unseen import io
@@ -758,6 +758,19 @@ def test_settings_changed_after_snakemake_metadata_was_lost(run_copy, case):
     # the fix the message names: the plan reruns those jobs and the jobs after them
     plan = run_snakemake(run_copy, "-n", "--forcerun", *named)
     assert "split_folds" in text(plan) if case == "folds-k" else "train_fold_model" in text(plan)
+
+
+@pytest.mark.parametrize("change, rules", [
+    ({"final_model": {"train": {"lr": 0.02}}}, {"retrain": 2}),
+    ({"selection": {"keep": "lowest"}}, {"select_first_stage": 1, "retrain": 1}),
+])
+def test_a_changed_setting_reruns_the_jobs_that_read_it(run_copy, change, rules):
+    """Snakemake's params trigger sees the settings of the jobs whose command a typed spec builds
+    (a params function of input or output is "derived", which the trigger leaves out)."""
+    assert planned_jobs(run_copy) == {}
+    set_config(run_copy, change)
+    plan = planned_jobs(run_copy)
+    assert {rule: plan.get(rule, 0) for rule in rules} == rules, plan
 
 
 def test_output_replaced_by_a_job_left_over_from_a_killed_run(run_copy):

@@ -19,6 +19,7 @@ from unseen.naming import CoresetId
 from unseen.scorers import MODEL_SCORERS, SCORER_PLUGINS, SCORERS, PredictionRecord, compute_scores
 from unseen.strategies import (
     CLASS_AWARE_STRATEGIES, DEFAULT_STRATEGY, STRATEGIES, STRATEGY_PLUGINS, VALIDATION_CANDIDATES,
+    strategies_needing,
 )
 
 REPO = Path(__file__).resolve().parents[1]
@@ -31,8 +32,8 @@ def test_registries_derive_the_old_tables():
     assert CLASS_AWARE_STRATEGIES == ("class_balanced", "hard_class_priority")
     assert DEFAULT_STRATEGY == "top"
     assert MODEL_SCORERS == {"grand", "grand_last"}
-    assert plugins.strategies_needing(plugins.CLASS_DIFFICULTY) == ("hard_class_priority",)
-    assert plugins.strategies_needing(plugins.STRATEGY_CHOICE) == ("validated",)
+    assert strategies_needing(plugins.CLASS_DIFFICULTY) == ("hard_class_priority",)
+    assert strategies_needing(plugins.STRATEGY_CHOICE) == ("validated",)
     # every selection job takes every strategy side input, by the need's name
     for spec in (specs.SelectFirstStage, specs.SelectNextStage, specs.SelectSingleStep):
         assert plugins.STRATEGY_NEEDS <= {field.name for field in dataclasses.fields(spec)}

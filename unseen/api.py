@@ -33,7 +33,6 @@ import numpy as np
 import pandas as pd
 
 from unseen import naming, steps, validation
-from unseen.budget import scoring_train_settings
 from unseen.config import validate_config
 from unseen.coresets import first_stage, next_stage
 from unseen.data import load_dataset
@@ -43,7 +42,6 @@ from unseen.preflight import fold_split_problem, too_few_classes
 from unseen.scorers import compute_scores
 from unseen.seeds import derive_seed
 from unseen.selection import aggregate_scores
-from unseen.subset_training import record_scoring_model
 
 __all__ = ["load_dataset", "out_of_fold_scores", "choose_strategy", "select", "multi_step", "retrain"]
 
@@ -278,17 +276,17 @@ def out_of_fold_scores(
     budget = _defaults("budget", "scoring") if budget is None else budget
     data = _training_data(images, labels, k=k)
     spec = _model_spec(model, "scoring_model")
-    settings = scoring_train_settings(_train(train, "scoring_model"), len(data.train_y), budget)
+    settings = _train(train, "scoring_model")
     folds = assign_folds(data.train_y, k, derive_seed(seed, naming.FOLDS_SEED))
     shards = []
     for fold in range(k):
         trained_on = fold_training_mask(folds, fold, mode)
         name = naming.fold_model_name(fold)
-        record, _ = record_scoring_model(
+        trained = steps.train_scoring_model(
             data, data.sample_ids[trained_on], data.sample_ids[~trained_on], spec, settings,
-            list(record_epochs), derive_seed(seed, name), device, threads, record_format,
+            list(record_epochs), seed, name, device, threads, record_format, budget,
         )
-        shards.append(_score_rows(record, scorer, seed, scorer_options, name))
+        shards.append(_score_rows(trained.record(data), scorer, seed, scorer_options, name))
     return aggregate_scores(pd.concat(shards, ignore_index=True))
 
 
@@ -436,7 +434,7 @@ def multi_step(
     data = _training_data(images, labels)
     n_total = len(data.train_y)
     spec = _model_spec(model, "scoring_model")
-    settings = scoring_train_settings(_train(train, "scoring_model"), n_total, budget)
+    settings = _train(train, "scoring_model")
     coreset = first_stage(scores, pruning_rate, list(stages), selection, seed, class_error)
     for stage in range(2, len(stages) + 1):
         selected = np.sort(coreset["sample_id"].to_numpy())
@@ -445,11 +443,11 @@ def multi_step(
         name = naming.stage_model_name(
             stage - 1, naming.CoresetId(naming.UNSEEN, scorer, selection["strategy"]), pruning_rate
         )
-        record, _ = record_scoring_model(
-            data, selected, rest, spec, settings, list(record_epochs),
-            derive_seed(seed, name), device, threads, record_format,
+        trained = steps.train_scoring_model(
+            data, selected, rest, spec, settings, list(record_epochs), seed, name, device,
+            threads, record_format, budget,
         )
-        candidates = _score_rows(record, scorer, seed, scorer_options, name)
+        candidates = _score_rows(trained.record(data), scorer, seed, scorer_options, name)
         coreset = next_stage(coreset, candidates, n_total, pruning_rate, list(stages), stage,
                              selection, seed, class_error)
     return coreset

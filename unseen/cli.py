@@ -16,14 +16,8 @@ import platform
 import sys
 from typing import Any, Callable
 
-from unseen import jobs, plugins
-from unseen.budget import RETRAIN_BUDGETS
-from unseen.folds import FOLD_MODES
-from unseen.naming import AUTO_DEVICE, FITTING_MODEL, fold_model_name
-from unseen.scorers import SCORERS
-from unseen.seeds import derive_seed
+from unseen import jobs
 from unseen.specs import SPECS
-from unseen.subset_training import RECORD_FORMATS
 
 
 def log_job_context() -> None:
@@ -45,26 +39,6 @@ def _json(text: str) -> Any:
         raise argparse.ArgumentTypeError(f"not valid JSON: {err}") from None
 
 
-def _add_training(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--dataset-cache", required=True, help="dataset .npz from prepare-data")
-    p.add_argument("--model", type=_json, required=True, help='JSON, e.g. {"arch": "mlp"}')
-    p.add_argument("--train", type=_json, required=True, help="JSON training settings")
-    p.add_argument("--seed", type=int, required=True, help="run seed")
-    p.add_argument("--device", default=AUTO_DEVICE, help=f"{AUTO_DEVICE}, cpu, cuda or cuda:N")
-    p.add_argument("--threads", type=int, default=1, help="CPU threads for torch")
-
-
-def _scoring_budget(text: str) -> float | str:
-    from unseen.budget import EPOCHS, check_scoring_budget
-
-    value = text if text == EPOCHS else float(text)
-    try:
-        check_scoring_budget(value)
-    except ValueError as err:
-        raise argparse.ArgumentTypeError(str(err)) from None
-    return value
-
-
 def cmd_prepare_data(args: argparse.Namespace) -> None:
     jobs.prepare_data(args.dataset, args.output)
 
@@ -73,43 +47,12 @@ def cmd_split(args: argparse.Namespace) -> None:
     jobs.split(args.dataset_cache, args.folds, args.seed, args.output)
 
 
-def cmd_train_scoring_model(args: argparse.Namespace) -> None:
-    if args.coreset is not None and args.model_name is None:
-        sys.exit("unseen train-scoring-model: --coreset needs --model-name (the stage model's name)")
-    name = args.model_name or (
-        fold_model_name(args.fold) if args.fold is not None else FITTING_MODEL
-    )
-    train_ids, record_ids = jobs.scoring_model_samples(
-        args.folds_table, args.fold, args.fold_mode, args.coreset
-    )
-    job = jobs.ScoringModelJob(
-        args.dataset_cache, args.model, args.train, args.record_epochs, derive_seed(args.seed, name),
-        args.device, args.threads, args.checkpoint, args.predictions, args.record_format,
-        args.scoring_budget,
-    )
-    jobs.train_scoring_model(job, train_ids, record_ids, name)
-
-
-def cmd_score(args: argparse.Namespace) -> None:
-    jobs.score_shard(
-        args.predictions, args.scorer, args.seed, args.output, args.allow_seen,
-        args.checkpoint, args.dataset_cache, args.options, args.device,
-    )
-
-
 def cmd_class_difficulty(args: argparse.Namespace) -> None:
     jobs.class_difficulty(args.predictions, args.output)
 
 
 def cmd_aggregate(args: argparse.Namespace) -> None:
     jobs.aggregate(args.shards, args.output)
-
-
-def cmd_choose_strategy(args: argparse.Namespace) -> None:
-    jobs.choose_strategy(
-        args.dataset_cache, args.scores, args.rate, args.selection, args.model, args.train,
-        args.retrain_budget, args.seed, args.device, args.threads, args.output,
-    )
 
 
 def cmd_select_random(args: argparse.Namespace) -> None:
@@ -222,46 +165,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, required=True)
     p.add_argument("--output", required=True)
 
-    p = add("train-scoring-model", cmd_train_scoring_model,
-            "train a scoring model and record its predictions: fold model k (--fold),"
-            " stage model on S_t (--coreset) or the fitting model (--all-samples)")
-    _add_training(p)
-    p.add_argument("--folds-table", required=True)
-    trained_on = p.add_mutually_exclusive_group(required=True)
-    trained_on.add_argument("--fold", type=int, help="fold model k: trains on fold k (paper mode)")
-    trained_on.add_argument("--coreset", help="stage table of S_t: trains on it, records the rest")
-    trained_on.add_argument("--all-samples", action="store_true",
-                            help="the fitting model: trains on and records every training sample")
-    p.add_argument("--fold-mode", choices=FOLD_MODES, default=FOLD_MODES[0])
-    p.add_argument("--model-name", default=None,
-                   help="names the model and derives its seed; default fold<k> or fitting")
-    p.add_argument(
-        "--scoring-budget", type=_scoring_budget, default=None,
-        help="fraction of the fitting model's SGD steps (e.g. 1.0), or 'epochs' (docs: budget.scoring);"
-        " omitted: train.epochs as written (the fitting model)",
-    )
-    p.add_argument("--record-epochs", type=_json, default=[], help="JSON list of epochs")
-    p.add_argument(
-        "--record-format", choices=RECORD_FORMATS, default=RECORD_FORMATS[0],
-        help="per-epoch record: float16 logits, per-sample statistics, or auto (by class count)",
-    )
-    p.add_argument("--checkpoint", required=True)
-    p.add_argument("--predictions", required=True)
-
-    p = add("score", cmd_score, "score recorded predictions with one scorer")
-    p.add_argument("--predictions", required=True)
-    p.add_argument("--scorer", required=True, choices=sorted(SCORERS), metavar="SCORER",
-                   help=f"one of {', '.join(sorted(SCORERS))}")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--allow-seen", action="store_true", help="fitting baseline only")
-    p.add_argument("--output", required=True)
-    model_scorers = ", ".join(plugins.scorers_needing(plugins.CHECKPOINT))
-    p.add_argument("--checkpoint", default=None, help=f"model.pt; needed by {model_scorers}")
-    p.add_argument("--dataset-cache", default=None, help=f"dataset .npz; needed by {model_scorers}")
-    p.add_argument("--options", type=_json, default={}, help="JSON scorer options")
-    p.add_argument("--device", default=AUTO_DEVICE,
-                   help=f"device for the scorers that run the model ({model_scorers})")
-
     p = add("class-difficulty", cmd_class_difficulty, "per-class out-of-fold error rate")
     p.add_argument("--output", required=True)
     p.add_argument("predictions", nargs="+", help="fold models' predictions.npz")
@@ -269,17 +172,6 @@ def build_parser() -> argparse.ArgumentParser:
     p = add("aggregate", cmd_aggregate, "average out-of-fold scores per sample")
     p.add_argument("--output", required=True)
     p.add_argument("shards", nargs="+")
-
-    p = add("choose-strategy", cmd_choose_strategy,
-            "the validated strategy's choice at one rate, on a split held out of the training set")
-    _add_training(p)
-    p.add_argument("--scores", required=True, help="score table of every training sample")
-    p.add_argument("--rate", type=float, required=True, help="pruning rate")
-    p.add_argument("--selection", type=_json, default={},
-                   help="JSON config selection section (validation_candidates, validation_fraction)")
-    p.add_argument("--retrain-budget", choices=RETRAIN_BUDGETS, default=RETRAIN_BUDGETS[0],
-                   help="how long each candidate's model trains (as a retrain)")
-    p.add_argument("--output", required=True, help="choice JSON")
 
     p = add("select-random", cmd_select_random, "random baseline coreset")
     p.add_argument("--folds-table", required=True)

@@ -29,20 +29,55 @@ class ConfigError(ValueError):
     """The config is invalid; the message names the key and the allowed values."""
 
 
+def _fill_plugin_enums(schema: dict[str, Any]) -> dict[str, Any]:
+    """The config schema with its plugin enums, scorer options and coreset id pattern filled in.
+
+    Sets, where the schema has the key: ``scorers`` items' enum, ``selection.strategy``
+    items' enum, ``selection.validation_candidates`` items' enum (sorted names),
+    and ``scorer_options``' properties (one object per scorer with options); and
+    the pattern of ``extra_selections`` (:class:`unseen.naming.CoresetId`).
+    """
+    from unseen.scorers import SCORER_PLUGINS
+    from unseen.strategies import STRATEGY_PLUGINS, strategies_where
+
+    props = schema.get("properties", {})
+    if "scorers" in props:
+        props["scorers"]["items"]["enum"] = sorted(SCORER_PLUGINS)
+    if "scorer_options" in props:
+        props["scorer_options"]["properties"] = {
+            name: {
+                "type": "object",
+                "additionalProperties": False,
+                "default": {},
+                "properties": {key: dict(option) for key, option in entry.options.items()},
+            }
+            for name, entry in sorted(SCORER_PLUGINS.items())
+            if entry.options
+        }
+    if "extra_selections" in props:
+        props["extra_selections"]["items"]["pattern"] = f"^(?:{CoresetId.SCORED_PATTERN})$"
+    selection = props.get("selection", {}).get("properties", {})
+    if "strategy" in selection:
+        selection["strategy"]["items"]["enum"] = sorted(STRATEGY_PLUGINS)
+    if "validation_candidates" in selection:
+        selection["validation_candidates"]["items"]["enum"] = sorted(
+            strategies_where(validation_candidate=True)
+        )
+    return schema
+
+
 def load_schema(path: str | Path | None = None) -> dict[str, Any]:
     """The config schema as a dict: the package's own (``path`` None) or the file at ``path``.
 
     The package's copy is read through :mod:`importlib.resources`, so it also
     works from a wheel or a zip import, not only from a checkout. The plugin
     enums (scorers, strategies, validation candidates) and the scorers' options
-    come from the registries (:func:`unseen.plugins.fill_schema`), not the file.
+    come from the registries, not the file.
     """
-    from unseen.plugins import fill_schema
-
     if path is None:
-        return fill_schema(yaml.safe_load(resources.files("unseen").joinpath(SCHEMA_FILE).read_text()))
+        return _fill_plugin_enums(yaml.safe_load(resources.files("unseen").joinpath(SCHEMA_FILE).read_text()))
     with open(path) as handle:
-        return fill_schema(yaml.safe_load(handle))
+        return _fill_plugin_enums(yaml.safe_load(handle))
 
 
 def _with_defaults(base):

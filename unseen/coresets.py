@@ -14,10 +14,10 @@ import numpy as np
 import pandas as pd
 
 from unseen.naming import SELECT_SEED
-from unseen.plugins import CLASS_DIFFICULTY, strategy_needs
+from unseen.plugins import CLASS_DIFFICULTY
 from unseen.seeds import derive_seed
 from unseen.selection import coreset_size, stage_sizes
-from unseen.strategies import DEFAULT_STRATEGY, select_coreset
+from unseen.strategies import DEFAULT_STRATEGY, select_coreset, strategy_needs
 
 #: Keys of the config's ``selection`` section that become :func:`select_coreset` options.
 STRATEGY_OPTION_KEYS = (

@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 
 from unseen import io, naming, steps
-from unseen.budget import scoring_budget_label, scoring_train_settings
+from unseen.budget import scoring_budget_label
 from unseen.coresets import coreset_frame, first_stage, next_stage
 from unseen.data import load_cached, prepare_cached
 from unseen.folds import FOLD_MODES, assign_folds, fold_training_mask
@@ -26,12 +26,11 @@ from unseen.predictions import (
     made_with, read_predictions, record_from_arrays, save_scoring_model, scoring_cost,
 )
 from unseen.scorers import (
-    MODEL_SCORERS, StatisticsRecorder, check_finite_scores, compute_scores,
+    MODEL_SCORERS, check_finite_scores, compute_scores,
 )
 from unseen.seeds import derive_seed
 from unseen.selection import aggregate_scores, coreset_size, random_subset
 from unseen.strategies import class_error_table
-from unseen.subset_training import train_on_subset, uses_statistics
 
 log = logging.getLogger("unseen.jobs")
 
@@ -63,10 +62,11 @@ def split(dataset_cache: str, k: int, seed: int, output: str) -> None:
 class ScoringModelJob:
     """What every scoring model's training job (fold, stage or fitting model) reads and writes.
 
-    ``seed`` is the model's own seed (``derive_seed(run seed, model name)``).
-    ``scoring_budget`` sets the length of a fold or stage model's training
-    relative to the fitting model (:func:`unseen.budget.scoring_train_settings`);
-    None trains for ``train_settings`` as written (the fitting model itself).
+    ``seed`` is the run seed (the model's own is ``derive_seed(seed, model name)``,
+    :func:`unseen.steps.train_scoring_model`). ``scoring_budget`` sets the length
+    of a fold or stage model's training relative to the fitting model
+    (:func:`unseen.budget.scoring_train_settings`); None trains for
+    ``train_settings`` as written (the fitting model itself).
     """
 
     dataset_cache: str
@@ -90,23 +90,15 @@ def train_scoring_model(
     Writes ``job.checkpoint`` and ``job.predictions`` in the formats of
     :func:`unseen.predictions.save_scoring_model`.
     """
-    train_ids = np.sort(np.asarray(train_ids, dtype=np.int64))
-    record_ids = np.sort(np.asarray(record_ids, dtype=np.int64))
     data = load_cached(job.dataset_cache)
-    train_settings = job.train_settings
-    if job.scoring_budget is not None:
-        train_settings = scoring_train_settings(train_settings, len(data.train_y), job.scoring_budget)
-    recorder = (
-        StatisticsRecorder(data.train_y[record_ids])
-        if uses_statistics(job.record_format, data.num_classes)
-        else None
+    trained = steps.train_scoring_model(
+        data, train_ids, record_ids, job.model_spec, job.train_settings, job.record_epochs,
+        job.seed, model_name, job.device, job.threads, job.record_format, job.scoring_budget,
+        where=job.predictions,
     )
-    result, norm, device, settings = train_on_subset(
-        data, train_ids, record_ids, job.model_spec, train_settings,
-        job.record_epochs, job.seed, job.device, job.threads, on_record=recorder,
-        name=f"scoring model {model_name} ({job.predictions})", lr_key="scoring_model.train.lr",
-    )
-    fit = model_fit(result, data, train_ids, record_ids, norm, device, settings, recorder)
+    train_ids, record_ids = trained.train_ids, trained.record_ids
+    fit = model_fit(trained.result, data, train_ids, record_ids, trained.norm, trained.device,
+                    trained.settings, trained.recorder)
     log.info(
         "%s: training accuracy %.4f (mean loss %.4f) on its %d un-augmented training samples;"
         " accuracy %.4f on the %d samples it scores",
@@ -115,8 +107,9 @@ def train_scoring_model(
     )
     budget_label = "1" if job.scoring_budget is None else scoring_budget_label(job.scoring_budget)
     save_scoring_model(
-        result, job.model_spec, train_ids, record_ids, data.train_y, model_name, job.seed, norm,
-        recorder, job.checkpoint, job.predictions, budget_label, fit,
+        trained.result, job.model_spec, train_ids, record_ids, data.train_y, model_name,
+        trained.seed, trained.norm, trained.recorder, job.checkpoint, job.predictions,
+        budget_label, fit,
         made_with(job.model_spec, job.train_settings, job.record_epochs, job.record_format,
                   budget_label),
     )

@@ -16,7 +16,10 @@ out per plugin:
   CLI's help.
 
 No module but the registries names a plugin; adding one is a function, one entry
-and a test.
+and a test. This module holds only the entry types and the names of the needs
+(it imports nothing of the package); the lookups live beside each registry
+(:func:`unseen.scorers.scorers_needing`, :func:`unseen.strategies.strategies_where`,
+:func:`unseen.strategies.strategies_needing`, ...).
 """
 
 from __future__ import annotations
@@ -124,94 +127,3 @@ def registry(*entries) -> dict[str, Any]:
             raise ValueError(f"plugin {entry.name!r} registered twice")
         out[entry.name] = entry
     return out
-
-
-def scorer(name: str):
-    """The registry entry of scorer ``name``; KeyError naming the known ones."""
-    from unseen.scorers import SCORER_PLUGINS
-
-    if name not in SCORER_PLUGINS:
-        raise KeyError(f"unknown scorer {name!r}; choose one of {sorted(SCORER_PLUGINS)}")
-    return SCORER_PLUGINS[name]
-
-
-def strategy(name: str):
-    """The registry entry of strategy ``name``; KeyError naming the known ones."""
-    from unseen.strategies import STRATEGY_PLUGINS
-
-    if name not in STRATEGY_PLUGINS:
-        raise KeyError(f"unknown strategy {name!r}; choose one of {sorted(STRATEGY_PLUGINS)}")
-    return STRATEGY_PLUGINS[name]
-
-
-def strategy_needs(name: str, need: str) -> bool:
-    """True when strategy ``name`` needs side input ``need``."""
-    return need in strategy(name).needs
-
-
-def scorer_needs(name: str, need: str) -> bool:
-    """True when scorer ``name`` needs side input ``need``."""
-    return need in scorer(name).needs
-
-
-def strategies_where(**flags: Any) -> tuple[str, ...]:
-    """Names of the strategies whose entry has every attribute in ``flags``, registry order."""
-    from unseen.strategies import STRATEGY_PLUGINS
-
-    return tuple(
-        name for name, entry in STRATEGY_PLUGINS.items()
-        if all(getattr(entry, key) == value for key, value in flags.items())
-    )
-
-
-def strategies_needing(need: str) -> tuple[str, ...]:
-    """Names of the strategies that need ``need``, sorted."""
-    from unseen.strategies import STRATEGY_PLUGINS
-
-    return tuple(sorted(name for name, entry in STRATEGY_PLUGINS.items() if need in entry.needs))
-
-
-def scorers_needing(need: str) -> tuple[str, ...]:
-    """Names of the scorers that need ``need``, sorted."""
-    from unseen.scorers import SCORER_PLUGINS
-
-    return tuple(sorted(name for name, entry in SCORER_PLUGINS.items() if need in entry.needs))
-
-
-def fill_schema(schema: dict[str, Any]) -> dict[str, Any]:
-    """The config schema with its plugin enums, scorer options and coreset id pattern filled in.
-
-    Sets, where the schema has the key: ``scorers`` items' enum, ``selection.strategy``
-    items' enum, ``selection.validation_candidates`` items' enum (sorted names),
-    and ``scorer_options``' properties (one object per scorer with options); and
-    the pattern of ``extra_selections`` (:class:`unseen.naming.CoresetId`).
-    """
-    from unseen.scorers import SCORER_PLUGINS
-    from unseen.strategies import STRATEGY_PLUGINS
-
-    props = schema.get("properties", {})
-    if "scorers" in props:
-        props["scorers"]["items"]["enum"] = sorted(SCORER_PLUGINS)
-    if "scorer_options" in props:
-        props["scorer_options"]["properties"] = {
-            name: {
-                "type": "object",
-                "additionalProperties": False,
-                "default": {},
-                "properties": {key: dict(option) for key, option in entry.options.items()},
-            }
-            for name, entry in sorted(SCORER_PLUGINS.items())
-            if entry.options
-        }
-    if "extra_selections" in props:
-        from unseen.naming import CoresetId
-
-        props["extra_selections"]["items"]["pattern"] = f"^(?:{CoresetId.SCORED_PATTERN})$"
-    selection = props.get("selection", {}).get("properties", {})
-    if "strategy" in selection:
-        selection["strategy"]["items"]["enum"] = sorted(STRATEGY_PLUGINS)
-    if "validation_candidates" in selection:
-        selection["validation_candidates"]["items"]["enum"] = sorted(
-            strategies_where(validation_candidate=True)
-        )
-    return schema

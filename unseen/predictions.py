@@ -11,7 +11,6 @@ reading live there). Torch is imported only to write a checkpoint.
 
 from __future__ import annotations
 
-import re
 from typing import Any
 
 import numpy as np

@@ -363,6 +363,18 @@ SCORERS: dict[str, ScorerFn] = {name: entry.fn for name, entry in SCORER_PLUGINS
 MODEL_SCORERS = frozenset(name for name, entry in SCORER_PLUGINS.items() if entry.needs_model)
 
 
+def scorer_plugin(name: str) -> ScorerPlugin:
+    """The registry entry of scorer ``name``; KeyError naming the known ones."""
+    if name not in SCORER_PLUGINS:
+        raise KeyError(f"unknown scorer {name!r}; choose one of {sorted(SCORER_PLUGINS)}")
+    return SCORER_PLUGINS[name]
+
+
+def scorers_needing(need: str) -> tuple[str, ...]:
+    """Names of the scorers that need side input ``need`` (:data:`unseen.plugins.SCORER_NEEDS`), sorted."""
+    return tuple(sorted(name for name, entry in SCORER_PLUGINS.items() if need in entry.needs))
+
+
 def compute_scores(
     name: str, record: PredictionRecord, seed: int = 0, options: Mapping[str, Any] | None = None,
     source: str | None = None,

@@ -23,7 +23,9 @@ from typing import Any, ClassVar
 
 from unseen import plugins
 from unseen.budget import RETRAIN_BUDGETS
+from unseen.folds import FOLD_MODES
 from unseen.naming import AUTO_DEVICE, NONE
+from unseen.subset_training import RECORD_FORMATS
 
 
 def arg(help: str = "", default: Any = dataclasses.MISSING, *, choices=None, json_value=False,
@@ -173,6 +175,163 @@ class Retrain(JobSpec):
         )
 
 
+class JobArgumentError(SystemExit):
+    """A job's arguments that contradict each other: exits naming the subcommand and the fix."""
+
+    def __init__(self, command: str, message: str):
+        super().__init__(f"unseen {command}: {message}")
+
+
+def scoring_budget_value(text: str | None) -> float | str | None:
+    """A ``--scoring-budget`` text as the budget: ``epochs``, a positive fraction, or None."""
+    from unseen.budget import EPOCHS, check_scoring_budget
+
+    if text is None:
+        return None
+    try:
+        value = text if text == EPOCHS else float(text)
+        check_scoring_budget(value)
+    except ValueError as err:
+        raise JobArgumentError("train-scoring-model", f"--scoring-budget {text}: {err}") from None
+    return value
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class TrainScoringModel(JobSpec):
+    """Train a scoring model and record its predictions: fold model k (``fold``), stage model
+    on S_t (``coreset``, with ``model_name``) or the fitting model (``all_samples``)."""
+
+    COMMAND: ClassVar[str] = "train-scoring-model"
+    HELP: ClassVar[str] = (
+        "train a scoring model and record its predictions: fold model k (--fold),"
+        " stage model on S_t (--coreset) or the fitting model (--all-samples)")
+
+    dataset_cache: str = arg("dataset .npz from prepare-data")
+    folds_table: str = arg("fold table of the run seed")
+    fold: int | None = arg("fold model k: trains on fold k (paper mode)", None)
+    coreset: str | None = arg("stage table of S_t: trains on it, records the rest", None)
+    all_samples: bool = arg("the fitting model: trains on and records every training sample",
+                            False)
+    fold_mode: str = arg("which samples a fold model trains on", FOLD_MODES[0],
+                         choices=FOLD_MODES)
+    model_name: str | None = arg("names the model and derives its seed; default fold<k> or fitting",
+                                 None)
+    scoring_budget: str | None = arg(
+        "fraction of the fitting model's SGD steps (e.g. 1.0), or 'epochs' (docs: budget.scoring);"
+        " omitted: train.epochs as written (the fitting model)", None)
+    model: dict = arg('JSON, e.g. {"arch": "mlp"}')
+    train: dict = arg("JSON training settings")
+    record_epochs: list = arg("JSON list of epochs", [], json_value=True)
+    record_format: str = arg(
+        "per-epoch record: float16 logits, per-sample statistics, or auto (by class count)",
+        RECORD_FORMATS[0], choices=RECORD_FORMATS)
+    seed: int = arg("run seed")
+    device: str = arg(f"{AUTO_DEVICE}, cpu, cuda or cuda:N", AUTO_DEVICE)
+    threads: int = arg("CPU threads for torch", 1)
+    checkpoint: str = arg("model.pt to write")
+    predictions: str = arg("predictions.npz to write")
+
+    def model_identity(self) -> str:
+        """The model's name (it derives the model's seed): ``model_name``, fold<k> or fitting."""
+        from unseen.naming import FITTING_MODEL, fold_model_name
+
+        trained_on = [self.fold is not None, self.coreset is not None, self.all_samples]
+        if sum(trained_on) != 1:
+            raise JobArgumentError(self.COMMAND, "give exactly one of --fold, --coreset and"
+                                   " --all-samples (what the model trains on)")
+        if self.coreset is not None and self.model_name is None:
+            raise JobArgumentError(self.COMMAND, "--coreset needs --model-name (the stage model's"
+                                   " name)")
+        return self.model_name or (fold_model_name(self.fold) if self.fold is not None
+                                   else FITTING_MODEL)
+
+    def run(self) -> None:
+        from unseen import jobs
+
+        name = self.model_identity()
+        budget = scoring_budget_value(self.scoring_budget)
+        train_ids, record_ids = jobs.scoring_model_samples(
+            self.folds_table, self.fold, self.fold_mode, self.coreset)
+        job = jobs.ScoringModelJob(
+            self.dataset_cache, self.model, self.train, list(self.record_epochs),
+            self.seed, self.device, self.threads, self.checkpoint,
+            self.predictions, self.record_format, budget,
+        )
+        jobs.train_scoring_model(job, train_ids, record_ids, name)
+
+
+def _scorer_names() -> tuple[str, ...]:
+    from unseen.scorers import SCORERS
+
+    return tuple(sorted(SCORERS))
+
+
+def _model_scorers_help(what: str) -> str:
+    from unseen.scorers import scorers_needing
+
+    return f"{what}; needed by {', '.join(scorers_needing(plugins.CHECKPOINT)) or 'no scorer'}"
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class Score(JobSpec):
+    """Score the samples one scoring model recorded, with one scorer (higher = keep first)."""
+
+    COMMAND: ClassVar[str] = "score"
+    HELP: ClassVar[str] = "score recorded predictions with one scorer"
+
+    predictions: str = arg("predictions.npz of a scoring model")
+    scorer: str = arg(f"one of {', '.join(_scorer_names())}", choices=_scorer_names(),
+                      metavar="SCORER")
+    options: dict = arg("JSON scorer options", {})
+    seed: int = arg("run seed", 0)
+    allow_seen: bool = arg("fitting baseline only: the model scores its own training samples",
+                           False)
+    checkpoint: str | None = arg(_model_scorers_help("model.pt"), None)
+    dataset_cache: str | None = arg(_model_scorers_help("dataset .npz"), None)
+    device: str = arg(_model_scorers_help("device of the scorers that run the model"),
+                      AUTO_DEVICE)
+    output: str = arg("score table to write (Parquet)")
+
+    def run(self) -> None:
+        from unseen import jobs
+
+        jobs.score_shard(
+            self.predictions, self.scorer, self.seed, self.output, self.allow_seen,
+            self.checkpoint, self.dataset_cache, self.options, self.device,
+        )
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class ChooseStrategy(JobSpec):
+    """The `validated` strategy's choice at one rate, on a split held out of the training set."""
+
+    COMMAND: ClassVar[str] = "choose-strategy"
+    HELP: ClassVar[str] = (
+        "the validated strategy's choice at one rate, on a split held out of the training set")
+
+    dataset_cache: str = arg("dataset .npz from prepare-data")
+    scores: str = arg("score table of every training sample")
+    rate: float = arg("pruning rate")
+    selection: dict = arg(
+        "JSON config selection section (validation_candidates, validation_fraction)", {})
+    retrain_budget: str = arg("how long each candidate's model trains (as a retrain)",
+                              RETRAIN_BUDGETS[0], choices=RETRAIN_BUDGETS)
+    model: dict = arg('JSON, e.g. {"arch": "mlp"}')
+    train: dict = arg("JSON training settings")
+    seed: int = arg("run seed")
+    device: str = arg(f"{AUTO_DEVICE}, cpu, cuda or cuda:N", AUTO_DEVICE)
+    threads: int = arg("CPU threads for torch", 1)
+    output: str = arg("choice JSON to write")
+
+    def run(self) -> None:
+        from unseen import jobs
+
+        jobs.choose_strategy(
+            self.dataset_cache, self.scores, self.rate, self.selection, self.model, self.train,
+            self.retrain_budget, self.seed, self.device, self.threads, self.output,
+        )
+
+
 def _selection_help() -> str:
     from unseen.strategies import DEFAULT_STRATEGY, STRATEGIES
 
@@ -182,7 +341,7 @@ def _selection_help() -> str:
 
 
 def _needed_by(need: str, what: str) -> str:
-    from unseen.plugins import strategies_needing
+    from unseen.strategies import strategies_needing
 
     return f"{what}; needed by {', '.join(strategies_needing(need)) or 'no strategy'}"
 
@@ -264,5 +423,6 @@ class SelectSingleStep(_Selection):
 
 #: Every job kind with a spec, by subcommand.
 SPECS: dict[str, type[JobSpec]] = {
-    spec.COMMAND: spec for spec in (SelectFirstStage, SelectNextStage, SelectSingleStep, Retrain)
+    spec.COMMAND: spec for spec in (TrainScoringModel, Score, ChooseStrategy, SelectFirstStage,
+                                    SelectNextStage, SelectSingleStep, Retrain)
 }

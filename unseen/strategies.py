@@ -371,6 +371,31 @@ CLASS_AWARE_STRATEGIES = tuple(name for name, entry in STRATEGY_PLUGINS.items() 
 DEFAULT_STRATEGY = next(name for name, entry in STRATEGY_PLUGINS.items() if entry.plain)
 
 
+def strategy_plugin(name: str) -> StrategyPlugin:
+    """The registry entry of strategy ``name``; KeyError naming the known ones."""
+    if name not in STRATEGY_PLUGINS:
+        raise KeyError(f"unknown strategy {name!r}; choose one of {sorted(STRATEGY_PLUGINS)}")
+    return STRATEGY_PLUGINS[name]
+
+
+def strategy_needs(name: str, need: str) -> bool:
+    """True when strategy ``name`` needs side input ``need`` (:data:`unseen.plugins.STRATEGY_NEEDS`)."""
+    return need in strategy_plugin(name).needs
+
+
+def strategies_where(**flags) -> tuple[str, ...]:
+    """Names of the strategies whose entry has every attribute in ``flags``, registry order."""
+    return tuple(
+        name for name, entry in STRATEGY_PLUGINS.items()
+        if all(getattr(entry, key) == value for key, value in flags.items())
+    )
+
+
+def strategies_needing(need: str) -> tuple[str, ...]:
+    """Names of the strategies that need side input ``need``, sorted."""
+    return tuple(sorted(name for name, entry in STRATEGY_PLUGINS.items() if need in entry.needs))
+
+
 def select_coreset(
     scores: np.ndarray,
     labels: np.ndarray,

@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from unseen.images import ImageDataset
-from unseen.scorers import MAX_LOGIT_CLASSES, PredictionRecord, StatisticsRecorder
+from unseen.scorers import MAX_LOGIT_CLASSES
 
 log = logging.getLogger("unseen.jobs")
 
@@ -105,45 +105,6 @@ def train_on_subset(
         lr_key=lr_key,
     )
     return result, (mean, std), device, settings
-
-
-def record_scoring_model(
-    data: ImageDataset,
-    train_ids: np.ndarray,
-    record_ids: np.ndarray,
-    model_spec: dict[str, Any],
-    train_settings: dict[str, Any],
-    record_epochs: list[int],
-    seed: int,
-    device_name: str = "auto",
-    threads: int | None = None,
-    record_format: str = "auto",
-) -> tuple[PredictionRecord, Any]:
-    """Train a scoring model and return its record on ``record_ids`` (in memory).
-
-    Returns:
-        (record, result): the :class:`~unseen.scorers.PredictionRecord` of the
-        samples ``record_ids`` (ascending), holding logits or statistics as
-        :func:`uses_statistics` decides, with ``record.model`` set for gradient
-        scorers; and the :class:`unseen.train.TrainResult`.
-    """
-    from unseen.grand import ScoringModel
-
-    labels = data.train_y[record_ids]
-    recorder = StatisticsRecorder(labels) if uses_statistics(record_format, data.num_classes) else None
-    result, (mean, std), device, _ = train_on_subset(
-        data, train_ids, record_ids, model_spec, train_settings, record_epochs, seed,
-        device_name, threads, on_record=recorder,
-    )
-    model = ScoringModel(result.model, data.train_x[record_ids], np.asarray(mean, np.float32),
-                         np.asarray(std, np.float32), device)
-    if recorder is None:
-        record = PredictionRecord(record_ids, labels, result.recorded_epochs,
-                                  logits=result.recorded_logits, model=model)
-    else:
-        record = PredictionRecord(record_ids, labels, np.asarray(recorder.epochs, dtype=np.int64),
-                                  stats=recorder.stacked(), model=model)
-    return record, result
 
 
 def class_accuracies(predicted: np.ndarray, labels: np.ndarray, num_classes: int) -> list[float]:

@@ -30,7 +30,8 @@ import pandas as pd
 
 from unseen.config import UNSCORED_METHODS
 from unseen.naming import NONE
-from unseen.plugins import STRATEGY_CHOICE, strategies_needing, strategies_where
+from unseen.plugins import STRATEGY_CHOICE
+from unseen.strategies import strategies_needing, strategies_where
 
 SELECTION_KEYS = ("retrain_budget", "scoring_budget", "method", "scorer", "strategy", "pruning_rate")
 
