@@ -40,8 +40,7 @@ rule select_fitting_coreset:
         CONDA_ENV_FILE
     threads: LIGHT["threads"]
     resources:
-        mem_mb=LIGHT["mem_mb"],
-        runtime=LIGHT["runtime"],
+        **LIGHT_RESOURCES,
     params:
         settings=job_settings(selection_settings),  # the params trigger (common.smk: job_settings)
         command=select_single_step_command,  # unseen.specs.SelectSingleStep
@@ -61,8 +60,7 @@ rule select_random_coreset:
         CONDA_ENV_FILE
     threads: LIGHT["threads"]
     resources:
-        mem_mb=LIGHT["mem_mb"],
-        runtime=LIGHT["runtime"],
+        **LIGHT_RESOURCES,
     shell:
         "python -m unseen select-random --folds-table {input:q} --rate {wildcards.rate}"
         " --seed {wildcards.seed} --output {output.parquet:q} --id-list {output.ids:q}"

@@ -51,6 +51,10 @@ STRATEGY_PATTERN = "|".join(sorted(STRATEGIES))
 RETRAIN_BUDGET_PATTERN = "|".join(RETRAIN_BUDGET_NAMES)
 TRAIN = config["resources"]["train"]
 LIGHT = config["resources"]["light"]
+# What a SLURM profile places a job by (config resources.train / resources.light): every
+# training job declares TRAIN_RESOURCES, every light job LIGHT_RESOURCES.
+TRAIN_RESOURCES = {key: TRAIN[key] for key in ("mem_mb", "runtime", "gpu")}
+LIGHT_RESOURCES = {key: LIGHT[key] for key in ("mem_mb", "runtime")}
 RETRAIN_BUDGETS = config["budget"]["retrain"]
 
 

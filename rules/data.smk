@@ -7,8 +7,7 @@ rule prepare_data:
         CONDA_ENV_FILE
     threads: LIGHT["threads"]
     resources:
-        mem_mb=LIGHT["mem_mb"],
-        runtime=LIGHT["runtime"],
+        **LIGHT_RESOURCES,
     params:
         # Where the data are is no rerun trigger: a function of `input` is a
         # "derived" param, which Snakemake leaves out of its params trigger. So
@@ -35,8 +34,7 @@ rule split_folds:
         CONDA_ENV_FILE
     threads: LIGHT["threads"]
     resources:
-        mem_mb=LIGHT["mem_mb"],
-        runtime=LIGHT["runtime"],
+        **LIGHT_RESOURCES,
     params:
         k=config["folds"]["k"],
     shell:

@@ -14,9 +14,7 @@ rule train_fold_model:
         CONDA_ENV_FILE
     threads: TRAIN["threads"]
     resources:
-        mem_mb=TRAIN["mem_mb"],
-        runtime=TRAIN["runtime"],
-        gpu=TRAIN["gpu"],
+        **TRAIN_RESOURCES,
     params:
         # what the model trains on: fold k here; the fitting and stage models override both
         settings=job_settings(fold_model_settings),  # the params trigger (common.smk: job_settings)
@@ -63,8 +61,7 @@ rule aggregate_scores:
         CONDA_ENV_FILE
     threads: LIGHT["threads"]
     resources:
-        mem_mb=LIGHT["mem_mb"],
-        runtime=LIGHT["runtime"],
+        **LIGHT_RESOURCES,
     shell:
         "python -m unseen aggregate --output {output:q} {input:q} > {log:q} 2>&1"
 
@@ -83,7 +80,6 @@ rule class_difficulty:
         CONDA_ENV_FILE
     threads: LIGHT["threads"]
     resources:
-        mem_mb=LIGHT["mem_mb"],
-        runtime=LIGHT["runtime"],
+        **LIGHT_RESOURCES,
     shell:
         "python -m unseen class-difficulty --output {output:q} {input:q} > {log:q} 2>&1"

@@ -14,8 +14,7 @@ rule scoring_models:
         CONDA_ENV_FILE
     threads: LIGHT["threads"]
     resources:
-        mem_mb=LIGHT["mem_mb"],
-        runtime=LIGHT["runtime"],
+        **LIGHT_RESOURCES,
     params:
         models=scoring_model_args,
     shell:
@@ -98,8 +97,7 @@ rule report:
         CONDA_ENV_FILE
     threads: LIGHT["threads"]
     resources:
-        mem_mb=LIGHT["mem_mb"],
-        runtime=LIGHT["runtime"],
+        **LIGHT_RESOURCES,
     params:
         tables=score_table_args,
         choices=lambda wildcards, input: " ".join(

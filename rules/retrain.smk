@@ -16,9 +16,7 @@ rule retrain:
         CONDA_ENV_FILE
     threads: TRAIN["threads"]
     resources:
-        mem_mb=TRAIN["mem_mb"],
-        runtime=TRAIN["runtime"],
-        gpu=TRAIN["gpu"],
+        **TRAIN_RESOURCES,
     params:
         settings=job_settings(retrain_settings),  # the params trigger (common.smk: job_settings)
         command=retrain_command,  # unseen.specs.Retrain; the full baseline overrides both
@@ -51,8 +49,7 @@ rule summarize:
         CONDA_ENV_FILE
     threads: LIGHT["threads"]
     resources:
-        mem_mb=LIGHT["mem_mb"],
-        runtime=LIGHT["runtime"],
+        **LIGHT_RESOURCES,
     shell:
         "python -m unseen summarize --output {output.parquet:q} --csv {output.csv:q} {input:q}"
         " > {log:q} 2>&1"

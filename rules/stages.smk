@@ -15,8 +15,7 @@ rule select_first_stage:
         CONDA_ENV_FILE
     threads: LIGHT["threads"]
     resources:
-        mem_mb=LIGHT["mem_mb"],
-        runtime=LIGHT["runtime"],
+        **LIGHT_RESOURCES,
     params:
         settings=job_settings(selection_settings),  # the params trigger (common.smk: job_settings)
         command=select_first_stage_command,  # unseen.specs.SelectFirstStage
@@ -63,8 +62,7 @@ rule select_next_stage:
         CONDA_ENV_FILE
     threads: LIGHT["threads"]
     resources:
-        mem_mb=LIGHT["mem_mb"],
-        runtime=LIGHT["runtime"],
+        **LIGHT_RESOURCES,
     params:
         settings=job_settings(selection_settings),
         command=select_next_stage_command,  # unseen.specs.SelectNextStage
@@ -84,8 +82,7 @@ rule finalize_unseen_coreset:
         CONDA_ENV_FILE
     threads: LIGHT["threads"]
     resources:
-        mem_mb=LIGHT["mem_mb"],
-        runtime=LIGHT["runtime"],
+        **LIGHT_RESOURCES,
     shell:
         "python -m unseen finalize --stage-table {input:q} --output {output.parquet:q}"
         " --id-list {output.ids:q} > {log:q} 2>&1"

@@ -15,9 +15,7 @@ rule choose_strategy:
         CONDA_ENV_FILE
     threads: TRAIN["threads"]
     resources:
-        mem_mb=TRAIN["mem_mb"],
-        runtime=TRAIN["runtime"],
-        gpu=TRAIN["gpu"],
+        **TRAIN_RESOURCES,
     params:
         settings=job_settings(choice_settings),  # the params trigger (common.smk: job_settings)
         command=choose_strategy_command,  # unseen.specs.ChooseStrategy

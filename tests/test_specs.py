@@ -31,6 +31,18 @@ def _retrain(**changes) -> specs.Retrain:
                           stage=2, stages=[0.5, 1.0], rate=0.3, output="o.parquet",
                           class_difficulty="d.parquet"),
     specs.SelectSingleStep(scores="s.parquet", rate=0.3, output="o.parquet", id_list="o.txt"),
+    specs.TrainScoringModel(dataset_cache="d.npz", folds_table="f.parquet", fold=2,
+                            fold_mode="holdout", scoring_budget="0.5", model={"arch": "mlp"},
+                            train={"epochs": 2}, record_epochs=[1, 2], record_format="stats",
+                            seed=4, checkpoint="m.pt", predictions="p.npz"),
+    specs.TrainScoringModel(dataset_cache="d.npz", folds_table="f.parquet", all_samples=True,
+                            model={"arch": "mlp"}, train={}, seed=0, checkpoint="m.pt",
+                            predictions="p.npz"),
+    specs.Score(predictions="p.npz", scorer="grand", options={"passes": 2}, allow_seen=True,
+                checkpoint="m.pt", dataset_cache="d.npz", device="cpu", output="s.parquet"),
+    specs.ChooseStrategy(dataset_cache="d.npz", scores="s.parquet", rate=0.5,
+                         selection={"validation_fraction": 0.1}, model={"arch": "mlp"},
+                         train={}, seed=1, threads=2, output="c.json"),
 ])
 def test_spec_round_trips_through_the_console_script(spec):
     argv = shlex.split(spec.command())
@@ -57,3 +69,24 @@ def test_every_field_is_an_option():
         help_text = cli.build_parser()._subparsers._group_actions[0].choices[spec.COMMAND].format_help()
         for field in dataclasses.fields(spec):
             assert "--" + field.name.replace("_", "-") in help_text
+
+
+@pytest.mark.parametrize("trained_on, message", [
+    ({}, "give exactly one of --fold, --coreset and --all-samples"),
+    ({"fold": 0, "all_samples": True}, "give exactly one of --fold, --coreset and --all-samples"),
+    ({"coreset": "stage1.parquet"}, "--coreset needs --model-name"),
+])
+def test_a_scoring_model_job_names_what_it_trains_on(trained_on, message):
+    spec = specs.TrainScoringModel(dataset_cache="d.npz", folds_table="f.parquet", model={},
+                                   train={}, seed=0, checkpoint="m.pt", predictions="p.npz",
+                                   **trained_on)
+    with pytest.raises(SystemExit, match=message):
+        spec.model_identity()
+
+
+def test_a_bad_scoring_budget_is_named():
+    with pytest.raises(SystemExit, match="--scoring-budget -1"):
+        specs.scoring_budget_value("-1")
+    assert specs.scoring_budget_value("epochs") == "epochs"
+    assert specs.scoring_budget_value("0.5") == 0.5
+    assert specs.scoring_budget_value(None) is None
