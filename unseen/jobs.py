@@ -30,7 +30,7 @@ from unseen.scorers import (
 )
 from unseen.seeds import derive_seed
 from unseen.selection import aggregate_scores, coreset_size, random_subset
-from unseen.strategies import class_error_table
+from unseen.strategies import DEFAULT_STRATEGY, class_error_table
 
 log = logging.getLogger("unseen.jobs")
 
@@ -318,7 +318,7 @@ def select_first_stage(
                         read_class_error(class_difficulty))
     io.write_table(frame, output, io.CORESET_SCHEMA)
     log.info("stage 1: selected %d of %d (%s)", len(frame), len(table),
-             selection.get("strategy", "top"))
+             selection.get("strategy", DEFAULT_STRATEGY))
 
 
 def select_next_stage(
