@@ -56,6 +56,9 @@ LIGHT = config["resources"]["light"]
 TRAIN_RESOURCES = {key: TRAIN[key] for key in ("mem_mb", "runtime", "gpu")}
 LIGHT_RESOURCES = {key: LIGHT[key] for key in ("mem_mb", "runtime")}
 RETRAIN_BUDGETS = config["budget"]["retrain"]
+# How often a training job writes its state (unseen.resume); passed in the command only (not in
+# job_settings), so changing it reruns nothing.
+STATE_EVERY_MINUTES = config["training_state"]["every_minutes"]
 
 
 def as_json(obj):
@@ -283,14 +286,15 @@ def retrain_command(wildcards, input, output, threads):
     return job_command(specs.Retrain(
         dataset_cache=one(input.data), coreset=input.coreset, scoring_predictions=list(input.scoring),
         threads=threads, metrics_json=output.json, metrics_parquet=output.parquet,
-        **retrain_settings(wildcards),
+        state_every_minutes=STATE_EVERY_MINUTES, **retrain_settings(wildcards),
     ))
 
 
 def retrain_full_command(wildcards, input, output, threads):
     return job_command(specs.Retrain(
         dataset_cache=one(input.data), threads=threads, metrics_json=output.json,
-        metrics_parquet=output.parquet, **retrain_full_settings(wildcards),
+        metrics_parquet=output.parquet, state_every_minutes=STATE_EVERY_MINUTES,
+        **retrain_full_settings(wildcards),
     ))
 
 
@@ -330,7 +334,7 @@ def scoring_model_command(settings):
             dataset_cache=one(input.data), folds_table=one(input.folds),
             coreset=one(input.coreset) if hasattr(input, "coreset") else None,
             threads=threads, checkpoint=output.checkpoint, predictions=output.predictions,
-            **settings(wildcards),
+            state_every_minutes=STATE_EVERY_MINUTES, **settings(wildcards),
         ))
 
     return command
@@ -375,7 +379,7 @@ def choice_settings(wildcards):
 def choose_strategy_command(wildcards, input, output, threads):
     return job_command(specs.ChooseStrategy(
         dataset_cache=one(input.data), scores=one(input.scores), threads=threads, output=one(output),
-        **choice_settings(wildcards),
+        state_every_minutes=STATE_EVERY_MINUTES, **choice_settings(wildcards),
     ))
 
 

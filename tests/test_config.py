@@ -180,6 +180,13 @@ def test_training_settings_defaults_are_the_schemas():
         assert filled[section]["train"] == dataclasses.asdict(TrainSettings())
 
 
+def test_training_state_default_is_the_jobs():
+    """A job run by hand (unseen retrain ...) writes its state as often as a workflow job."""
+    from unseen.resume import DEFAULT_EVERY_MINUTES
+
+    assert validate_config({})["training_state"]["every_minutes"] == DEFAULT_EVERY_MINUTES
+
+
 def test_command_line_values_are_coerced_to_numbers(tmp_path):
     workdir = make_workdir(tmp_path)
     ok = run_snakemake(workdir, "-n", "--config", 'folds={"k": 3}', "pruning_rates=[0.5]")

@@ -255,7 +255,13 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     log_job_context()
     logging.getLogger("unseen").info("command: unseen %s", " ".join(sys.argv[1:] if argv is None else argv))
-    args.func(args)
+    from unseen.resume import EXIT_RESUMABLE, TrainingInterrupted
+
+    try:
+        args.func(args)
+    except TrainingInterrupted as stopped:
+        logging.getLogger("unseen").error("%s", stopped)
+        return EXIT_RESUMABLE
     return 0
 
 

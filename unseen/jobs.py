@@ -30,6 +30,7 @@ from unseen.scorers import (
 )
 from unseen.seeds import derive_seed
 from unseen.selection import aggregate_scores, coreset_size, random_subset
+from unseen.resume import DEFAULT_EVERY_MINUTES, TrainingCheckpoint, state_path
 from unseen.strategies import DEFAULT_STRATEGY, class_error_table
 
 log = logging.getLogger("unseen.jobs")
@@ -80,6 +81,15 @@ class ScoringModelJob:
     predictions: str
     record_format: str = "auto"
     scoring_budget: float | str | None = None
+    state_every_minutes: float | None = DEFAULT_EVERY_MINUTES
+
+
+def training_checkpoint(output: str, every_minutes: float | None, label: str = "",
+                        keep_final: bool = False) -> TrainingCheckpoint:
+    """The training-state file of a job whose first output is ``output`` (:mod:`unseen.resume`):
+    written every ``every_minutes`` (None or 0: only on a stop signal)."""
+    return TrainingCheckpoint(state_path(output, label), key="",
+                              every_seconds=(every_minutes or 0) * 60, keep_final=keep_final)
 
 
 def train_scoring_model(
@@ -88,13 +98,15 @@ def train_scoring_model(
     """Train a scoring model on ``train_ids``; save it plus its per-epoch record on ``record_ids``.
 
     Writes ``job.checkpoint`` and ``job.predictions`` in the formats of
-    :func:`unseen.predictions.save_scoring_model`.
+    :func:`unseen.predictions.save_scoring_model`. The training keeps its state next
+    to ``job.checkpoint`` (:mod:`unseen.resume`) until both are written.
     """
     data = load_cached(job.dataset_cache)
+    checkpoint = training_checkpoint(job.checkpoint, job.state_every_minutes)
     trained = steps.train_scoring_model(
         data, train_ids, record_ids, job.model_spec, job.train_settings, job.record_epochs,
         job.seed, model_name, job.device, job.threads, job.record_format, job.scoring_budget,
-        where=job.predictions,
+        where=job.predictions, checkpoint=checkpoint,
     )
     train_ids, record_ids = trained.train_ids, trained.record_ids
     fit = model_fit(trained.result, data, train_ids, record_ids, trained.norm, trained.device,
@@ -113,6 +125,7 @@ def train_scoring_model(
         made_with(job.model_spec, job.train_settings, job.record_epochs, job.record_format,
                   budget_label),
     )
+    checkpoint.remove()
 
 
 def model_fit(result, data, train_ids, record_ids, norm, device, settings, recorder) -> dict[str, float]:
@@ -282,16 +295,31 @@ def choose_strategy(
     device: str,
     threads: int,
     output: str,
+    state_every_minutes: float | None = DEFAULT_EVERY_MINUTES,
 ) -> None:
-    """The ``validated`` strategy's choice at one rate (:func:`unseen.validation.choose_strategy`) as JSON."""
+    """The ``validated`` strategy's choice at one rate (:func:`unseen.validation.choose_strategy`) as JSON.
+
+    Each candidate's training keeps its state next to ``output`` (:mod:`unseen.resume`),
+    also once finished, so a rerun after a stop trains only what was left.
+    """
     from unseen import validation
 
     data = load_cached(dataset_cache)
     table = read_scores(scores, io.schema_of(scores))
+    checkpoints: dict[str, TrainingCheckpoint] = {}
+
+    def checkpoint_of(candidate: str) -> TrainingCheckpoint:
+        checkpoints[candidate] = training_checkpoint(output, state_every_minutes, candidate,
+                                                     keep_final=True)
+        return checkpoints[candidate]
+
     choice = validation.choose_strategy(data, table, pruning_rate, selection, model_spec,
-                                        train_settings, retrain_budget, seed, device, threads)
+                                        train_settings, retrain_budget, seed, device, threads,
+                                        checkpoints=checkpoint_of)
     log.info("held-out accuracy %s: chose %s", choice["validation_accuracy"], choice["strategy"])
     io.write_json({**choice, "seed": int(seed), "scores": str(scores)}, output)
+    for checkpoint in checkpoints.values():
+        checkpoint.remove()
 
 
 def read_class_error(class_difficulty: str | None) -> np.ndarray | None:
@@ -401,6 +429,7 @@ def retrain(
     metrics_parquet: str,
     scoring_predictions: list[str] = (),
     retrain_budget: str = "full_steps",
+    state_every_minutes: float | None = DEFAULT_EVERY_MINUTES,
 ) -> None:
     """Train a fresh model on the coreset (or all data if ``coreset`` is None); evaluate on test.
 
@@ -410,9 +439,11 @@ def retrain(
     (:data:`unseen.budget.RETRAIN_BUDGETS`) sets how long a coreset trains; the
     full-data model trains for ``train_settings`` as written under either. All
     retrains of a run share one initialisation seed, so methods differ only in
-    their training data.
+    their training data. The training keeps its state next to ``metrics_json``
+    (:mod:`unseen.resume`, every ``state_every_minutes`` and on a stop signal).
     """
     data = load_cached(dataset_cache)
+    checkpoint = training_checkpoint(metrics_json, state_every_minutes)
     ids = (
         None
         if coreset is None
@@ -423,7 +454,7 @@ def retrain(
         **coreset_labels,
         "seed": int(seed),
         **steps.retrain(data, ids, model_spec, train_settings, retrain_budget, seed, device, threads,
-                        name=f"retrain for {metrics_parquet}"),
+                        name=f"retrain for {metrics_parquet}", checkpoint=checkpoint),
         **cost,
     }
     log.info("test accuracy %.4f on %d training samples", metrics["test_accuracy"],
@@ -431,6 +462,7 @@ def retrain(
     row = {k: metrics[k] for k in io.METRICS_SCHEMA.names}
     io.write_table(pd.DataFrame([row]), metrics_parquet, io.METRICS_SCHEMA)
     io.write_json(metrics, metrics_json)
+    checkpoint.remove()
 
 
 def scoring_models(models: list[tuple[str, str]], output: str) -> None:

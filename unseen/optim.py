@@ -44,6 +44,15 @@ class NesterovSGD:
         for p in self.params:
             p.grad = None
 
+    def state_dict(self) -> list[torch.Tensor] | None:
+        """The momentum buffers (None before the first step), for a training-state checkpoint."""
+        return None if self.buffers is None else [b.detach().clone() for b in self.buffers]
+
+    def load_state_dict(self, buffers: list[torch.Tensor] | None) -> None:
+        """Take the momentum buffers of :meth:`state_dict` (onto the parameters' devices)."""
+        self.buffers = None if buffers is None else [
+            b.to(p.device, p.dtype) for b, p in zip(buffers, self.params)]
+
     @torch.no_grad()
     def step(self, lr: float) -> None:
         with_grad = [p for p in self.params if p.grad is not None]
@@ -86,6 +95,14 @@ class Lookahead:
         self.state = [t for t in model.state_dict().values() if t.is_floating_point()]
         self.slow = [t.detach().clone() for t in self.state]
         self.total_steps, self.period, self.base = total_steps, period, base
+
+    def state_dict(self) -> list[torch.Tensor]:
+        """The slow copy, for a training-state checkpoint."""
+        return [t.detach().clone() for t in self.slow]
+
+    @torch.no_grad()
+    def load_state_dict(self, slow: list[torch.Tensor]) -> None:
+        torch._foreach_copy_(self.slow, [t.to(s.device) for t, s in zip(slow, self.slow)])
 
     @torch.no_grad()
     def after_step(self, step: int) -> None:

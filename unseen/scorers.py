@@ -282,6 +282,22 @@ class StatisticsRecorder:
         """name -> (E, R) array for every statistic."""
         return {name: np.stack([s[name] for s in self.per_epoch]) for name in STAT_NAMES}
 
+    def state_dict(self) -> dict[str, Any]:
+        """What it has collected, as tensors (a training-state checkpoint holds it)."""
+        import torch
+
+        return {
+            "previous": None if self.previous is None else torch.from_numpy(self.previous.copy()),
+            "epochs": list(self.epochs),
+            "per_epoch": [{name: torch.from_numpy(np.ascontiguousarray(v)) for name, v in s.items()}
+                          for s in self.per_epoch],
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.previous = None if state["previous"] is None else state["previous"].numpy()
+        self.epochs = [int(e) for e in state["epochs"]]
+        self.per_epoch = [{name: v.numpy() for name, v in s.items()} for s in state["per_epoch"]]
+
 
 ScorerFn = Callable[..., np.ndarray]
 

@@ -25,6 +25,7 @@ from unseen import plugins
 from unseen.budget import RETRAIN_BUDGETS
 from unseen.folds import FOLD_MODES
 from unseen.naming import AUTO_DEVICE, NONE
+from unseen.resume import DEFAULT_EVERY_MINUTES
 from unseen.subset_training import RECORD_FORMATS
 
 
@@ -160,6 +161,9 @@ class Retrain(JobSpec):
     seed: int = arg("run seed")
     device: str = arg(f"{AUTO_DEVICE}, cpu, cuda or cuda:N", AUTO_DEVICE)
     threads: int = arg("CPU threads for torch", 1)
+    state_every_minutes: float = arg(
+        "write the training state every this many minutes (0: only on SIGTERM/SIGUSR1;"
+        " docs: training_state.every_minutes)", DEFAULT_EVERY_MINUTES)
     metrics_json: str = arg("metrics JSON to write")
     metrics_parquet: str = arg("metrics Parquet row to write")
 
@@ -171,7 +175,7 @@ class Retrain(JobSpec):
         jobs.retrain(
             self.dataset_cache, self.coreset, self.model, self.train, self.seed, self.device,
             self.threads, labels, self.metrics_json, self.metrics_parquet,
-            list(self.scoring_predictions), self.retrain_budget,
+            list(self.scoring_predictions), self.retrain_budget, self.state_every_minutes,
         )
 
 
@@ -228,6 +232,9 @@ class TrainScoringModel(JobSpec):
     seed: int = arg("run seed")
     device: str = arg(f"{AUTO_DEVICE}, cpu, cuda or cuda:N", AUTO_DEVICE)
     threads: int = arg("CPU threads for torch", 1)
+    state_every_minutes: float = arg(
+        "write the training state every this many minutes (0: only on SIGTERM/SIGUSR1;"
+        " docs: training_state.every_minutes)", DEFAULT_EVERY_MINUTES)
     checkpoint: str = arg("model.pt to write")
     predictions: str = arg("predictions.npz to write")
 
@@ -255,7 +262,7 @@ class TrainScoringModel(JobSpec):
         job = jobs.ScoringModelJob(
             self.dataset_cache, self.model, self.train, list(self.record_epochs),
             self.seed, self.device, self.threads, self.checkpoint,
-            self.predictions, self.record_format, budget,
+            self.predictions, self.record_format, budget, self.state_every_minutes,
         )
         jobs.train_scoring_model(job, train_ids, record_ids, name)
 
@@ -321,6 +328,9 @@ class ChooseStrategy(JobSpec):
     seed: int = arg("run seed")
     device: str = arg(f"{AUTO_DEVICE}, cpu, cuda or cuda:N", AUTO_DEVICE)
     threads: int = arg("CPU threads for torch", 1)
+    state_every_minutes: float = arg(
+        "write the training state every this many minutes (0: only on SIGTERM/SIGUSR1;"
+        " docs: training_state.every_minutes)", DEFAULT_EVERY_MINUTES)
     output: str = arg("choice JSON to write")
 
     def run(self) -> None:
@@ -329,6 +339,7 @@ class ChooseStrategy(JobSpec):
         jobs.choose_strategy(
             self.dataset_cache, self.scores, self.rate, self.selection, self.model, self.train,
             self.retrain_budget, self.seed, self.device, self.threads, self.output,
+            self.state_every_minutes,
         )
 
 

@@ -72,6 +72,7 @@ def train_scoring_model(
     record_format: str = "auto",
     scoring_budget: float | str | None = None,
     where: str | None = None,
+    checkpoint=None,
 ) -> TrainedScoringModel:
     """Train scoring model ``model_name`` (fold k, a stage model or the fitting model) on
     ``train_ids`` and record its predictions on ``record_ids`` (int64 row ids of ``data``).
@@ -81,7 +82,8 @@ def train_scoring_model(
     fitting model's SGD steps, None trains them as written (the fitting model). The
     model's seed is ``derive_seed(run_seed, model_name)``, so a model of the API and
     the same model of a workflow run are the same. ``where`` (e.g. the output file)
-    is named with the model if its training diverges.
+    is named with the model if its training diverges; ``checkpoint``
+    (:class:`unseen.resume.TrainingCheckpoint`) keeps the training's state, or None.
     """
     train_ids = np.sort(np.asarray(train_ids, dtype=np.int64))
     record_ids = np.sort(np.asarray(record_ids, dtype=np.int64))
@@ -94,7 +96,7 @@ def train_scoring_model(
         data, train_ids, record_ids, model_spec, train_settings, record_epochs, seed, device,
         threads, on_record=recorder,
         name=f"scoring model {model_name}" + (f" ({where})" if where else ""),
-        lr_key="scoring_model.train.lr",
+        lr_key="scoring_model.train.lr", checkpoint=checkpoint,
     )
     return TrainedScoringModel(model_name, seed, train_ids, record_ids, result, norm, used_device,
                                settings, recorder)
@@ -110,6 +112,7 @@ def retrain(
     device: str,
     threads: int | None,
     name: str = "retrain",
+    checkpoint=None,
 ) -> dict[str, Any]:
     """Train a fresh model on ``coreset_ids`` (every training sample if None); evaluate on test.
 
@@ -117,7 +120,8 @@ def retrain(
     ``retrain_budget`` (:func:`unseen.budget.retrain_train_settings`), the
     full-data model as written. Every retrain of a run seeds its model with
     ``derive_seed(seed, RETRAIN_SEED)``, so methods differ only in their data.
-    ``name`` names the model in the error a diverged training raises.
+    ``name`` names the model in the error a diverged training raises; ``checkpoint``
+    (:class:`unseen.resume.TrainingCheckpoint`) keeps the training's state, or None.
 
     Returns:
         :func:`unseen.subset_training.train_and_evaluate`'s metrics plus ``retrain_budget``.
@@ -128,5 +132,6 @@ def retrain(
         ids = np.sort(np.asarray(coreset_ids, dtype=np.int64))
         train_settings = retrain_train_settings(train_settings, len(data.train_y), retrain_budget)
     metrics = train_and_evaluate(data, ids, model_spec, train_settings,
-                                 derive_seed(seed, RETRAIN_SEED), device, threads, name=name)
+                                 derive_seed(seed, RETRAIN_SEED), device, threads, name=name,
+                                 checkpoint=checkpoint)
     return {**metrics, "retrain_budget": retrain_budget}

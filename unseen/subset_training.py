@@ -50,6 +50,7 @@ def train_on_subset(
     on_record=None,
     name: str = "model",
     lr_key: str = "train.lr",
+    checkpoint=None,
 ):
     """Train a fresh model on ``train_ids`` of ``data``; record logits on ``record_ids``.
 
@@ -66,6 +67,8 @@ def train_on_subset(
             float16 logits; a :class:`~unseen.scorers.StatisticsRecorder` keeps statistics).
         name, lr_key: the model and the config key of its learning rate, named when
             its training diverges (:class:`unseen.train.TrainingDiverged`).
+        checkpoint: a :class:`unseen.resume.TrainingCheckpoint` (its ``key`` is set
+            here, from everything above that makes the training what it is), or None.
 
     Returns:
         (result, (mean, std), device, settings): the :class:`unseen.train.TrainResult`,
@@ -103,8 +106,34 @@ def train_on_subset(
         on_record=on_record,
         name=name,
         lr_key=lr_key,
+        checkpoint=None if checkpoint is None else _keyed(
+            checkpoint, data, train_ids, record_ids, model_spec, settings, record_epochs, seed,
+            on_record),
     )
     return result, (mean, std), device, settings
+
+
+def _keyed(checkpoint, data, train_ids, record_ids, model_spec, settings, record_epochs, seed,
+           on_record):
+    """``checkpoint`` with the key of this training: a state saved for any other is ignored.
+
+    The data enter by their shape and the labels of the samples used (hashing every
+    image would cost a pass over ImageNet); a changed dataset reruns the job anyway
+    (the dataset cache is its input), with the same key only if both are unchanged.
+    """
+    import dataclasses
+
+    from unseen.resume import training_key
+
+    checkpoint.key = training_key(
+        model=model_spec, settings=dataclasses.asdict(settings), seed=int(seed),
+        train_ids=np.asarray(train_ids, dtype=np.int64),
+        record_ids=None if record_ids is None else np.asarray(record_ids, dtype=np.int64),
+        labels=np.asarray(data.train_y[train_ids]), shape=list(data.train_x.shape),
+        record_epochs=sorted(int(e) for e in record_epochs),
+        recorder=type(on_record).__name__,
+    )
+    return checkpoint
 
 
 def class_accuracies(predicted: np.ndarray, labels: np.ndarray, num_classes: int) -> list[float]:
@@ -125,11 +154,13 @@ def train_and_evaluate(
     device_name: str = "auto",
     threads: int | None = None,
     name: str = "retrain",
+    checkpoint=None,
 ) -> dict[str, Any]:
     """Train a fresh model on ``train_ids`` and evaluate it on the test split.
 
     ``name`` names the model if its training diverges (the learning rate is
-    ``final_model.train.lr``).
+    ``final_model.train.lr``); ``checkpoint``: where the training keeps its state
+    (:class:`unseen.resume.TrainingCheckpoint`), or None.
 
     Returns:
         The retrain's metrics (columns of ``metrics.parquet``, see results/README.md):
@@ -143,7 +174,7 @@ def train_and_evaluate(
     t0 = time.perf_counter()
     result, (mean, std), device, settings = train_on_subset(
         data, train_ids, None, model_spec, train_settings, [], seed, device_name, threads,
-        name=name, lr_key="final_model.train.lr",
+        name=name, lr_key="final_model.train.lr", checkpoint=checkpoint,
     )
     logits = predict_logits(result.model, data.test_x, mean, std, device,
                             settings.eval_batch_size, settings.workers,

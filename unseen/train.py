@@ -15,6 +15,7 @@ fixed iteration budget (every coreset gets the same number of SGD steps).
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import time
@@ -39,6 +40,7 @@ from unseen.batches import (
 from unseen.budget import steps_per_epoch as count_steps_per_epoch
 from unseen.models import data_init_samples, is_convolutional
 from unseen.optim import Lookahead, NesterovSGD, _lr_factor
+from unseen.resume import TrainingCheckpoint, TrainingInterrupted
 
 log = logging.getLogger("unseen.train")
 
@@ -249,6 +251,7 @@ def train_model(
     on_record: Callable[[int, np.ndarray], None] | None = None,
     name: str = "model",
     lr_key: str = "train.lr",
+    checkpoint: TrainingCheckpoint | None = None,
 ) -> TrainResult:
     """Train ``model`` in place on uint8 ``images`` (N, C, H, W) with int ``labels`` (N,).
 
@@ -269,6 +272,12 @@ def train_model(
             per-sample statistics when R x C is too large to hold for every epoch.
         name, lr_key: the model and the config key of its learning rate, for the
             message of :class:`TrainingDiverged`.
+        checkpoint: where the training keeps its state (:mod:`unseen.resume`): it
+            continues from a saved state made for the same training, writes its
+            state every ``checkpoint.every_seconds`` and, on SIGTERM or SIGUSR1,
+            after the SGD step in progress, then raises
+            :class:`unseen.resume.TrainingInterrupted`. ``on_record`` must then
+            have ``state_dict``/``load_state_dict`` (a StatisticsRecorder does).
 
     Returns:
         A :class:`TrainResult`; ``recorded_logits`` is float16 (E, R, C).
@@ -321,82 +330,117 @@ def train_model(
     history: list[dict[str, float]] = []
     start_all = time.perf_counter()
     step = 0
-    for epoch in range(1, epochs + 1):
-        model.train()
-        t0 = time.perf_counter()
-        steps = min(steps_per_epoch, total_steps - step)
-        order = torch.randperm(n, generator=gen)
-        loss_sum = torch.zeros((), device=device)
-        step_losses = torch.empty(steps, device=device)  # to name the first non-finite step
-        correct = torch.zeros((), device=device, dtype=torch.long)
-        if streamed:
-            spans = [order[i * batch_size : (i + 1) * batch_size].tolist() for i in range(steps)]
-            raw_batches = _streamed_batches(images, spans, device, settings.workers)
-        else:
-            on_data = order.to(data.device)
-            raw_batches = (
-                data[on_data[i * batch_size : (i + 1) * batch_size]].to(device, non_blocking=True)
-                for i in range(steps)
-            )
-        order = order.to(device)
-        for i, raw in enumerate(raw_batches):
-            index = order[i * batch_size : (i + 1) * batch_size]
-            batch = normalize(raw)
-            if settings.crop_padding > 0:
-                batch = _random_translate(batch, settings.crop_padding, gen)
-            if flip_start is not None:
-                batch = _flip_where(batch, flip_start[index] ^ (epoch % 2 == 0))
-            elif settings.flip:
-                batch = _random_flip(batch, gen)
-            if use_cl:
-                batch = batch.contiguous(memory_format=torch.channels_last)
-            lr = settings.lr * _lr_factor(settings.schedule, step, total_steps)
-            loss, out = step_loss(model, batch, targets[index], settings.label_smoothing, autocast)
-            optimizer.zero_grad()
-            loss.backward()
-            optimizer.step(lr)
-            loss_sum += loss.detach() * len(index)
-            step_losses[i] = loss.detach()
-            correct += (out.argmax(1) == targets[index]).sum()
-            step += 1
-            if lookahead is not None:
-                lookahead.after_step(step)
-        seen = steps * batch_size
-        seconds = time.perf_counter() - t0
-        row = {
-            "epoch": epoch,
-            "loss": float(loss_sum) / seen,
-            "accuracy": float(correct) / seen,
-            "samples": seen,
-            "seconds": seconds,
-            "samples_per_s": seen / seconds if seconds > 0 else float("nan"),
-        }
-        if not math.isfinite(row["loss"]):
-            bad = int(torch.nonzero(~torch.isfinite(step_losses))[0])
-            first = step - steps + bad + 1
-            raise TrainingDiverged(
-                f"{name}: training diverged: the loss is {float(step_losses[bad])} at SGD step"
-                f" {first} of {total_steps} (epoch {epoch}), learning rate"
-                f" {settings.lr * _lr_factor(settings.schedule, first - 1, total_steps):g} at that"
-                f" step ({lr_key}: {settings.lr:g}); its outputs would be meaningless. Fix: lower"
-                f" {lr_key} (e.g. to {settings.lr / 10:g}) and rerun"
-            )
-        history.append(row)
-        if epoch in wanted:
-            logits_now = predict_logits(
-                model, record_images, mean, std, device, settings.eval_batch_size,
-                settings.workers, flip=settings.test_time_flip,
-            )
-            if on_record is None:
-                recorded.append(logits_now.astype(np.float16))
+    first_epoch, resumed = 1, None
+    if checkpoint is not None:
+        resumed = checkpoint.load()
+    if resumed is not None:
+        first_epoch, step = _restore(resumed, model, optimizer, lookahead, gen, on_record,
+                                     recorded, history)
+        start_all -= resumed["wall_seconds"]
+    stopping = contextlib.nullcontext() if checkpoint is None else checkpoint.stop_signals()
+    with stopping:
+        for epoch in range(first_epoch, epochs + 1):
+            model.train()
+            t0 = time.perf_counter()
+            if resumed is not None:
+                # the epoch the state was saved in: its order and sums so far, its next batch
+                position, steps = resumed["position"], resumed["steps_in_epoch"]
+                order = resumed["order"]
+                loss_sum = resumed["loss_sum"].to(device)
+                step_losses = resumed["step_losses"].to(device)
+                correct = resumed["correct"].to(device)
+                t0 -= resumed["epoch_seconds"]
             else:
-                on_record(epoch, logits_now)
-        elapsed = time.perf_counter() - start_all
-        eta = elapsed / step * (total_steps - step)
-        log.info(
-            "epoch %d/%d step %d/%d loss %.4f acc %.4f %.0f samples/s eta %.1fs",
-            epoch, epochs, step, total_steps, row["loss"], row["accuracy"], row["samples_per_s"], eta,
-        )
+                position, steps = 0, min(steps_per_epoch, total_steps - step)
+                order = torch.randperm(n, generator=gen)
+                loss_sum = torch.zeros((), device=device)
+                step_losses = torch.empty(steps, device=device)  # to name the first non-finite step
+                correct = torch.zeros((), device=device, dtype=torch.long)
+            resumed = None
+            if streamed:
+                spans = [order[i * batch_size : (i + 1) * batch_size].tolist()
+                         for i in range(position, steps)]
+                raw_batches = _streamed_batches(images, spans, device, settings.workers)
+            else:
+                on_data = order.to(data.device)
+                raw_batches = (
+                    data[on_data[i * batch_size : (i + 1) * batch_size]].to(device, non_blocking=True)
+                    for i in range(position, steps)
+                )
+            order_on_device = order.to(device)
+            for i, raw in enumerate(raw_batches, start=position):
+                index = order_on_device[i * batch_size : (i + 1) * batch_size]
+                batch = normalize(raw)
+                if settings.crop_padding > 0:
+                    batch = _random_translate(batch, settings.crop_padding, gen)
+                if flip_start is not None:
+                    batch = _flip_where(batch, flip_start[index] ^ (epoch % 2 == 0))
+                elif settings.flip:
+                    batch = _random_flip(batch, gen)
+                if use_cl:
+                    batch = batch.contiguous(memory_format=torch.channels_last)
+                lr = settings.lr * _lr_factor(settings.schedule, step, total_steps)
+                loss, out = step_loss(model, batch, targets[index], settings.label_smoothing, autocast)
+                optimizer.zero_grad()
+                loss.backward()
+                optimizer.step(lr)
+                loss_sum += loss.detach() * len(index)
+                step_losses[i] = loss.detach()
+                correct += (out.argmax(1) == targets[index]).sum()
+                step += 1
+                if lookahead is not None:
+                    lookahead.after_step(step)
+                if checkpoint is not None and checkpoint.due():
+                    checkpoint.save(_state(
+                        model, optimizer, lookahead, gen, on_record, recorded, history, step, epoch,
+                        i + 1, steps, order, loss_sum, step_losses, correct,
+                        time.perf_counter() - t0, time.perf_counter() - start_all))
+                    if checkpoint.stop.signal_name is not None:
+                        if hasattr(raw_batches, "close"):
+                            raw_batches.close()
+                        raise TrainingInterrupted(name, checkpoint.path, step, total_steps,
+                                                  checkpoint.stop.signal_name)
+            seen = steps * batch_size
+            seconds = time.perf_counter() - t0
+            row = {
+                "epoch": epoch,
+                "loss": float(loss_sum) / seen,
+                "accuracy": float(correct) / seen,
+                "samples": seen,
+                "seconds": seconds,
+                "samples_per_s": seen / seconds if seconds > 0 else float("nan"),
+            }
+            if not math.isfinite(row["loss"]):
+                bad = int(torch.nonzero(~torch.isfinite(step_losses))[0])
+                first = step - steps + bad + 1
+                raise TrainingDiverged(
+                    f"{name}: training diverged: the loss is {float(step_losses[bad])} at SGD step"
+                    f" {first} of {total_steps} (epoch {epoch}), learning rate"
+                    f" {settings.lr * _lr_factor(settings.schedule, first - 1, total_steps):g} at"
+                    f" that step ({lr_key}: {settings.lr:g}); its outputs would be meaningless."
+                    f" Fix: lower {lr_key} (e.g. to {settings.lr / 10:g}) and rerun"
+                )
+            history.append(row)
+            if epoch in wanted:
+                logits_now = predict_logits(
+                    model, record_images, mean, std, device, settings.eval_batch_size,
+                    settings.workers, flip=settings.test_time_flip,
+                )
+                if on_record is None:
+                    recorded.append(logits_now.astype(np.float16))
+                else:
+                    on_record(epoch, logits_now)
+            elapsed = time.perf_counter() - start_all
+            eta = elapsed / step * (total_steps - step)
+            log.info(
+                "epoch %d/%d step %d/%d loss %.4f acc %.4f %.0f samples/s eta %.1fs",
+                epoch, epochs, step, total_steps, row["loss"], row["accuracy"],
+                row["samples_per_s"], eta,
+            )
+    if checkpoint is not None and checkpoint.keep_final and first_epoch <= epochs:
+        checkpoint.save(_state(model, optimizer, lookahead, gen, on_record, recorded, history,
+                               step, epochs + 1, 0, 0, torch.zeros(0, dtype=torch.long),
+                               None, None, None, 0.0, time.perf_counter() - start_all))
     model.eval()
     logits = np.stack(recorded) if recorded else None
     return TrainResult(
@@ -407,6 +451,54 @@ def train_model(
         wall_seconds=time.perf_counter() - start_all,
         steps=step,
     )
+
+
+def _state(model, optimizer, lookahead, gen, on_record, recorded, history, step, epoch, position,
+           steps_in_epoch, order, loss_sum, step_losses, correct, epoch_seconds, wall_seconds):
+    """Everything :func:`train_model` needs to continue after SGD step ``step`` exactly.
+
+    ``epoch`` is the epoch in progress (``epochs + 1``: finished), ``position`` the
+    batches of it already taken, ``order`` its sample order.
+    """
+    np_state = np.random.get_state()
+    return {
+        "step": int(step), "epoch": int(epoch), "position": int(position),
+        "steps_in_epoch": int(steps_in_epoch), "order": order.detach().cpu(),
+        "loss_sum": None if loss_sum is None else loss_sum.detach().cpu(),
+        "step_losses": None if step_losses is None else step_losses.detach().cpu(),
+        "correct": None if correct is None else correct.detach().cpu(),
+        "epoch_seconds": float(epoch_seconds), "wall_seconds": float(wall_seconds),
+        "model": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+        "optimizer": optimizer.state_dict(),
+        "lookahead": None if lookahead is None else lookahead.state_dict(),
+        "generator": gen.get_state(),
+        "torch_rng": torch.get_rng_state(),
+        "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_initialized() else [],
+        "numpy_rng": [torch.from_numpy(np_state[1].astype(np.int64)), int(np_state[2]),
+                      int(np_state[3]), float(np_state[4])],
+        "recorded": [torch.from_numpy(r) for r in recorded],
+        "recorder": None if on_record is None else on_record.state_dict(),
+        "history": [dict(row) for row in history],
+    }
+
+
+def _restore(state, model, optimizer, lookahead, gen, on_record, recorded, history) -> tuple[int, int]:
+    """Put a :func:`_state` back; returns (epoch to continue, SGD steps already taken)."""
+    model.load_state_dict(state["model"])
+    optimizer.load_state_dict(state["optimizer"])
+    if lookahead is not None:
+        lookahead.load_state_dict(state["lookahead"])
+    gen.set_state(state["generator"])
+    torch.set_rng_state(state["torch_rng"])
+    if state["cuda_rng"] and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda_rng"])
+    keys, pos, has_gauss, cached = state["numpy_rng"]
+    np.random.set_state(("MT19937", keys.numpy().astype(np.uint32), pos, has_gauss, cached))
+    recorded.extend(r.numpy() for r in state["recorded"])
+    if on_record is not None:
+        on_record.load_state_dict(state["recorder"])
+    history.extend(state["history"])
+    return state["epoch"], state["step"]
 
 
 def seed_everything(seed: int, threads: int | None = None) -> None:

@@ -88,6 +88,7 @@ def choose_strategy(
     seed: int,
     device_name: str = "auto",
     threads: int | None = None,
+    checkpoints=None,
 ) -> dict[str, Any]:
     """Choose the selection strategy for ``pruning_rate`` on a held-out split of the training set.
 
@@ -104,6 +105,10 @@ def choose_strategy(
         retrain_budget: how long each candidate trains (:func:`unseen.budget.retrain_train_settings`,
             with the pool as the full training set).
         seed: the run seed (split, selection and initialisation derive from it).
+        checkpoints: ``checkpoints(candidate)`` -> the
+            :class:`unseen.resume.TrainingCheckpoint` of that candidate's training
+            (``keep_final``, so a rerun does not train a finished candidate again),
+            or None.
 
     Returns:
         A dict (the ``strategy_choice`` JSON of results/README.md): ``strategy``
@@ -136,6 +141,7 @@ def choose_strategy(
             derive_seed(seed, naming.RETRAIN_SEED), device_name, threads,
             name=f"validated strategy candidate {name!r} at rate {pruning_rate}",
             lr_key="final_model.train.lr",
+            checkpoint=None if checkpoints is None else checkpoints(name),
         )
         logits = predict_logits(result.model, data.train_x[held_out], mean, std, device,
                                 used.eval_batch_size, used.workers, flip=used.test_time_flip)

@@ -1,0 +1,216 @@
+"""A training stopped by SIGTERM or SIGUSR1 continues where it stopped, bit-identically on CPU
+(unseen.resume): in the trainer, in a real job process, and in a real workflow run."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from unseen import io
+from unseen.data import load_dataset, save_cached
+from unseen.images import ImageDataset
+from unseen.resume import EXIT_RESUMABLE, TrainingCheckpoint, TrainingInterrupted, state_path
+from unseen.scorers import StatisticsRecorder
+from unseen.subset_training import train_on_subset
+
+MODEL = {"arch": "small_cnn", "options": {"width": 4}}
+TRAIN = {"epochs": 4, "batch_size": 64, "lr": 0.05, "crop_padding": 1, "flip": True,
+         "lookahead": True}
+
+
+@pytest.fixture(scope="module")
+def digits() -> ImageDataset:
+    return load_dataset("digits")
+
+
+class SignalAtStep(TrainingCheckpoint):
+    """A checkpoint whose training gets a real ``signum`` from this process after SGD step ``at``."""
+
+    def __init__(self, path: Path, at: int, signum: int = signal.SIGTERM, **kwargs):
+        super().__init__(path, key="", **kwargs)
+        self.at, self.signum, self.steps = at, signum, 0
+
+    def due(self) -> bool:
+        self.steps += 1
+        if self.steps == self.at:
+            os.kill(os.getpid(), self.signum)
+        return super().due()
+
+
+def _train(data, checkpoint=None, recorder=None):
+    train_ids = np.arange(0, len(data.train_y), 2)
+    record_ids = np.arange(1, len(data.train_y), 2)
+    return train_on_subset(data, train_ids, record_ids, MODEL, TRAIN, [1, 2, 3], 7, "cpu", 1,
+                           on_record=recorder, checkpoint=checkpoint)
+
+
+def _same_model(a, b) -> None:
+    for (name, x), (_, y) in zip(a.model.state_dict().items(), b.model.state_dict().items()):
+        assert torch.equal(x, y), name
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGUSR1])
+@pytest.mark.parametrize("at", [5, 20])  # inside epoch 1; the last step of epoch 2 (10 an epoch)
+def test_a_stopped_training_continues_bit_identically(digits, tmp_path, signum, at):
+    whole, _, _, _ = _train(digits)
+    path = tmp_path / ".model.pt.training-state.pt"
+    with pytest.raises(TrainingInterrupted, match=f"stopped by {signal.Signals(signum).name} after"
+                       f" SGD step {at} of"):
+        _train(digits, SignalAtStep(path, at, signum, every_seconds=None))
+    assert path.is_file()
+    assert signal.getsignal(signum) is signal.SIG_DFL  # the handlers are put back
+    again, _, _, _ = _train(digits, TrainingCheckpoint(path, key="", every_seconds=None))
+    _same_model(whole, again)
+    assert np.array_equal(whole.recorded_logits, again.recorded_logits)
+    assert whole.recorded_epochs.tolist() == again.recorded_epochs.tolist() == [1, 2, 3, 4]
+    assert [h["loss"] for h in whole.history] == [h["loss"] for h in again.history]
+    assert again.steps == whole.steps
+
+
+def test_statistics_records_continue_too(digits, tmp_path):
+    labels = digits.train_y[1::2]
+    whole_stats = StatisticsRecorder(labels)
+    _train(digits, recorder=whole_stats)
+    path = tmp_path / "state.pt"
+    with pytest.raises(TrainingInterrupted):
+        _train(digits, SignalAtStep(path, 25, every_seconds=None), StatisticsRecorder(labels))
+    stats = StatisticsRecorder(labels)
+    _train(digits, TrainingCheckpoint(path, key="", every_seconds=None), stats)
+    assert stats.epochs == whole_stats.epochs
+    for name, values in whole_stats.stacked().items():
+        assert np.array_equal(values, stats.stacked()[name]), name
+
+
+def test_periodic_states_change_nothing(digits, tmp_path):
+    whole, _, _, _ = _train(digits)
+    path = tmp_path / "state.pt"
+    checkpoint = TrainingCheckpoint(path, key="", every_seconds=1e-9)  # after every step
+    written, _, _, _ = _train(digits, checkpoint)
+    _same_model(whole, written)
+    assert path.is_file() and torch.load(path, weights_only=True)["step"] == whole.steps
+
+
+@pytest.mark.parametrize("damage", ["truncated", "other training", "not a state"])
+def test_a_bad_state_is_named_and_ignored(digits, tmp_path, caplog, damage):
+    whole, _, _, _ = _train(digits)
+    path = tmp_path / "state.pt"
+    with pytest.raises(TrainingInterrupted):
+        _train(digits, SignalAtStep(path, 12, every_seconds=None))
+    if damage == "truncated":
+        path.write_bytes(path.read_bytes()[:1000])
+        said = "it cannot be read"
+    elif damage == "other training":
+        state = torch.load(path, weights_only=True)
+        torch.save({**state, "key": "0" * 32}, path)
+        said = "it was made for another training"
+    else:
+        torch.save({"weights": torch.zeros(3)}, path)
+        said = "not a training state of this version"
+    caplog.set_level("WARNING", logger="unseen.resume")
+    again, _, _, _ = _train(digits, TrainingCheckpoint(path, key="", every_seconds=None))
+    assert f"ignoring the training state {path}: {said}" in caplog.text
+    assert "training starts from step 0" in caplog.text
+    _same_model(whole, again)
+
+
+@pytest.mark.parametrize("other", [{"train": dict(TRAIN, lr=0.02)}, {"seed": 8},
+                                   {"train_ids": np.arange(1, 1347, 2)}])
+def test_another_training_does_not_take_the_state(digits, tmp_path, caplog, other):
+    """The key covers settings, seed and samples: a state saved for another training is not used."""
+    path = tmp_path / "state.pt"
+    with pytest.raises(TrainingInterrupted):
+        _train(digits, SignalAtStep(path, 12, every_seconds=None))
+    run = {"train": TRAIN, "seed": 7, "train_ids": np.arange(0, len(digits.train_y), 2), **other}
+    caplog.set_level("WARNING", logger="unseen.resume")
+    result, _, _, _ = train_on_subset(
+        digits, run["train_ids"], np.arange(1, 1347, 2), MODEL, run["train"], [1, 2, 3],
+        run["seed"], "cpu", 1, checkpoint=TrainingCheckpoint(path, key="", every_seconds=None))
+    assert "it was made for another training" in caplog.text
+    assert result.steps == 40
+
+
+# --------------------------------------------------------------------------- #
+# A real job process, stopped by a real signal
+# --------------------------------------------------------------------------- #
+
+
+@pytest.fixture(scope="module")
+def cache(tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("resume") / "dataset.npz"
+    save_cached(load_dataset("digits"), path)
+    return path
+
+
+def _job(cache: Path, out: Path, epochs: int) -> list[str]:
+    import json
+
+    from unseen.folds import assign_folds
+
+    folds = out.parent / "folds.parquet"
+    if not folds.exists():
+        labels = np.load(cache)["train_y"]
+        import pandas as pd
+
+        table = pd.DataFrame({"sample_id": np.arange(len(labels), dtype=np.int64),
+                              "label": labels.astype(np.int64),
+                              "fold": assign_folds(labels, 3, 0).astype(np.int64)})
+        io.write_table(table, folds, io.FOLDS_SCHEMA)
+    out.mkdir(parents=True, exist_ok=True)
+    return [sys.executable, "-m", "unseen", "train-scoring-model", "--dataset-cache", str(cache),
+            "--folds-table", str(folds), "--fold", "0", "--model", json.dumps(MODEL),
+            "--train", json.dumps({**TRAIN, "epochs": epochs}), "--record-epochs", "[1, 2]",
+            "--seed", "0", "--device", "cpu", "--state-every-minutes", "0",
+            "--checkpoint", str(out / "model.pt"), "--predictions", str(out / "predictions.npz")]
+
+
+def _arrays(path: Path) -> dict[str, np.ndarray]:
+    with np.load(path, allow_pickle=False) as z:
+        return {k: z[k] for k in z.files if "wall" not in k}
+
+
+def test_a_job_stopped_by_sigterm_exits_resumable_and_its_rerun_finishes_it(cache, tmp_path):
+    whole = tmp_path / "whole"
+    subprocess.run(_job(cache, whole, 40), check=True, capture_output=True)
+    stopped = tmp_path / "stopped"
+    command = _job(cache, stopped, 40)
+    proc = subprocess.Popen(command, stderr=subprocess.PIPE, text=True)
+    lines = []
+    for line in proc.stderr:  # the job logs one line per epoch: stop it during epoch 3
+        lines.append(line)
+        if "epoch 2/40" in line:
+            proc.send_signal(signal.SIGTERM)
+            break
+    rest = proc.stderr.read()
+    assert proc.wait(timeout=60) == EXIT_RESUMABLE, "".join(lines) + rest
+    state = state_path(stopped / "model.pt")
+    assert "its training state is in" in rest and str(state) in rest
+    assert state.is_file() and not (stopped / "predictions.npz").exists()
+    rerun = subprocess.run(command, capture_output=True, text=True)
+    assert rerun.returncode == 0, rerun.stderr
+    assert "resuming from the training state" in rerun.stderr
+    assert not state.exists()  # removed once the outputs are complete
+    a, b = _arrays(whole / "predictions.npz"), _arrays(stopped / "predictions.npz")
+    assert a.keys() == b.keys()
+    for key in a:
+        assert np.array_equal(a[key], b[key]), key
+    wa = torch.load(whole / "model.pt", weights_only=True)["state_dict"]
+    wb = torch.load(stopped / "model.pt", weights_only=True)["state_dict"]
+    assert wa.keys() == wb.keys() and all(torch.equal(wa[k], wb[k]) for k in wa)
+
+
+def test_sigterm_before_training_starts_is_the_default_kill(cache, tmp_path):
+    """Outside the training loop nothing is caught: the job dies at once, leaving no state."""
+    out = tmp_path / "early"
+    proc = subprocess.Popen(_job(cache, out, 40), stderr=subprocess.PIPE, text=True)
+    time.sleep(0.3)  # still importing
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=60) == -signal.SIGTERM
+    assert not state_path(out / "model.pt").exists()
