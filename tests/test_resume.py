@@ -214,3 +214,118 @@ def test_sigterm_before_training_starts_is_the_default_kill(cache, tmp_path):
     proc.send_signal(signal.SIGTERM)
     assert proc.wait(timeout=60) == -signal.SIGTERM
     assert not state_path(out / "model.pt").exists()
+
+
+# --------------------------------------------------------------------------- #
+# A real workflow run: SIGTERM to a training job, and to snakemake itself
+# --------------------------------------------------------------------------- #
+
+#: One seed, K = 3, single-step UNSEEN: fold models long enough (a few seconds) to be hit.
+RESUMABLE_RUN = {
+    "folds": {"k": 3},
+    "scorers": ["el2n"],
+    "methods": ["unseen_single"],
+    "pruning_rates": [0.5],
+    "record_epochs": [1, 2],
+    "scoring_model": {"arch": "small_cnn", "options": {"width": 4}, "train": {"epochs": 15}},
+    "final_model": {"train": {"epochs": 3}},
+    "selection": {"strategy": ["top"]},
+    "training_state": {"every_minutes": 0},
+}
+FOLD0_LOG = "logs/seed0/train_fold_model/fold0.log"
+
+
+def _job_processes(marker: str) -> list[int]:
+    """Pids of the python processes whose command line holds ``marker`` (not their shells)."""
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            argv = (entry / "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if argv and b"python" in Path(argv[0].decode(errors="replace")).name.encode() and any(
+                marker.encode() in a for a in argv) and b"unseen" in argv:
+            pids.append(int(entry.name))
+    return pids
+
+
+def _wait_for(path: Path, text: str, proc: subprocess.Popen, timeout: float = 300) -> None:
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if path.is_file() and text in path.read_text():
+            return
+        assert proc.poll() is None, f"snakemake ended before {path} said {text!r}"
+        time.sleep(0.1)
+    pytest.fail(f"{path} did not say {text!r} within {timeout} s")
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory) -> Path:
+    from conftest import make_workdir, run_snakemake
+
+    workdir = make_workdir(tmp_path_factory.mktemp("uninterrupted"), RESUMABLE_RUN)
+    run_snakemake(workdir, "--cores", "2")
+    return workdir
+
+
+def _same_results(left: Path, right: Path) -> None:
+    proc = subprocess.run([sys.executable, "-m", "unseen", "compare-runs", str(left / "results"),
+                           str(right / "results")], capture_output=True, text=True)
+    assert proc.returncode == 0 and " 0 different" in proc.stdout, proc.stdout + proc.stderr
+    for path in sorted((left / "results").rglob("metrics.parquet")):
+        a = io.read_table(path).drop(columns=["wall_seconds", "train_samples_per_s",
+                                              "scoring_wall_seconds"])
+        b = io.read_table(right / path.relative_to(left)).drop(
+            columns=["wall_seconds", "train_samples_per_s", "scoring_wall_seconds"])
+        assert a.equals(b), path
+
+
+@pytest.mark.workflow
+def test_a_training_job_stopped_by_sigterm_is_retried_and_continues(uninterrupted, tmp_path):
+    """SLURM's time limit or scancel sends the job SIGTERM: the job saves its state and exits 75,
+    Snakemake's retry runs it again, the rerun continues from the saved step, and the run's
+    folds, scores, coresets and metrics are those of an uninterrupted run."""
+    from conftest import job_environment, make_workdir, snakemake_command
+
+    workdir = make_workdir(tmp_path / "run", RESUMABLE_RUN)
+    proc = subprocess.Popen(snakemake_command(workdir, "--cores", "1", "--retries", "1"),
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            env=job_environment())
+    _wait_for(workdir / FOLD0_LOG, "epoch 3/", proc)
+    pids = _job_processes("folds/fold0/model.pt")
+    assert len(pids) == 1, pids
+    os.kill(pids[0], signal.SIGTERM)
+    output, _ = proc.communicate(timeout=600)
+    assert proc.returncode == 0, output[-3000:]
+    log = (workdir / FOLD0_LOG).read_text()
+    assert "resuming from the training state" in log, log[-2000:]
+    assert not list((workdir / "results").rglob("*.training-state.pt"))
+    _same_results(uninterrupted, workdir)
+
+
+@pytest.mark.workflow
+def test_snakemake_stopped_by_sigterm_then_rerun_finishes_the_same_run(uninterrupted, tmp_path):
+    """scancel of the snakemake process (or a local kill): Snakemake stops, a training job it ran
+    saved its state on the SIGTERM Snakemake passed on; the same command again finishes the run,
+    reruns nothing that had finished, and gives the uninterrupted run's outputs."""
+    from conftest import job_environment, make_workdir, snakemake_command
+
+    workdir = make_workdir(tmp_path / "run", RESUMABLE_RUN)
+    proc = subprocess.Popen(snakemake_command(workdir, "--cores", "1"), stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True, env=job_environment(),
+                            start_new_session=True)
+    _wait_for(workdir / FOLD0_LOG, "epoch 3/", proc)
+    finished = {p: p.stat().st_mtime_ns for p in (workdir / "results").rglob("*") if p.is_file()}
+    proc.send_signal(signal.SIGTERM)
+    output, _ = proc.communicate(timeout=120)
+    assert proc.returncode != 0, output[-3000:]
+    assert not _job_processes(str(workdir)), "a job outlived snakemake"
+    rerun = subprocess.run(snakemake_command(workdir, "--cores", "2", "--rerun-incomplete"),
+                           capture_output=True, text=True, env=job_environment())
+    assert rerun.returncode == 0, (rerun.stdout + rerun.stderr)[-3000:]
+    for path, mtime in finished.items():  # what had finished is kept, not made again
+        assert path.stat().st_mtime_ns == mtime, path
+    _same_results(uninterrupted, workdir)
+    assert not list((workdir / "results").rglob("*.training-state.pt"))
