@@ -773,6 +773,30 @@ def test_a_changed_setting_reruns_the_jobs_that_read_it(run_copy, change, rules)
     assert {rule: plan.get(rule, 0) for rule in rules} == rules, plan
 
 
+@pytest.mark.parametrize("change, planned, kept", [
+    # a scorer more: its shards, aggregate, coreset and retrain; the fold models are reused
+    ({"scorers": ["el2n", "margin"]},
+     {"score_fold": 3, "aggregate_scores": 1, "select_first_stage": 1, "retrain": 1},
+     ["train_fold_model", "split_folds", "select_random_coreset"]),
+    # a seed more: that seed's jobs only
+    ({"seeds": [0, 1]}, {"split_folds": 1, "train_fold_model": 3, "retrain": 2},
+     ["prepare_data"]),
+    # K 3 -> 4: new folds, so every fold model, score and coreset of the seed, none kept stale
+    ({"folds": {"k": 4}}, {"split_folds": 1, "train_fold_model": 4, "score_fold": 4, "retrain": 2},
+     ["prepare_data"]),
+    # another subset of the data: everything
+    ({"dataset": {"subset": 1000}}, {"prepare_data": 1, "split_folds": 1, "train_fold_model": 3,
+                                      "retrain": 2}, []),
+])
+def test_a_config_changed_between_two_runs_reruns_what_it_changes(run_copy, change, planned, kept):
+    """The same directory, the config changed between two runs: exactly the jobs whose inputs or
+    settings changed are planned (nothing stale reused); the rest is kept (nothing valid redone)."""
+    set_config(run_copy, change)
+    plan = planned_jobs(run_copy)
+    assert {rule: plan.get(rule, 0) for rule in planned} == planned, plan
+    assert not set(kept) & set(plan), plan
+
+
 def test_output_replaced_by_a_job_left_over_from_a_killed_run(run_copy):
     """The README's local resume after a SIGKILL of snakemake, without ending its jobs: the
     leftover job of the old config renames its output into place after the rerun made it."""

@@ -53,8 +53,11 @@ def preflight(config: dict[str, Any], results: str | Path = "results", argv: lis
     cache = Path(results) / "data" / "dataset.npz"
     found = train_label_counts(config["dataset"], cache)
     n_total = None if found is None else int(found[0].sum())
+    # Outputs made from another dataset (a changed subset, root or source) are stale, not
+    # damaged: prepare_data reruns and every job after it, so their ids are not held against
+    # the new dataset's size.
     check_outputs(results, dry_run=invocation(list(argv)) == "dry-run", rebuilding=rebuilding,
-                  n_total=n_total)
+                  n_total=None if dataset_changed(config, cache) else n_total)
     if found is not None:
         check_splits(config, *found)
         check_record_epochs(config, n_total)
@@ -127,6 +130,14 @@ def damaged_outputs(results: str | Path, n_total: int | None = None) -> list[tup
         if problem:
             found.append((path, problem))
     return found
+
+
+def dataset_changed(config: dict[str, Any], cache: Path) -> bool:
+    """Whether the dataset cache was made from other data than the config's (its fingerprint)."""
+    from unseen.data import cached_fingerprint, dataset_fingerprint
+
+    stored = cached_fingerprint(cache) if cache.is_file() else None
+    return bool(stored) and stored != dataset_fingerprint(config["dataset"])
 
 
 def check_outputs(results: str | Path, dry_run: bool = False, rebuilding: list[Path] | None = (),
