@@ -2,6 +2,10 @@
 
     python docs/results/claims.py converged=docs/results/converged \
         underfitted=docs/results/fashion_mnist_validated [--extra docs/results/converged_extra]
+    python docs/results/claims.py converged=docs/results/converged_scorers --c6
+
+``--c6`` adds the third run's claim (config/matrix_converged_scorers.yaml): least
+confidence and entropy, UNSEEN against fitting, with the verdict registered there.
 
 Each RUN folder holds copies of a run's tables: ``metrics.parquet`` (its
 ``results/summary.parquet``, one row per retrain and seed), ``summary.parquet``
@@ -68,6 +72,23 @@ def paired(metrics: pd.DataFrame | None, a: str, b: str, rate: float,
     return f"{d.mean():+.2f}{spread} ({verdict(d)}, {len(d)})"
 
 
+def scorer_verdict(metrics: pd.DataFrame, scorer: str) -> str:
+    """C6's registered reading for one scorer: UNSEEN `validated` against fitting `validated`.
+
+    "supported" when ahead at 2 or more of the 4 rates and behind at none, "refuted" when
+    behind at 2 or more, otherwise "mixed" (config/matrix_converged_scorers.yaml).
+    """
+    a, b = f"unseen_single-{scorer}-validated", f"fitting-{scorer}-validated"
+    readings = [paired(metrics, a, b, rate) for rate in RATES]
+    ahead = sum("(ahead" in r for r in readings)
+    behind = sum("(behind" in r for r in readings)
+    if ahead >= 2 and behind == 0:
+        return f"supported (ahead at {ahead}, behind at none of {len(RATES)} rates)"
+    if behind >= 2:
+        return f"refuted (behind at {behind} of {len(RATES)} rates)"
+    return f"mixed (ahead at {ahead}, behind at {behind} of {len(RATES)} rates)"
+
+
 def comparison_table(runs: dict[str, pd.DataFrame | None], pairs: list[tuple[str, str]],
                      column: str = "test_accuracy") -> str:
     """One row per pair and run (runs that lack the pair are left out), one column per rate."""
@@ -125,6 +146,8 @@ def main() -> None:
     parser.add_argument("runs", nargs="+", metavar="NAME=FOLDER")
     parser.add_argument("--extra", type=Path, default=None,
                         help="the second converged run's folder (C4, C5)")
+    parser.add_argument("--c6", action="store_true",
+                        help="least confidence and entropy (the third converged run)")
     args = parser.parse_args()
     folders = {name: Path(folder) for name, folder in (run.split("=", 1) for run in args.runs)}
     metrics = {name: read(folder, "metrics") for name, folder in folders.items()}
@@ -134,7 +157,8 @@ def main() -> None:
     print("C1 spread and stability (share of samples in the most crowded of 50 equal-width bins; interquartile range of the scores)\n")
     print(spread_table({name: read(f, "diagnostics") for name, f in folders.items()}) + "\n")
     same_scorer = [(f"unseen_single-{s}-{g}", f"fitting-{s}-{g}")
-                   for s in ("el2n", "margin") for g in ("top", "ccs", "validated")]
+                   for s in ("el2n", "margin", "least_confidence", "entropy")
+                   for g in ("top", "ccs", "validated")]
     print("C2 UNSEEN against fitting with the same scorer and strategy (points of test accuracy)\n")
     print(comparison_table(metrics, same_scorer) + "\n")
     dynamics = [(f"unseen_single-{s}-validated", f"fitting-{d}-validated")
@@ -142,6 +166,13 @@ def main() -> None:
     dynamics += [(f"unseen_single-{s}-validated", "random") for s in ("el2n", "margin")]
     print("C3 UNSEEN against training-dynamics scores and random (points of test accuracy)\n")
     print(comparison_table(metrics, dynamics) + "\n")
+    if args.c6:
+        print("C6 the paper's Fig. 4 scorers, UNSEEN `validated` against fitting `validated`,"
+              " registered reading\n")
+        rows = [{"run": run, "scorer": scorer, "verdict": scorer_verdict(table, scorer)}
+                for run, table in metrics.items() if table is not None
+                for scorer in ("least_confidence", "entropy")]
+        print(pd.DataFrame(rows).to_markdown(index=False) + "\n")
     if args.extra is not None:
         extra = {"converged, 2nd run": read(args.extra, "metrics")}
         print("C4 multi-step against single-step, EL2N `validated` (points of test accuracy)\n")
