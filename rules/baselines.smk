@@ -61,7 +61,8 @@ rule select_random_coreset:
     threads: LIGHT["threads"]
     resources:
         **LIGHT_RESOURCES,
+    params:
+        settings=job_settings(select_random_settings),
+        command=select_random_command,  # unseen.specs.SelectRandom
     shell:
-        "python -m unseen select-random --folds-table {input:q} --rate {wildcards.rate}"
-        " --seed {wildcards.seed} --output {output.parquet:q} --id-list {output.ids:q}"
-        " > {log:q} 2>&1"
+        "{params.command} > {log:q} 2>&1"

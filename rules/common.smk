@@ -404,3 +404,84 @@ def score_table_args(wildcards, input):
         for kind in score_table_inputs(wildcards)
         for (seed, scorer), path in zip(itertools.product(SEEDS, SCORERS), input[kind])
     )
+
+
+def prepare_data_command(wildcards, output):
+    """The dataset cache's job (unseen.specs.PrepareData). A function of ``output``, so a
+    "derived" param: where the data are (dataset.root) is no rerun trigger; rules/data.smk
+    names what the data are in params Snakemake's params trigger sees."""
+    return job_command(specs.PrepareData(dataset=config["dataset"], output=one(output)))
+
+
+def split_settings(wildcards):
+    """The fold split's settings: folds.k and the run seed."""
+    return dict(folds=config["folds"]["k"], seed=int(wildcards.seed))
+
+
+def split_command(wildcards, input, output):
+    return job_command(specs.Split(dataset_cache=one(input), output=one(output),
+                                   **split_settings(wildcards)))
+
+
+def aggregate_command(wildcards, input, output):
+    """The out-of-fold aggregate of one scorer: its fold shards (unseen.specs.Aggregate)."""
+    return job_command(specs.Aggregate(output=one(output), shards=list(input)))
+
+
+def class_difficulty_command(wildcards, input, output):
+    """Per-class out-of-fold error rate from the fold models' predictions."""
+    return job_command(specs.ClassDifficulty(output=one(output), predictions=list(input)))
+
+
+def select_random_settings(wildcards):
+    """The random baseline's settings: the rate and run seed of its wildcards."""
+    return dict(rate=float(wildcards.rate), seed=int(wildcards.seed))
+
+
+def select_random_command(wildcards, input, output):
+    return job_command(specs.SelectRandom(
+        folds_table=one(input), output=output.parquet, id_list=output.ids,
+        **select_random_settings(wildcards),
+    ))
+
+
+def finalize_command(wildcards, input, output):
+    """Publish an UNSEEN coreset's last stage (unseen.specs.Finalize)."""
+    return job_command(specs.Finalize(stage_table=one(input), output=output.parquet,
+                                      id_list=output.ids))
+
+
+def summarize_command(wildcards, input, output):
+    return job_command(specs.Summarize(output=output.parquet, csv=output.csv, metrics=list(input)))
+
+
+def scoring_models_command(wildcards, input, output):
+    """The regime table: (run seed, predictions.npz) of every scoring model, in
+    all_scoring_models() order (the rule's input)."""
+    return job_command(specs.ScoringModels(
+        output=one(output),
+        model=[(str(seed), path) for (seed, _), path in zip(all_scoring_models(), input)],
+    ))
+
+
+def report_settings(wildcards):
+    """What the report takes from the config: the figures' scorer (report.scorer, else the first
+    scorer), report.per_class_rate and the dataset's name."""
+    rate = config["report"]["per_class_rate"]
+    return dict(scorer=REPORT_SCORER, per_class_rate=None if rate is None else float(rate),
+                dataset=config["dataset"]["name"])
+
+
+def report_command(wildcards, input, output):
+    """The report job (unseen.specs.Report): score tables as (seed, scorer, kind, path) in
+    score_table_inputs order, every `validated` choice file, the report folder."""
+    tables = [
+        (str(seed), scorer, kind, path)
+        for kind in score_table_inputs(wildcards)
+        for (seed, scorer), path in zip(itertools.product(SEEDS, SCORERS), input[kind])
+    ]
+    return job_command(specs.Report(
+        summary=one(input.summary), score_table=tables, classes_from=one(input.classes),
+        scoring_models=one(input.scoring_models), strategy_choice=list(input.choices),
+        out_dir=os.path.dirname(output.summary_parquet), **report_settings(wildcards),
+    ))

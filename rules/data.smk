@@ -9,10 +9,11 @@ rule prepare_data:
     resources:
         **LIGHT_RESOURCES,
     params:
-        # Where the data are is no rerun trigger: a function of `input` is a
-        # "derived" param, which Snakemake leaves out of its params trigger. So
-        # a root moved with its files (mv, cp -a) reruns nothing.
-        dataset=lambda wildcards, input: as_json(config["dataset"]),
+        # Where the data are is no rerun trigger: the command (it holds the
+        # root) is a function of `output`, a "derived" param, which Snakemake
+        # leaves out of its params trigger. So a root moved with its files (mv,
+        # cp -a) reruns nothing.
+        command=prepare_data_command,  # unseen.specs.PrepareData
         # What the data are: the dataset options and the fingerprint (relative
         # names, sizes and mtimes of the source files; every image of an
         # ImageFolder). A change reruns this rule (Snakemake's params trigger)
@@ -20,7 +21,7 @@ rule prepare_data:
         options=as_json({**config["dataset"], "root": None}),
         fingerprint=dataset_fingerprint(config["dataset"]),
     shell:
-        "python -m unseen prepare-data --dataset {params.dataset:q} --output {output:q} > {log:q} 2>&1"
+        "{params.command} > {log:q} 2>&1"
 
 
 rule split_folds:
@@ -36,7 +37,7 @@ rule split_folds:
     resources:
         **LIGHT_RESOURCES,
     params:
-        k=config["folds"]["k"],
+        settings=job_settings(split_settings),  # the params trigger (common.smk: job_settings)
+        command=split_command,  # unseen.specs.Split
     shell:
-        "python -m unseen split --dataset-cache {input:q} --folds {params.k} --seed {wildcards.seed}"
-        " --output {output:q} > {log:q} 2>&1"
+        "{params.command} > {log:q} 2>&1"

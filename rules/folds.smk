@@ -62,8 +62,10 @@ rule aggregate_scores:
     threads: LIGHT["threads"]
     resources:
         **LIGHT_RESOURCES,
+    params:
+        command=aggregate_command,  # unseen.specs.Aggregate; only paths, so no settings
     shell:
-        "python -m unseen aggregate --output {output:q} {input:q} > {log:q} 2>&1"
+        "{params.command} > {log:q} 2>&1"
 
 
 rule class_difficulty:
@@ -81,5 +83,7 @@ rule class_difficulty:
     threads: LIGHT["threads"]
     resources:
         **LIGHT_RESOURCES,
+    params:
+        command=class_difficulty_command,  # unseen.specs.ClassDifficulty; only paths
     shell:
-        "python -m unseen class-difficulty --output {output:q} {input:q} > {log:q} 2>&1"
+        "{params.command} > {log:q} 2>&1"

@@ -16,9 +16,10 @@ rule scoring_models:
     resources:
         **LIGHT_RESOURCES,
     params:
-        models=scoring_model_args,
+        # the seeds are the models' run seeds, named by their paths (the input): no settings
+        command=scoring_models_command,  # unseen.specs.ScoringModels
     shell:
-        "python -m unseen scoring-models --output {output:q} {params.models} > {log:q} 2>&1"
+        "{params.command} > {log:q} 2>&1"
 
 
 rule report:
@@ -99,20 +100,7 @@ rule report:
     resources:
         **LIGHT_RESOURCES,
     params:
-        tables=score_table_args,
-        choices=lambda wildcards, input: " ".join(
-            f"--strategy-choice {shlex.quote(path)}" for path in input.choices
-        ),
-        dataset=shlex.quote(config["dataset"]["name"]),
-        scorer=REPORT_SCORER,
-        per_class_rate=(
-            f"--per-class-rate {config['report']['per_class_rate']}"
-            if config["report"]["per_class_rate"] is not None
-            else ""
-        ),
-        out_dir=lambda wildcards, output: os.path.dirname(output.summary_parquet),
+        settings=job_settings(report_settings),  # the params trigger (common.smk: job_settings)
+        command=report_command,  # unseen.specs.Report
     shell:
-        "python -m unseen report --summary {input.summary:q} {params.tables}"
-        " --scorer {params.scorer} {params.per_class_rate} --classes-from {input.classes:q}"
-        " --scoring-models {input.scoring_models:q} {params.choices} --dataset {params.dataset}"
-        " --out-dir {params.out_dir:q} > {log:q} 2>&1"
+        "{params.command} > {log:q} 2>&1"

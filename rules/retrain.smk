@@ -50,6 +50,7 @@ rule summarize:
     threads: LIGHT["threads"]
     resources:
         **LIGHT_RESOURCES,
+    params:
+        command=summarize_command,  # unseen.specs.Summarize; only paths, so no settings
     shell:
-        "python -m unseen summarize --output {output.parquet:q} --csv {output.csv:q} {input:q}"
-        " > {log:q} 2>&1"
+        "{params.command} > {log:q} 2>&1"

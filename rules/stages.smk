@@ -83,6 +83,7 @@ rule finalize_unseen_coreset:
     threads: LIGHT["threads"]
     resources:
         **LIGHT_RESOURCES,
+    params:
+        command=finalize_command,  # unseen.specs.Finalize; only paths, so no settings
     shell:
-        "python -m unseen finalize --stage-table {input:q} --output {output.parquet:q}"
-        " --id-list {output.ids:q} > {log:q} 2>&1"
+        "{params.command} > {log:q} 2>&1"

@@ -43,6 +43,23 @@ def _retrain(**changes) -> specs.Retrain:
     specs.ChooseStrategy(dataset_cache="d.npz", scores="s.parquet", rate=0.5,
                          selection={"validation_fraction": 0.1}, model={"arch": "mlp"},
                          train={}, seed=1, threads=2, output="c.json"),
+    specs.PrepareData(dataset={"name": "imagefolder", "root": "/data/my images", "subset": None},
+                      output="results/data/dataset.npz"),
+    specs.Split(dataset_cache="d.npz", folds=5, seed=2, output="f.parquet"),
+    specs.ClassDifficulty(output="c.parquet", predictions=["fold0/p.npz", "fold 1/p.npz"]),
+    specs.Aggregate(output="a.parquet", shards=["fold0/el2n.parquet", "fold1/el2n.parquet"]),
+    specs.SelectRandom(folds_table="f.parquet", rate=0.3, seed=1, output="c.parquet",
+                       id_list="c.txt"),
+    specs.Finalize(stage_table="stage3.parquet", output="c.parquet", id_list="c.txt"),
+    specs.Summarize(output="s.parquet", csv="s.csv", metrics=["a/metrics.parquet"]),
+    specs.ScoringModels(output="r.parquet", model=[("0", "fold0/p.npz"), ("1", "a b/p.npz")]),
+    specs.ScoringModels(output="r.parquet"),
+    specs.Report(summary="s.parquet", score_table=[("0", "el2n", "fitting", "f.parquet"),
+                                                   ("1", "el2n", "unseen", "o o.parquet")],
+                 scorer="el2n", per_class_rate=0.7, classes_from="m.json",
+                 scoring_models="r.parquet", strategy_choice=["c1.json", "c2.json"],
+                 dataset="digits", out_dir="results/report"),
+    specs.Report(summary="s.parquet", scorer="el2n", out_dir="report"),
 ])
 def test_spec_round_trips_through_the_console_script(spec):
     argv = shlex.split(spec.command())
@@ -65,10 +82,63 @@ def test_spec_defaults_are_the_parsers():
 
 
 def test_every_field_is_an_option():
+    """Every field of every spec is an option of its subcommand (a positional field: a
+    positional argument)."""
+    parser = cli.build_parser()
+    commands = parser._subparsers._group_actions[0].choices
     for spec in specs.SPECS.values():
-        help_text = cli.build_parser()._subparsers._group_actions[0].choices[spec.COMMAND].format_help()
+        actions = {action.dest: action for action in commands[spec.COMMAND]._actions}
+        help_text = commands[spec.COMMAND].format_help()
         for field in dataclasses.fields(spec):
-            assert "--" + field.name.replace("_", "-") in help_text
+            if field.metadata.get("positional"):
+                assert not actions[field.name].option_strings and field.name in help_text
+            else:
+                assert "--" + field.name.replace("_", "-") in help_text
+                assert actions[field.name].option_strings == ["--" + field.name.replace("_", "-")]
+
+
+@pytest.mark.parametrize("argv, expected", [
+    # the rules' command lines before the specs, word for word
+    (["aggregate", "--output", "a.parquet", "s0.parquet", "s1.parquet"],
+     specs.Aggregate(output="a.parquet", shards=["s0.parquet", "s1.parquet"])),
+    (["summarize", "m0.parquet", "m1.parquet", "--output", "s.parquet", "--csv", "s.csv"],
+     specs.Summarize(output="s.parquet", csv="s.csv", metrics=["m0.parquet", "m1.parquet"])),
+    (["scoring-models", "--output", "r.parquet", "--model", "0", "a.npz", "--model", "1", "b.npz"],
+     specs.ScoringModels(output="r.parquet", model=[("0", "a.npz"), ("1", "b.npz")])),
+    (["report", "--summary", "s.parquet", "--score-table", "0", "el2n", "fitting", "f.parquet",
+      "--scorer", "el2n", "--per-class-rate", "0.7", "--strategy-choice", "a.json",
+      "--strategy-choice", "b.json", "--dataset", "digits", "--out-dir", "r"],
+     specs.Report(summary="s.parquet", score_table=[("0", "el2n", "fitting", "f.parquet")],
+                  scorer="el2n", per_class_rate=0.7, strategy_choice=["a.json", "b.json"],
+                  dataset="digits", out_dir="r")),
+    (["prepare-data", "--dataset", '{"name": "digits"}', "--output", "d.npz"],
+     specs.PrepareData(dataset={"name": "digits"}, output="d.npz")),
+])
+def test_hand_written_command_lines_still_parse(argv, expected):
+    args = cli.build_parser().parse_args(argv)
+    assert specs.SPECS[argv[0]].from_args(args) == expected
+
+
+@pytest.mark.parametrize("argv", [
+    ["aggregate", "--output", "a.parquet"],  # a positional list needs one value at least
+    ["scoring-models", "--output", "r.parquet", "--model", "0"],  # SEED PATH: two values
+    ["report", "--summary", "s.parquet", "--scorer", "el2n"],  # --out-dir is required
+])
+def test_incomplete_command_lines_are_refused(argv):
+    with pytest.raises(SystemExit):
+        cli.build_parser().parse_args(argv)
+
+
+def test_positional_arguments_beside_a_list_option_are_refused():
+    @dataclasses.dataclass(frozen=True, kw_only=True)
+    class Ambiguous(specs.JobSpec):
+        names: list[str] = specs.arg("any number of values", [])
+        paths: list[str] = specs.arg("positional", positional=True)
+
+    import argparse
+
+    with pytest.raises(TypeError, match="positional"):
+        Ambiguous.add_arguments(argparse.ArgumentParser())
 
 
 @pytest.mark.parametrize("trained_on, message", [

@@ -9,12 +9,11 @@ The Snakemake rules call these; they are usable by hand too, e.g.::
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import os
 import platform
 import sys
-from typing import Any, Callable
+from typing import Callable
 
 from unseen import jobs
 from unseen.specs import SPECS
@@ -29,53 +28,6 @@ def log_job_context() -> None:
         "host=%s pid=%d slurm_job_id=%s cuda_visible_devices=%s",
         platform.node(), os.getpid(), os.environ.get("SLURM_JOB_ID", "none"),
         os.environ.get("CUDA_VISIBLE_DEVICES", "unset"),
-    )
-
-
-def _json(text: str) -> Any:
-    try:
-        return json.loads(text)
-    except json.JSONDecodeError as err:
-        raise argparse.ArgumentTypeError(f"not valid JSON: {err}") from None
-
-
-def cmd_prepare_data(args: argparse.Namespace) -> None:
-    jobs.prepare_data(args.dataset, args.output)
-
-
-def cmd_split(args: argparse.Namespace) -> None:
-    jobs.split(args.dataset_cache, args.folds, args.seed, args.output)
-
-
-def cmd_class_difficulty(args: argparse.Namespace) -> None:
-    jobs.class_difficulty(args.predictions, args.output)
-
-
-def cmd_aggregate(args: argparse.Namespace) -> None:
-    jobs.aggregate(args.shards, args.output)
-
-
-def cmd_select_random(args: argparse.Namespace) -> None:
-    jobs.select_random(args.folds_table, args.rate, args.seed, args.output, args.id_list)
-
-
-def cmd_finalize(args: argparse.Namespace) -> None:
-    jobs.finalize_coreset(args.stage_table, args.output, args.id_list)
-
-
-def cmd_summarize(args: argparse.Namespace) -> None:
-    jobs.summarize(args.metrics, args.output, args.csv)
-
-
-def cmd_scoring_models(args: argparse.Namespace) -> None:
-    jobs.scoring_models(args.model or [], args.output)
-
-
-def cmd_report(args: argparse.Namespace) -> None:
-    jobs.report(
-        args.summary, args.score_table or [], args.out_dir, args.scorer,
-        args.per_class_rate, args.classes_from, args.scoring_models,
-        args.strategy_choice or [], args.dataset,
     )
 
 
@@ -155,69 +107,10 @@ def build_parser() -> argparse.ArgumentParser:
             "check config files: YAML syntax (with file and line) and every key")
     p.add_argument("files", nargs="+", help="config YAML files, e.g. my.yaml")
 
-    p = add("prepare-data", cmd_prepare_data, "decode a dataset once into the cache file")
-    p.add_argument("--dataset", type=_json, required=True, help='JSON {"name": ..., "root": ...}')
-    p.add_argument("--output", required=True)
-
-    p = add("split", cmd_split, "assign training samples to K stratified folds")
-    p.add_argument("--dataset-cache", required=True)
-    p.add_argument("--folds", type=int, required=True)
-    p.add_argument("--seed", type=int, required=True)
-    p.add_argument("--output", required=True)
-
-    p = add("class-difficulty", cmd_class_difficulty, "per-class out-of-fold error rate")
-    p.add_argument("--output", required=True)
-    p.add_argument("predictions", nargs="+", help="fold models' predictions.npz")
-
-    p = add("aggregate", cmd_aggregate, "average out-of-fold scores per sample")
-    p.add_argument("--output", required=True)
-    p.add_argument("shards", nargs="+")
-
-    p = add("select-random", cmd_select_random, "random baseline coreset")
-    p.add_argument("--folds-table", required=True)
-    p.add_argument("--rate", type=float, required=True)
-    p.add_argument("--seed", type=int, required=True)
-    p.add_argument("--output", required=True)
-    p.add_argument("--id-list", required=True)
-
-    p = add("finalize", cmd_finalize, "publish a stage table as the coreset")
-    p.add_argument("--stage-table", required=True)
-    p.add_argument("--output", required=True)
-    p.add_argument("--id-list", required=True)
-
     # jobs with a typed spec (unseen.specs): options generated from the spec's fields
     for spec in SPECS.values():
         p = add(spec.COMMAND, lambda args, spec=spec: spec.from_args(args).run(), spec.HELP)
         spec.add_arguments(p)
-
-    p = add("summarize", cmd_summarize, "collect all retrain metrics into one table")
-    p.add_argument("--output", required=True)
-    p.add_argument("--csv", required=True)
-    p.add_argument("metrics", nargs="+")
-
-    p = add("scoring-models", cmd_scoring_models,
-            "the regime table: how well every scoring model fits its training samples")
-    p.add_argument("--output", required=True)
-    p.add_argument(
-        "--model", nargs=2, action="append", metavar=("SEED", "PREDICTIONS"),
-        help="a scoring model's predictions.npz and its run seed; repeat for every model",
-    )
-
-    p = add("report", cmd_report, "tables and figures of a run (results/report/)")
-    p.add_argument("--summary", required=True, help="results/summary.parquet")
-    p.add_argument(
-        "--score-table", nargs=4, action="append", metavar=("SEED", "SCORER", "KIND", "PATH"),
-        help="a score table (KIND fitting or unseen); repeat for every seed and scorer",
-    )
-    p.add_argument("--scorer", required=True, help="scorer of the histogram and rank figures")
-    p.add_argument("--per-class-rate", type=float, default=None)
-    p.add_argument("--classes-from", default=None, help="a metrics.json holding class names")
-    p.add_argument("--scoring-models", default=None,
-                   help="results/scoring_models.parquet (the regime table)")
-    p.add_argument("--strategy-choice", action="append", metavar="JSON",
-                   help="a `validated` choice file (strategy_choice/*/rate*.json); repeat for each")
-    p.add_argument("--dataset", default=None, help="the dataset's name, for the overview")
-    p.add_argument("--out-dir", required=True)
 
     p = add("budget-ablation", cmd_budget_ablation,
             "scoring-budget x retrain-budget table and figure from several runs' summaries")

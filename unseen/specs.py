@@ -10,6 +10,11 @@ argument to a job is one field here (plus its use in the job).
 Field types map to options: ``str``/``int``/``float`` take one value, ``dict``
 and JSON lists (``json=True``) one JSON text, ``list[str]`` any number of
 values, ``bool`` a flag; a field without a default is a required option.
+Field metadata makes two more kinds: ``positional=True`` (a ``list[str]`` of
+positional arguments, e.g. ``aggregate``'s shards; written after the options)
+and ``repeat=True`` (an option given once per item, e.g. ``--strategy-choice A
+--strategy-choice B``; with ``nargs=N`` each item is a tuple of N texts, e.g.
+``--model SEED PATH``).
 """
 
 from __future__ import annotations
@@ -30,9 +35,12 @@ from unseen.subset_training import RECORD_FORMATS
 
 
 def arg(help: str = "", default: Any = dataclasses.MISSING, *, choices=None, json_value=False,
-        metavar=None):
-    """A spec field: its help text, default, allowed values; ``json_value``: passed as JSON text."""
-    metadata = {"help": help, "choices": choices, "json": json_value, "metavar": metavar}
+        metavar=None, positional=False, repeat=False, nargs=None):
+    """A spec field: its help text, default, allowed values; ``json_value``: passed as JSON text;
+    ``positional``: positional arguments; ``repeat``: an option given once per item, of ``nargs``
+    texts each (one when None)."""
+    metadata = {"help": help, "choices": choices, "json": json_value, "metavar": metavar,
+                "positional": positional, "repeat": repeat, "nargs": nargs}
     if isinstance(default, (list, dict)):
         value = default
         return dataclasses.field(default_factory=lambda: type(value)(value), metadata=metadata)
@@ -55,7 +63,11 @@ def _flag(field: dataclasses.Field) -> str:
 
 
 def _kind(spec_type: type, field: dataclasses.Field) -> str:
-    """json, list, bool or scalar: how a field is written on a command line."""
+    """positional, repeat, json, list, bool or scalar: how a field is written on a command line."""
+    if field.metadata.get("positional"):
+        return "positional"
+    if field.metadata.get("repeat"):
+        return "repeat"
     hint = typing.get_type_hints(spec_type)[field.name]
     origin = typing.get_origin(hint)
     if field.metadata.get("json") or hint is dict or origin is dict:
@@ -82,14 +94,23 @@ class JobSpec:
 
     @classmethod
     def add_arguments(cls, parser: argparse.ArgumentParser) -> None:
-        """One option per field."""
+        """One option per field (positional fields: positional arguments)."""
+        kinds = {field.name: _kind(cls, field) for field in dataclasses.fields(cls)}
+        if "positional" in kinds.values() and "list" in kinds.values():
+            # an option of any number of values would take the positional arguments after it
+            raise TypeError(f"{cls.__name__}: a list option and positional arguments in one spec")
         for field in dataclasses.fields(cls):
-            kind = _kind(cls, field)
+            kind = kinds[field.name]
             required = (field.default is dataclasses.MISSING
                         and field.default_factory is dataclasses.MISSING)
             options: dict[str, Any] = {"help": field.metadata.get("help") or None}
             if kind == "bool":
                 parser.add_argument(_flag(field), action="store_true", **options)
+                continue
+            if field.metadata.get("metavar"):
+                options["metavar"] = field.metadata["metavar"]
+            if kind == "positional":
+                parser.add_argument(field.name, nargs="+" if required else "*", **options)
                 continue
             if required:
                 options["required"] = True
@@ -98,23 +119,32 @@ class JobSpec:
                                       else field.default_factory())
             if field.metadata.get("choices") is not None:
                 options["choices"] = field.metadata["choices"]
-            if field.metadata.get("metavar"):
-                options["metavar"] = field.metadata["metavar"]
             if kind == "json":
                 options["type"] = _json
             elif kind == "list":
                 options["nargs"] = "*"
+            elif kind == "repeat":
+                options["action"] = "append"
+                if field.metadata.get("nargs"):
+                    options["nargs"] = field.metadata["nargs"]
             else:
                 options["type"] = _scalar_type(cls, field)
             parser.add_argument(_flag(field), **options)
 
     @classmethod
     def from_args(cls, args: argparse.Namespace) -> "JobSpec":
-        return cls(**{field.name: getattr(args, field.name) for field in dataclasses.fields(cls)})
+        values = {}
+        for field in dataclasses.fields(cls):
+            value = getattr(args, field.name)
+            if _kind(cls, field) == "repeat" and field.metadata.get("nargs"):
+                value = [tuple(item) for item in value]
+            values[field.name] = value
+        return cls(**values)
 
     def argv(self) -> list[str]:
         """The command-line arguments that give this spec back (:meth:`from_args`)."""
         out: list[str] = []
+        positionals: list[str] = []
         for field in dataclasses.fields(self):
             value = getattr(self, field.name)
             kind = _kind(type(self), field)
@@ -122,13 +152,19 @@ class JobSpec:
                 continue
             if kind == "bool":
                 out.append(_flag(field))
+            elif kind == "positional":
+                positionals += map(str, value)
+            elif kind == "repeat":
+                for item in value:
+                    items = item if field.metadata.get("nargs") else [item]
+                    out += [_flag(field), *map(str, items)]
             elif kind == "json":
                 out += [_flag(field), _as_json(value)]
             elif kind == "list":
                 out += [_flag(field), *map(str, value)] if value else []
             else:
                 out += [_flag(field), str(value)]
-        return out
+        return out + positionals
 
     def command(self) -> str:
         """The shell command that runs this job (``python -m unseen COMMAND ...``), quoted."""
@@ -432,8 +468,178 @@ class SelectSingleStep(_Selection):
         )
 
 
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class PrepareData(JobSpec):
+    """Decode the config's dataset once into the cache file every job reads."""
+
+    COMMAND: ClassVar[str] = "prepare-data"
+    HELP: ClassVar[str] = "decode a dataset once into the cache file"
+
+    dataset: dict = arg('JSON {"name": ..., "root": ...}')
+    output: str = arg("dataset .npz to write")
+
+    def run(self) -> None:
+        from unseen import jobs
+
+        jobs.prepare_data(self.dataset, self.output)
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class Split(JobSpec):
+    """Assign the training samples to K stratified folds."""
+
+    COMMAND: ClassVar[str] = "split"
+    HELP: ClassVar[str] = "assign training samples to K stratified folds"
+
+    dataset_cache: str = arg("dataset .npz from prepare-data")
+    folds: int = arg("the number of folds K")
+    seed: int = arg("run seed")
+    output: str = arg("fold table to write (Parquet)")
+
+    def run(self) -> None:
+        from unseen import jobs
+
+        jobs.split(self.dataset_cache, self.folds, self.seed, self.output)
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class ClassDifficulty(JobSpec):
+    """Per-class error rate of the fold models on the samples they never trained on."""
+
+    COMMAND: ClassVar[str] = "class-difficulty"
+    HELP: ClassVar[str] = "per-class out-of-fold error rate"
+
+    output: str = arg("class error table to write (Parquet)")
+    predictions: list[str] = arg("fold models' predictions.npz", positional=True)
+
+    def run(self) -> None:
+        from unseen import jobs
+
+        jobs.class_difficulty(list(self.predictions), self.output)
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class Aggregate(JobSpec):
+    """Mean, std and count of each sample's out-of-fold scores across the fold shards."""
+
+    COMMAND: ClassVar[str] = "aggregate"
+    HELP: ClassVar[str] = "average out-of-fold scores per sample"
+
+    output: str = arg("aggregated score table to write (Parquet)")
+    shards: list[str] = arg("score tables of the fold models, one per fold", positional=True)
+
+    def run(self) -> None:
+        from unseen import jobs
+
+        jobs.aggregate(list(self.shards), self.output)
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class SelectRandom(JobSpec):
+    """The random baseline: a uniform seeded subset of the coreset size."""
+
+    COMMAND: ClassVar[str] = "select-random"
+    HELP: ClassVar[str] = "random baseline coreset"
+
+    folds_table: str = arg("fold table (its samples are the training set)")
+    rate: float = arg("pruning rate")
+    seed: int = arg("run seed")
+    output: str = arg("coreset to write (Parquet)")
+    id_list: str = arg("plain list of the coreset's sample ids to write")
+
+    def run(self) -> None:
+        from unseen import jobs
+
+        jobs.select_random(self.folds_table, self.rate, self.seed, self.output, self.id_list)
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class Finalize(JobSpec):
+    """Publish the final stage table as the coreset."""
+
+    COMMAND: ClassVar[str] = "finalize"
+    HELP: ClassVar[str] = "publish a stage table as the coreset"
+
+    stage_table: str = arg("stage table of the last stage")
+    output: str = arg("coreset to write (Parquet)")
+    id_list: str = arg("plain list of the coreset's sample ids to write")
+
+    def run(self) -> None:
+        from unseen import jobs
+
+        jobs.finalize_coreset(self.stage_table, self.output, self.id_list)
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class Summarize(JobSpec):
+    """Every retrain's metrics in one table (Parquet and CSV)."""
+
+    COMMAND: ClassVar[str] = "summarize"
+    HELP: ClassVar[str] = "collect all retrain metrics into one table"
+
+    output: str = arg("summary table to write (Parquet)")
+    csv: str = arg("the same table as CSV, to write")
+    metrics: list[str] = arg("metrics.parquet of every retrain", positional=True)
+
+    def run(self) -> None:
+        from unseen import jobs
+
+        jobs.summarize(list(self.metrics), self.output, self.csv)
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class ScoringModels(JobSpec):
+    """The regime table: how well every scoring model fits its training samples."""
+
+    COMMAND: ClassVar[str] = "scoring-models"
+    HELP: ClassVar[str] = "the regime table: how well every scoring model fits its training samples"
+
+    output: str = arg("regime table to write (Parquet)")
+    model: list[tuple[str, ...]] = arg(
+        "a scoring model's predictions.npz and its run seed; repeat for every model", [],
+        repeat=True, nargs=2, metavar=("SEED", "PREDICTIONS"))
+
+    def run(self) -> None:
+        from unseen import jobs
+
+        jobs.scoring_models(list(self.model), self.output)
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class Report(JobSpec):
+    """Tables, HTML notes and figures of a run (results/report/)."""
+
+    COMMAND: ClassVar[str] = "report"
+    HELP: ClassVar[str] = "tables and figures of a run (results/report/)"
+
+    summary: str = arg("results/summary.parquet")
+    score_table: list[tuple[str, ...]] = arg(
+        "a score table (KIND fitting or unseen); repeat for every seed and scorer", [],
+        repeat=True, nargs=4, metavar=("SEED", "SCORER", "KIND", "PATH"))
+    scorer: str = arg("scorer of the histogram and rank figures")
+    per_class_rate: float | None = arg("pruning rate of the per-class figure; default: the highest", None)
+    classes_from: str | None = arg("a metrics.json holding class names", None)
+    scoring_models: str | None = arg("results/scoring_models.parquet (the regime table)", None)
+    strategy_choice: list[str] = arg(
+        "a `validated` choice file (strategy_choice/*/rate*.json); repeat for each", [],
+        repeat=True, metavar="JSON")
+    dataset: str | None = arg("the dataset's name, for the overview", None)
+    out_dir: str = arg("folder to write the report to")
+
+    def run(self) -> None:
+        from unseen import jobs
+
+        jobs.report(
+            self.summary, list(self.score_table), self.out_dir, self.scorer, self.per_class_rate,
+            self.classes_from, self.scoring_models, list(self.strategy_choice), self.dataset,
+        )
+
+
 #: Every job kind with a spec, by subcommand.
 SPECS: dict[str, type[JobSpec]] = {
-    spec.COMMAND: spec for spec in (TrainScoringModel, Score, ChooseStrategy, SelectFirstStage,
-                                    SelectNextStage, SelectSingleStep, Retrain)
+    spec.COMMAND: spec for spec in (
+        PrepareData, Split, ClassDifficulty, Aggregate, SelectRandom, Finalize,
+        TrainScoringModel, Score, ChooseStrategy, SelectFirstStage, SelectNextStage,
+        SelectSingleStep, Retrain, Summarize, ScoringModels, Report,
+    )
 }
