@@ -242,14 +242,6 @@ def all_strategy_choices():
     })
 
 
-def scoring_model_args(wildcards, input):
-    """--model SEED PATH for every scoring model (input in all_scoring_models() order)."""
-    return " ".join(
-        f"--model {seed} {shlex.quote(path)}"
-        for (seed, _), path in zip(all_scoring_models(), input)
-    )
-
-
 def one(files):
     """The one path of a rule's input or output item (a single file or a one-file list)."""
     return files if isinstance(files, str) else files[0]
@@ -395,15 +387,6 @@ def score_table_inputs(wildcards):
             f"{RESULTS}/seed{{seed}}/scores/oof/{{scorer}}.parquet", seed=SEEDS, scorer=SCORERS
         )
     return tables
-
-
-def score_table_args(wildcards, input):
-    """--score-table SEED SCORER KIND PATH for each table, in expand() order."""
-    return " ".join(
-        f"--score-table {seed} {scorer} {kind} {shlex.quote(path)}"
-        for kind in score_table_inputs(wildcards)
-        for (seed, scorer), path in zip(itertools.product(SEEDS, SCORERS), input[kind])
-    )
 
 
 def prepare_data_command(wildcards, output):
