@@ -430,6 +430,11 @@ CHECK_CONFIG_CASES = {
     "retrain-budget-name": ("budget: {retrain: [full-steps]}\n",
                             ["budget.retrain[0]", "'full_steps', 'epochs'"]),
     "scoring-budget-zero": ("budget: {scoring: 0}\n", ["budget.scoring", "a number > 0"]),
+    # a model option the model does not take (issue 24, item 9): used to fail only when
+    # the first training job built the model
+    "model-option-typo": ("scoring_model: {arch: small_cnn, options: {widht: 16}}\n",
+                          ["scoring_model.options.widht", "has no option 'widht'",
+                           "allowed options of 'small_cnn': width (default 32)"]),
     # a data root on a node that does not mount it
     "missing-data-root": ("dataset: {name: mnist, root: /nonexistent/mnist}\n",
                           ["dataset 'mnist'", "/nonexistent/mnist does not exist", "To obtain the data"]),
@@ -454,8 +459,8 @@ def test_check_config_names_the_key_or_file_without_a_traceback(tmp_path, case):
     assert "Traceback" not in proc.stderr
 
 
-# a schema error and a missing data root (the two checks check-config runs)
-@pytest.mark.parametrize("case", ["key-typo", "missing-data-root"])
+# a schema error, a check after the schema (model options) and a missing data root
+@pytest.mark.parametrize("case", ["key-typo", "model-option-typo", "missing-data-root"])
 def test_a_config_that_check_config_refuses_stops_snakemake_at_parse_time(tmp_path, case):
     config, expected = _check_config_file(tmp_path, case)
     workdir = make_workdir(tmp_path / "run", TINY)
