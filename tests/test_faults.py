@@ -361,6 +361,24 @@ def test_degenerate_imagefolder_stops_at_parse_time(tmp_path, case):
     assert not (workdir / "results").exists() or not any((workdir / "results").rglob("*.parquet"))
 
 
+def test_every_macos_appledouble_file_is_named_at_parse_time(tmp_path):
+    """Issue 24, item 9: ``._*`` files (a copy from macOS) used to fail prepare_data one per
+    run, each as an image that cannot be decoded."""
+    root = image_folder(tmp_path / "images", {"cat": 6, "dog": 6, "newt": 6})
+    doubles = ["train/cat/._000.png", "train/newt/._003.png", "test/dog/._001.png"]
+    for name in doubles:
+        (root / name).write_bytes(b"\x00\x05\x16\x07\x00\x02\x00\x00Mac OS X" + bytes(40))
+    workdir = make_workdir(tmp_path / "run", {**TINY, "dataset": {"name": "imagefolder",
+                                                                   "root": str(root)}})
+    proc = run_snakemake(workdir, "-n", check=False)
+    assert proc.returncode != 0
+    assert f"{root}: 3 macOS AppleDouble file(s)" in text(proc), text(proc)[-2000:]
+    for name in doubles:
+        assert name in text(proc), text(proc)[-2000:]
+    assert f"find {root} -name '._*' -delete" in text(proc)
+    assert not (workdir / "results").exists() or not any((workdir / "results").rglob("*.parquet"))
+
+
 def test_images_of_different_sizes_name_the_odd_file(tmp_path):
     from PIL import Image
 
