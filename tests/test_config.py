@@ -119,6 +119,65 @@ def test_matrix_keys_are_checked_by_name(changes, key, words):
         assert word in message, f"{word!r} missing from {message}"
 
 
+@pytest.mark.parametrize("section, arch, options, key, words", [
+    # a typo: named with the model's options and defaults (from its factory's signature)
+    ("scoring_model", "small_cnn", {"widht": 16}, "scoring_model.options.widht",
+     ["model 'small_cnn' has no option 'widht'", "did you mean 'width'?",
+      "allowed options of 'small_cnn': width (default 32)", "rename or remove 'widht'"]),
+    ("final_model", "airbench", {"width": 32, "whiten": 3}, "final_model.options.whiten",
+     ["model 'airbench' has no option 'whiten'", "whiten_kernel (default 2)",
+      "bn_momentum (default 0.4)", "logit_scale (default 0.111111)"]),
+    # a model without options
+    ("final_model", "resnet18", {"width": 64}, "final_model.options.width",
+     ["model 'resnet18' takes no options", "remove final_model.options"]),
+    # a value of the wrong type
+    ("scoring_model", "mlp", {"width": 16.5}, "scoring_model.options.width",
+     ["16.5 is not an integer", "model 'mlp' takes width as an integer", "width: 128"]),
+    ("final_model", "airbench", {"bn_momentum": "fast"}, "final_model.options.bn_momentum",
+     ["'fast' is not a number", "bn_momentum: 0.4"]),
+    ("scoring_model", "small_cnn", {"width": True}, "scoring_model.options.width",
+     ["True is not an integer"]),
+], ids=["typo", "typo-airbench", "no-options", "float-for-int", "string-for-float", "bool-for-int"])
+def test_model_options_the_model_does_not_take_are_named_at_validation(
+        section, arch, options, key, words):
+    """Issue 24, item 9: a model option typo used to pass the config check and fail
+    only when the first training job built the model (after queueing on a cluster)."""
+    with pytest.raises(ConfigError) as err:
+        validate_config({section: {"arch": arch, "options": options}})
+    message = str(err.value)
+    assert f"config key '{key}'" in message, message
+    for word in words:
+        assert word in message, f"{word!r} missing from {message}"
+
+
+def test_model_options_follow_the_factory_signature(monkeypatch):
+    """The allowed options are read from the factories, so every model's own defaults
+    pass, numbers given as strings (--config) are taken, and a new option of a factory
+    is accepted with no other edit."""
+    import unseen.models
+    from unseen.models import model_options
+
+    for arch in MODELS:
+        options = model_options(arch)
+        config = validate_config({"scoring_model": {"arch": arch, "options": options},
+                                  "final_model": {"arch": arch, "options": dict(options)}})
+        assert config["final_model"]["options"] == options
+    assert validate_config({"scoring_model": {"arch": "small_cnn", "options": {"width": "16"}}})[
+        "scoring_model"]["options"] == {"width": 16}
+
+    def mlp_with_depth(in_shape, num_classes, width: int = 128, depth: int = 2):
+        return unseen.models.mlp(in_shape, num_classes, width)
+
+    monkeypatch.setitem(unseen.models.MODELS, "mlp", mlp_with_depth)
+    assert validate_config({"scoring_model": {"options": {"depth": 3}}})[
+        "scoring_model"]["options"] == {"depth": 3}
+    with pytest.raises(ConfigError, match=r"width \(default 128\), depth \(default 2\)"):
+        validate_config({"scoring_model": {"options": {"dpeth": 3}}})
+    # the Python API builds models directly: the same check, the same words
+    with pytest.raises(TypeError, match="'options.dpeth': model 'mlp' has no option 'dpeth'"):
+        unseen.models.build_model("mlp", (1, 8, 8), 10, dpeth=3)
+
+
 def test_valid_report_and_extra_selections_pass():
     config = validate_config({
         "scorers": ["el2n", "loss"], "pruning_rates": [0.3, 0.7],

@@ -181,6 +181,45 @@ def test_imagefolder_of_rgba_palette_and_grayscale_files_loads_as_rgb(tmp_path):
     np.testing.assert_array_equal(data.train_x[:, :, 0, 0], [[100, 100, 100], [10, 20, 30], [200, 0, 50]])
 
 
+def _appledouble(path: Path) -> Path:
+    """The ``._<name>`` file a copy from macOS leaves beside ``path`` (not an image)."""
+    double = path.with_name(f"._{path.name}")
+    double.write_bytes(b"\x00\x05\x16\x07\x00\x02\x00\x00Mac OS X        " + bytes(40))
+    return double
+
+
+def test_every_macos_appledouble_file_is_named_with_the_fix(tmp_path):
+    """Issue 24, item 9: each ``._*`` file used to fail decoding on its own, one per run."""
+    from unseen.data import train_label_counts
+
+    train = write_image_tree(tmp_path, "train", {"cat": 3, "dog": 4})
+    write_image_tree(tmp_path, "val", {"cat": 1, "dog": 1}, seed=1)
+    doubles = [_appledouble(tmp_path / name) for name in
+               ("train/cat/img00.png", "train/dog/img03.jpg", "val/dog/img00.png")]
+    spec = {"name": "imagefolder", "root": str(tmp_path), "in_memory": True}
+    # the loader (prepare_data, the Python API) and the class count of the Snakefile's parse
+    for call in (lambda: load_dataset(spec), lambda: train_label_counts(spec)):
+        with pytest.raises(DatasetError) as err:
+            call()
+        message = str(err.value)
+        assert f"{tmp_path}: 3 macOS AppleDouble file(s)" in message, message
+        for double in doubles:  # every one, both splits, in one message
+            assert str(double.relative_to(tmp_path)) in message, message
+        assert f"find {tmp_path} -name '._*' -delete" in message, message
+    # many: the count and the first 10
+    many = [_appledouble(tmp_path / "train" / "dog" / f"extra{i:02d}.jpg") for i in range(12)]
+    with pytest.raises(DatasetError) as err:
+        load_dataset(spec)
+    message = str(err.value)
+    assert "15 macOS AppleDouble file(s)" in message and "and 5 more" in message, message
+    assert message.count("/._") == 10, message  # the first ten by name
+    # the fix: afterwards the dataset loads, with the real images only
+    for double in doubles + many:
+        double.unlink()
+    data = load_dataset(spec)
+    assert len(data.train_y) == len(train) and len(data.test_y) == 2
+
+
 def test_imagefolder_ids_stable_between_memory_and_streaming(tmp_path):
     write_image_tree(tmp_path, "train", {"b": 3, "a": 3}, size=(16, 16))
     write_image_tree(tmp_path, "test", {"a": 1, "b": 1}, size=(16, 16), seed=3)

@@ -361,6 +361,24 @@ def test_degenerate_imagefolder_stops_at_parse_time(tmp_path, case):
     assert not (workdir / "results").exists() or not any((workdir / "results").rglob("*.parquet"))
 
 
+def test_every_macos_appledouble_file_is_named_at_parse_time(tmp_path):
+    """Issue 24, item 9: ``._*`` files (a copy from macOS) used to fail prepare_data one per
+    run, each as an image that cannot be decoded."""
+    root = image_folder(tmp_path / "images", {"cat": 6, "dog": 6, "newt": 6})
+    doubles = ["train/cat/._000.png", "train/newt/._003.png", "test/dog/._001.png"]
+    for name in doubles:
+        (root / name).write_bytes(b"\x00\x05\x16\x07\x00\x02\x00\x00Mac OS X" + bytes(40))
+    workdir = make_workdir(tmp_path / "run", {**TINY, "dataset": {"name": "imagefolder",
+                                                                   "root": str(root)}})
+    proc = run_snakemake(workdir, "-n", check=False)
+    assert proc.returncode != 0
+    assert f"{root}: 3 macOS AppleDouble file(s)" in text(proc), text(proc)[-2000:]
+    for name in doubles:
+        assert name in text(proc), text(proc)[-2000:]
+    assert f"find {root} -name '._*' -delete" in text(proc)
+    assert not (workdir / "results").exists() or not any((workdir / "results").rglob("*.parquet"))
+
+
 def test_images_of_different_sizes_name_the_odd_file(tmp_path):
     from PIL import Image
 
@@ -430,6 +448,11 @@ CHECK_CONFIG_CASES = {
     "retrain-budget-name": ("budget: {retrain: [full-steps]}\n",
                             ["budget.retrain[0]", "'full_steps', 'epochs'"]),
     "scoring-budget-zero": ("budget: {scoring: 0}\n", ["budget.scoring", "a number > 0"]),
+    # a model option the model does not take (issue 24, item 9): used to fail only when
+    # the first training job built the model
+    "model-option-typo": ("scoring_model: {arch: small_cnn, options: {widht: 16}}\n",
+                          ["scoring_model.options.widht", "has no option 'widht'",
+                           "allowed options of 'small_cnn': width (default 32)"]),
     # a data root on a node that does not mount it
     "missing-data-root": ("dataset: {name: mnist, root: /nonexistent/mnist}\n",
                           ["dataset 'mnist'", "/nonexistent/mnist does not exist", "To obtain the data"]),
@@ -454,8 +477,8 @@ def test_check_config_names_the_key_or_file_without_a_traceback(tmp_path, case):
     assert "Traceback" not in proc.stderr
 
 
-# a schema error and a missing data root (the two checks check-config runs)
-@pytest.mark.parametrize("case", ["key-typo", "missing-data-root"])
+# a schema error, a check after the schema (model options) and a missing data root
+@pytest.mark.parametrize("case", ["key-typo", "model-option-typo", "missing-data-root"])
 def test_a_config_that_check_config_refuses_stops_snakemake_at_parse_time(tmp_path, case):
     config, expected = _check_config_file(tmp_path, case)
     workdir = make_workdir(tmp_path / "run", TINY)

@@ -238,7 +238,7 @@ def _semantic_problems(config: dict[str, Any]) -> list[str]:
     from unseen.scorers import SCORERS
     from unseen.strategies import STRATEGIES
 
-    problems = _rate_problems(config["pruning_rates"])
+    problems = _rate_problems(config["pruning_rates"]) + _model_option_problems(config)
     for i, name in enumerate(config["extra_selections"]):
         _, scorer, strategy = parse_coreset_name(name)
         if scorer not in SCORERS or strategy not in STRATEGIES:
@@ -272,6 +272,38 @@ def _semantic_problems(config: dict[str, Any]) -> list[str]:
             f"config key 'stages': {stages} is invalid; allowed: fractions of the target "
             "size that increase strictly and end at 1.0, e.g. [0.5, 0.75, 1.0] or [1.0]"
         )
+    return problems
+
+
+def _model_option_problems(config: dict[str, Any]) -> list[str]:
+    """``scoring_model.options`` and ``final_model.options`` that their model does not take.
+
+    The allowed options are the model factory's keyword arguments
+    (:func:`unseen.models.model_options`), so a typo stops the run here instead
+    of failing every training job after it was queued. A string that reads as
+    the wanted type (``"16"`` from ``--config``) is taken as that value.
+    ``unseen.models`` (and torch with it) is imported only when some options are set.
+    """
+    sections = [s for s in ("scoring_model", "final_model") if config[s]["options"]]
+    if not sections:
+        return []
+    from unseen.models import model_option_problems
+
+    problems = []
+    for section in sections:
+        arch, options = config[section]["arch"], config[section]["options"]
+        for name, value in list(options.items()):
+            if isinstance(value, str):
+                try:
+                    parsed = yaml.safe_load(value)
+                except yaml.YAMLError:
+                    continue
+                if not isinstance(parsed, str) and not model_option_problems(arch, {name: parsed}):
+                    options[name] = parsed
+        problems += [
+            f"config key {problem}"
+            for problem in model_option_problems(arch, options, f"{section}.options")
+        ]
     return problems
 
 

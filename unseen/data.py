@@ -26,7 +26,9 @@ from typing import Any
 
 import numpy as np
 
-from unseen.datasets import DATASETS, FASHION_CLASSES, _digits_load, _list_tree, _source, read_idx
+from unseen.datasets import (
+    DATASETS, FASHION_CLASSES, _digits_load, _imagefolder_tree, _source, read_idx,
+)
 from unseen.images import DatasetError, ImageDataset, ImageFiles
 from unseen.io import DamagedFileError, load_npz, read_npz_member, save_npz
 
@@ -222,7 +224,7 @@ def train_label_counts(spec: dict[str, Any], cache: str | Path | None = None):
         labels = read_idx(DATASETS[name].files(root)[1])
         classes = FASHION_CLASSES if name == "fashion_mnist" else tuple(str(c) for c in range(10))
     elif name == "imagefolder" and root is not None:
-        pairs, classes = _list_tree(root / "train")
+        pairs, _, classes = _imagefolder_tree(root)
         labels, classes = np.array([y for _, y in pairs], dtype=np.int64), tuple(classes)
     else:
         return None

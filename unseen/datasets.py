@@ -13,6 +13,7 @@ from __future__ import annotations
 import gzip
 import os
 import pickle
+import shlex
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -168,10 +169,43 @@ def _imagefolder_files(root: Path) -> list[Path]:
     return out
 
 
+#: How many AppleDouble files a message lists by name (the count is always given).
+APPLEDOUBLE_NAMED = 10
+
+
+def _imagefolder_tree(root: Path) -> tuple[list, list, list[str]]:
+    """(train pairs, test pairs, class names) of an ImageFolder root; see :func:`_list_tree`.
+
+    A split folder that does not exist has no pairs. Raises :class:`DatasetError`
+    naming every macOS AppleDouble file (``._<name>``: the resource fork a copy
+    from macOS leaves beside each file, not an image although its name ends in
+    ``.jpg``) of both splits at once, with the command that deletes them.
+    """
+    train_dir, test_dir = root / "train", _imagefolder_test_dir(root)
+    train_pairs, classes = _list_tree(train_dir) if train_dir.is_dir() else ([], None)
+    test_pairs, classes = _list_tree(test_dir, classes) if test_dir.is_dir() else ([], classes)
+    appledouble = [f for f, _ in train_pairs + test_pairs if f.rsplit("/", 1)[-1].startswith("._")]
+    if appledouble:
+        named = ", ".join(appledouble[:APPLEDOUBLE_NAMED])
+        more = len(appledouble) - APPLEDOUBLE_NAMED
+        raise DatasetError(
+            f"{root}: {len(appledouble)} macOS AppleDouble file(s) ('._*': metadata that a copy"
+            " from macOS leaves beside each file; not images although named like them): "
+            + named + (f" and {more} more" if more > 0 else "")
+            + f". Fix: delete them all with: find {shlex.quote(str(root))} -name '._*' -delete"
+            " (then rerun; to copy from macOS without them, set COPYFILE_DISABLE=1 for tar, or"
+            " use rsync --exclude='._*')"
+        )
+    return train_pairs, test_pairs, list(classes or [])
+
+
 def _imagefolder_images(root: Path) -> list[Path]:
     """Every image of ``train/<class>/`` and ``test/<class>/`` (or ``val/``), sorted.
 
     An image overwritten in place changes its size or mtime, not its folder's.
+    Lists without checking (the fingerprint is computed on every parse, ``--unlock``
+    included): AppleDouble files are refused by :func:`_imagefolder_tree`, which the
+    parse-time label count (:func:`unseen.data.train_label_counts`) and the loader call.
     """
     images = []
     for split in (root / "train", _imagefolder_test_dir(root)):
@@ -181,8 +215,7 @@ def _imagefolder_images(root: Path) -> list[Path]:
 
 
 def _imagefolder_load(root: Path, options: dict[str, Any]) -> ImageDataset:
-    train_pairs, classes = _list_tree(root / "train")
-    test_pairs, _ = _list_tree(_imagefolder_test_dir(root), classes)
+    train_pairs, test_pairs, classes = _imagefolder_tree(root)
     if not train_pairs:
         raise DatasetError(f"{root / 'train'}: no image files in its class folders")
     size = options.get("image_size")

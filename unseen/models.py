@@ -6,7 +6,9 @@ logits of shape (B, num_classes).
 
 from __future__ import annotations
 
-from typing import Callable
+import difflib
+import inspect
+from typing import Any, Callable
 
 import torch
 import torch.nn.functional as F
@@ -238,14 +240,107 @@ MODELS: dict[str, Callable[..., nn.Module]] = {
 }
 
 
+def _factory(arch: str) -> Callable[..., nn.Module]:
+    try:
+        return MODELS[arch]
+    except KeyError:
+        raise KeyError(f"unknown model {arch!r}; choose one of {sorted(MODELS)}") from None
+
+
+def model_options(arch: str) -> dict[str, Any]:
+    """The keyword options model ``arch`` takes, name -> default, in signature order.
+
+    Read from its factory's signature (every parameter after ``in_shape`` and
+    ``num_classes``), so a new option needs no second list anywhere: the
+    config check (:func:`model_option_problems`) follows it.
+    """
+    params = list(inspect.signature(_factory(arch)).parameters.values())[2:]
+    return {
+        p.name: p.default for p in params
+        if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)
+    }
+
+
+def _wanted_type(default: Any) -> tuple[str, Callable[[Any], bool]] | None:
+    """(type name, test) for an option whose default is ``default``; None: not checked."""
+    if isinstance(default, bool):
+        return "a boolean", lambda v: isinstance(v, bool)
+    if isinstance(default, int):
+        return "an integer", lambda v: isinstance(v, int) and not isinstance(v, bool)
+    if isinstance(default, float):
+        return "a number", lambda v: isinstance(v, (int, float)) and not isinstance(v, bool)
+    if isinstance(default, str):
+        return "a string", lambda v: isinstance(v, str)
+    return None
+
+
+def _value(default: Any) -> str:
+    return f"{default:g}" if isinstance(default, float) else repr(default)
+
+
+def _describe(options: dict[str, Any]) -> str:
+    return ", ".join(
+        f"{name} (required)" if default is inspect.Parameter.empty
+        else f"{name} (default {_value(default)})"
+        for name, default in options.items()
+    )
+
+
+def model_option_problems(arch: str, options: dict[str, Any], key: str = "options") -> list[str]:
+    """Each option in ``options`` that model ``arch`` does not take, or of the wrong type.
+
+    Args:
+        arch: a name in :data:`MODELS`.
+        options: the keyword options for its factory (config ``<model>.options``).
+        key: how the messages name ``options`` (e.g. ``scoring_model.options``).
+
+    Returns:
+        One message per problem, each starting with ``'<key>.<option>'`` and naming
+        the model, the options it takes (from :func:`model_options`) and the fix;
+        empty when every option is fine.
+    """
+    accepted = model_options(arch)
+    problems = []
+    for name, value in options.items():
+        where = f"'{key}.{name}'"
+        if name not in accepted:
+            if not accepted:
+                problems.append(
+                    f"{where}: model {arch!r} takes no options; fix: remove {key}"
+                    f" (leave it empty)")
+                continue
+            close = difflib.get_close_matches(str(name), accepted, n=1, cutoff=0.7)
+            problems.append(
+                f"{where}: model {arch!r} has no option {name!r}"
+                + (f" (did you mean {close[0]!r}?)" if close else "")
+                + f"; allowed options of {arch!r}: {_describe(accepted)}; fix: rename or"
+                f" remove {name!r} in {key}"
+            )
+            continue
+        wanted = _wanted_type(accepted[name])
+        if wanted is not None and not wanted[1](value):
+            problems.append(
+                f"{where}: {value!r} is not {wanted[0]}; model {arch!r} takes {name} as"
+                f" {wanted[0]} (default {_value(accepted[name])}); fix: e.g."
+                f" {name}: {_value(accepted[name])}"
+            )
+    return problems
+
+
 def build_model(
     arch: str, in_shape: tuple[int, int, int], num_classes: int, **options: object
 ) -> nn.Module:
-    """Build model ``arch`` for images of ``in_shape`` = (C, H, W)."""
-    try:
-        factory = MODELS[arch]
-    except KeyError:
-        raise KeyError(f"unknown model {arch!r}; choose one of {sorted(MODELS)}") from None
+    """Build model ``arch`` for images of ``in_shape`` = (C, H, W).
+
+    Raises:
+        KeyError: ``arch`` is not in :data:`MODELS`.
+        TypeError: an option the model does not take, or of the wrong type
+            (:func:`model_option_problems`).
+    """
+    factory = _factory(arch)
+    problems = model_option_problems(arch, options)
+    if problems:
+        raise TypeError("invalid model options: " + "; ".join(problems))
     return factory(tuple(in_shape), int(num_classes), **options)
 
 
