@@ -362,3 +362,31 @@ def test_example_configs_are_valid(path):
     config = validate_config(yaml.safe_load(path.read_text()))
     assert config["dataset"]["name"] in DATASETS
     assert {config["scoring_model"]["arch"], config["final_model"]["arch"]} <= set(MODELS)
+
+
+def test_load_dataset_from_a_plain_script_without_a_main_guard(tmp_path):
+    """The README's example is such a script: decoding a large ImageFolder in parallel must not
+    re-import it (a spawned process pool did, and hung or failed; issue 24, item 8)."""
+    import subprocess
+    import sys
+
+    from PIL import Image
+
+    root = tmp_path / "images"
+    rng = np.random.default_rng(0)
+    for split, n in (("train", 2100), ("test", 20)):
+        for label in ("a", "b"):
+            folder = root / split / label
+            folder.mkdir(parents=True)
+            for i in range(n // 2):
+                Image.fromarray(rng.integers(0, 255, (8, 8), dtype=np.uint8)).save(folder / f"{i}.png")
+    script = tmp_path / "plain.py"
+    script.write_text(
+        "from unseen.api import load_dataset\n"
+        f"data = load_dataset({{'name': 'imagefolder', 'root': {str(root)!r}, 'workers': 2}})\n"
+        "print('loaded', len(data.train_y), len(data.test_y))\n"
+    )
+    proc = subprocess.run([sys.executable, str(script)], capture_output=True, text=True,
+                          timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.count("loaded") == 1 and "loaded 2100 20" in proc.stdout

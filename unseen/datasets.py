@@ -236,17 +236,22 @@ def _imagefolder_load(root: Path, options: dict[str, Any]) -> ImageDataset:
 
 def _decode_all(root: Path, files: list[str], size: int | None, channels: int,
                 workers: int) -> np.ndarray:
-    """Decode every file into one uint8 (N, C, H, W) array, in parallel processes."""
+    """Decode every file into one uint8 (N, C, H, W) array, in parallel threads.
+
+    Threads, not processes: Pillow decodes and resizes with the GIL released, and a
+    process pool started with ``spawn`` re-imports the caller's script, so
+    ``load_dataset`` from a plain script without ``if __name__ == "__main__"`` would
+    hang or fail (issue 24, item 8).
+    """
     paths = [root / f for f in files]
-    args = [(p, size, channels, False) for p in paths]
     workers = workers or min(8, os.cpu_count() or 1)
     if workers > 1 and len(paths) > 2000:
-        from multiprocessing import get_context
+        from concurrent.futures import ThreadPoolExecutor
 
-        with get_context("spawn").Pool(workers) as pool:
-            images = pool.starmap(_decode_image, args, chunksize=256)
+        with ThreadPoolExecutor(workers) as pool:
+            images = list(pool.map(lambda p: _decode_image(p, size, channels, False), paths))
     else:
-        images = [_decode_image(*a) for a in args]
+        images = [_decode_image(p, size, channels, False) for p in paths]
     if not images:
         return np.zeros((0, channels, size or 1, size or 1), dtype=np.uint8)
     odd = next((i for i, im in enumerate(images) if im.shape != images[0].shape), None)
