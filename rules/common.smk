@@ -21,10 +21,13 @@ from unseen.strategies import STRATEGIES, strategies_needing, strategy_needs, st
 validate_config(config)
 # A missing or incomplete data root stops the run here, before any job starts.
 check_dataset(config["dataset"])
-# So do damaged outputs, classes too small for the folds or a class-aware coreset,
-# and device: cuda without CUDA; once, in the main Snakemake process (unseen.preflight).
+# What the data are (one stat per source file; every image of an ImageFolder): computed once,
+# for prepare_data's params trigger and the parse-time checks.
+DATASET_FINGERPRINT = dataset_fingerprint(config["dataset"])
+# Damaged outputs, classes too small for the folds or a class-aware coreset, and device:
+# cuda without CUDA stop it here too; once, in the main Snakemake process (unseen.preflight).
 if workflow.is_main_process and invocation(sys.argv) != "other":
-    preflight(config, "results", sys.argv)
+    preflight(config, "results", sys.argv, DATASET_FINGERPRINT)
 
 # Jobs run this checkout's package (python -m unseen), also inside `--use-conda`
 # environments that hold only the dependencies: always the same code as the

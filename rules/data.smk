@@ -19,7 +19,7 @@ rule prepare_data:
         # ImageFolder). A change reruns this rule (Snakemake's params trigger)
         # and so every job after it.
         options=as_json({**config["dataset"], "root": None}),
-        fingerprint=dataset_fingerprint(config["dataset"]),
+        fingerprint=DATASET_FINGERPRINT,
     shell:
         "{params.command} > {log:q} 2>&1"
 

@@ -203,15 +203,18 @@ def cached_fingerprint(path: str | Path) -> str | None:
     return "" if value is None else str(value)
 
 
-def train_label_counts(spec: dict[str, Any], cache: str | Path | None = None):
+def train_label_counts(spec: dict[str, Any], cache: str | Path | None = None,
+                       fingerprint: str | None = None):
     """Training images per class, cheaply: (counts int64 (C,), class names), or None.
 
     Reads labels only: the existing dataset cache when it was made from the
     same source, else the source's label file or folder listing (digits, the
     idx data sets, ImageFolder). None where only decoding would tell (CIFAR
-    without a cache).
+    without a cache). ``fingerprint``: :func:`dataset_fingerprint` of ``spec``
+    if the caller has it (one stat per image of an ImageFolder), else computed.
     """
-    if cache is not None and cached_fingerprint(cache) == dataset_fingerprint(spec):
+    if cache is not None and cached_fingerprint(cache) == (
+            fingerprint or dataset_fingerprint(spec)):
         labels = read_npz_member(cache, "train_y")
         classes = read_npz_member(cache, "classes")
         return np.bincount(labels, minlength=len(classes)), tuple(str(c) for c in classes)

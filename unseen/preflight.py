@@ -42,26 +42,34 @@ class PreflightError(RuntimeError):
     """The run cannot succeed as configured, or a finished output is damaged."""
 
 
-def preflight(config: dict[str, Any], results: str | Path = "results", argv: list[str] = ()) -> None:
+def preflight(config: dict[str, Any], results: str | Path = "results", argv: list[str] = (),
+              fingerprint: str | None = None) -> None:
     """Run every check on a validated ``config`` and the outputs under ``results``.
 
     ``argv``: the snakemake command line; in a dry run a damaged dataset cache is
     only reported, and damaged files it names (``--forcerun FILE``) are being rebuilt
-    (:func:`rebuilt_paths`).
+    (:func:`rebuilt_paths`). ``fingerprint``: :func:`unseen.data.dataset_fingerprint`
+    of the config's dataset if the caller has it (it stats every image of an
+    ImageFolder, so it is computed once), else computed here.
     """
+    from unseen.data import cached_fingerprint, dataset_fingerprint
+
     rebuilding = rebuilt_paths(list(argv))
+    fingerprint = fingerprint or dataset_fingerprint(config["dataset"])
     cache = Path(results) / "data" / "dataset.npz"
-    found = train_label_counts(config["dataset"], cache)
+    found = train_label_counts(config["dataset"], cache, fingerprint)
     n_total = None if found is None else int(found[0].sum())
+    stored = cached_fingerprint(cache) if cache.is_file() else None
     # Outputs made from another dataset (a changed subset, root or source) are stale, not
     # damaged: prepare_data reruns and every job after it, so their ids are not held against
     # the new dataset's size.
+    dataset_changed = bool(stored) and stored != fingerprint
     check_outputs(results, dry_run=invocation(list(argv)) == "dry-run", rebuilding=rebuilding,
-                  n_total=None if dataset_changed(config, cache) else n_total)
+                  n_total=None if dataset_changed else n_total)
     if found is not None:
         check_splits(config, *found)
         check_record_epochs(config, n_total)
-    check_made_with(config, results, n_total, rebuilding)
+    check_made_with(config, results, n_total, rebuilding, fingerprint)
     check_device(config["device"])
 
 
@@ -132,14 +140,6 @@ def damaged_outputs(results: str | Path, n_total: int | None = None) -> list[tup
     return found
 
 
-def dataset_changed(config: dict[str, Any], cache: Path) -> bool:
-    """Whether the dataset cache was made from other data than the config's (its fingerprint)."""
-    from unseen.data import cached_fingerprint, dataset_fingerprint
-
-    stored = cached_fingerprint(cache) if cache.is_file() else None
-    return bool(stored) and stored != dataset_fingerprint(config["dataset"])
-
-
 def check_outputs(results: str | Path, dry_run: bool = False, rebuilding: list[Path] | None = (),
                   n_total: int | None = None) -> None:
     """Stop on a damaged output, naming it and the command that repairs it.
@@ -187,7 +187,7 @@ def check_outputs(results: str | Path, dry_run: bool = False, rebuilding: list[P
 
 
 def check_made_with(config: dict[str, Any], results: str | Path, n_total: int | None = None,
-                    rebuilding: list[Path] | None = ()) -> None:
+                    rebuilding: list[Path] | None = (), fingerprint: str | None = None) -> None:
     """Stop when a finished output was made under settings other than the config's,
     and Snakemake will not rerun its job by itself.
 
@@ -219,7 +219,7 @@ def check_made_with(config: dict[str, Any], results: str | Path, n_total: int | 
     stored = cached_fingerprint(cache)
     if stored:
         compare(cache, f"dataset fingerprint {stored}",
-                f"dataset fingerprint {dataset_fingerprint(config['dataset'])}")
+                f"dataset fingerprint {fingerprint or dataset_fingerprint(config['dataset'])}")
     k = config["folds"]["k"]
     for seed in config["seeds"]:
         folds = results / f"seed{seed}" / "split" / "folds.parquet"
