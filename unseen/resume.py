@@ -189,10 +189,3 @@ def _in_main_thread() -> bool:
     import threading
 
     return threading.current_thread() is threading.main_thread()
-
-
-def remove_states(*outputs: str | Path, labels: tuple[str, ...] = ("",)) -> None:
-    """Remove the training-state files of a job whose outputs are now complete."""
-    for output in outputs:
-        for label in labels:
-            state_path(output, label).unlink(missing_ok=True)
