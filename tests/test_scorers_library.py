@@ -31,14 +31,14 @@ from unseen.subset_training import RECORD_FORMATS
 RECORD_SCORERS = sorted(set(SCORERS) - MODEL_SCORERS)
 
 
-def record(logits, labels) -> PredictionRecord:
+def record(logits, labels, epochs=None) -> PredictionRecord:
     z = np.asarray(logits, dtype=np.float64)
     if z.ndim == 2:
         z = z[None]
     return PredictionRecord(
         sample_ids=np.arange(z.shape[1]),
         labels=np.asarray(labels, dtype=np.int64),
-        epochs=np.arange(1, len(z) + 1),
+        epochs=np.arange(1, len(z) + 1) if epochs is None else np.asarray(epochs),
         logits=z,
     )
 
@@ -102,6 +102,18 @@ def test_el2n_avg_by_hand():
     half = math.sqrt(0.5)
     expected = [(half + math.sqrt(2 * 0.25**2)) / 2, half]
     np.testing.assert_allclose(compute_scores("el2n_avg", rec), expected, rtol=1e-12)
+
+
+def test_el2n_early_averages_only_the_early_epochs():
+    # epochs 1 and 2 at [0.5, 0.5], epoch 5 = LOGITS: until_epoch=2 ignores epoch 5
+    flat = [[0.0, 0.0], [0.0, 0.0]]
+    rec = record([flat, flat, LOGITS], LABELS, epochs=[1, 2, 5])
+    np.testing.assert_allclose(compute_scores("el2n_early", rec, options={"until_epoch": 2}),
+                               [math.sqrt(0.5)] * 2, rtol=1e-12)
+    np.testing.assert_allclose(compute_scores("el2n_early", rec, options={"until_epoch": 5}),
+                               compute_scores("el2n_avg", rec), rtol=1e-12)
+    with pytest.raises(ValueError, match=r"until_epoch=2 .*recorded: \[5\]"):
+        compute_scores("el2n_early", record([LOGITS], LABELS, epochs=[5]), options={"until_epoch": 2})
 
 
 # --- training dynamics ---------------------------------------------------------

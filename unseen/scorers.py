@@ -306,6 +306,22 @@ def _final(record: PredictionRecord, name: str) -> np.ndarray:
     return record.stat(name)[-1]
 
 
+def early_mean(record: PredictionRecord, name: str, until_epoch: int) -> np.ndarray:
+    """float64 (N,): statistic ``name`` averaged over the recorded epochs <= ``until_epoch``.
+
+    Paul et al. (NeurIPS 2021) score early in training, before the model has
+    fitted its data; ValueError naming the recorded epochs when none is that early.
+    """
+    early = np.asarray(record.epochs) <= until_epoch
+    if not early.any():
+        raise ValueError(
+            f"no epoch at or before until_epoch={until_epoch} was recorded (recorded: "
+            f"{[int(e) for e in record.epochs]}): add early epochs to record_epochs, or raise "
+            f"scorer_options.<scorer>.until_epoch"
+        )
+    return mean_over_epochs(record.stat(name)[early])
+
+
 def _grand(record: PredictionRecord, seed: int, last_layer: bool, batch_size: int = 128):
     from unseen.grand import grand_scores
 
@@ -333,6 +349,13 @@ SCORER_PLUGINS: dict[str, ScorerPlugin] = registry(
                  description="EL2N: ||p - onehot(y)|| at the last epoch"),
     ScorerPlugin("el2n_avg", lambda r, seed: mean_over_epochs(r.stat("el2n")),
                  description="EL2N averaged over the recorded epochs"),
+    ScorerPlugin(
+        "el2n_early", lambda r, seed, until_epoch: early_mean(r, "el2n", until_epoch),
+        options={"until_epoch": {
+            "type": "integer", "minimum": 1, "default": 10,
+            "description": "last (1-based) epoch averaged; every recorded epoch up to it counts"}},
+        description="EL2N averaged over the recorded epochs up to until_epoch (early in training)",
+    ),
     ScorerPlugin("forgetting", lambda r, seed: forgetting(r.stat("correct") > 0),
                  description="forgetting events over the recorded epochs"),
     ScorerPlugin("aum", lambda r, seed: area_under_margin(r.stat("target_logit"),
