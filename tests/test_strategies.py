@@ -184,6 +184,16 @@ def test_validated_without_a_choice_says_how_to_make_one():
                        validated_strategy="hard_class_priority")
 
 
+def test_uniform_ignores_the_scores_and_is_seeded():
+    rng = np.random.default_rng(0)
+    labels, ids = rng.integers(0, 3, 50), np.arange(50) * 3
+    pick = select_coreset(rng.random(50), labels, 10, "uniform", sample_ids=ids, seed=4)
+    other_scores = select_coreset(-np.arange(50.0), labels, 10, "uniform", sample_ids=ids, seed=4)
+    assert pick.tolist() == other_scores.tolist()
+    other_seed = select_coreset(np.zeros(50), labels, 10, "uniform", sample_ids=ids, seed=5)
+    assert sorted(pick.tolist()) != sorted(other_seed.tolist())
+
+
 def test_top_breaks_ties_by_ascending_id():
     ids = np.array([40, 10, 30, 20])
     pos = select_coreset(np.ones(4), np.zeros(4, dtype=int), 2, "top", sample_ids=ids)

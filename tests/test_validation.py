@@ -89,6 +89,17 @@ def test_the_choice_is_the_most_accurate_candidate(digits, digit_scores):
     assert choice["train_samples_seen"] == 3 * 60 * 64
 
 
+def test_scores_that_hurt_make_the_choice_fall_back_to_uniform(digits):
+    # scores that put three classes first: top keeps little else at rate 0.8
+    labels = digits.train_y
+    harmful = pd.DataFrame({"sample_id": np.arange(len(labels)), "label": labels,
+                            "score": (labels < 3).astype(float)})
+    choice = _choose(digits, harmful, validation_candidates=["top", "uniform"])
+    accuracy = choice["validation_accuracy"]
+    assert choice["strategy"] == "uniform", accuracy
+    assert accuracy["uniform"] > accuracy["top"] + 0.2
+
+
 def test_the_choice_is_deterministic_and_never_reads_the_test_set(digits, digit_scores):
     first = _choose(digits, digit_scores)
     blind = dataclasses.replace(digits, test_x=np.zeros_like(digits.test_x),

@@ -19,7 +19,7 @@ import pandas as pd
 
 from unseen.plugins import CLASS_DIFFICULTY, STRATEGY_CHOICE, StrategyPlugin, registry
 from unseen.seeds import derive_seed
-from unseen.selection import KEEP_CHOICES, rank_for_selection, select_top
+from unseen.selection import KEEP_CHOICES, random_subset, rank_for_selection, select_top
 
 
 def apportion(weights: np.ndarray, total: int, caps: np.ndarray) -> np.ndarray:
@@ -123,7 +123,7 @@ class SelectionContext:
         ccs_beta: fraction of the hardest candidates CCS drops, in [0, 1).
         ccs_bins: number of score bins (strata) for CCS.
         priority_lambda: how strongly quotas grow with class error (hard-class priority).
-        seed: seeds CCS's sampling within bins.
+        seed: seeds CCS's sampling within bins and the ``uniform`` draw.
         pruning_rate: the pruning rate of the coreset being built, in (0, 1), or
             None; the rate-aware ``auto`` strategy needs it.
         auto_ccs_rate: ``auto`` keeps the top scores below this pruning rate and
@@ -149,6 +149,16 @@ class SelectionContext:
 def strategy_top(ids, scores, labels, n, ctx: SelectionContext) -> np.ndarray:
     """The ``n`` best scores overall (ties by ascending id): the paper's default."""
     return select_top(ids, scores, n, ctx.keep)
+
+
+def strategy_uniform(ids, scores, labels, n, ctx: SelectionContext) -> np.ndarray:
+    """``n`` candidates drawn uniformly at random, ignoring the scores (seeded by ``ctx.seed``).
+
+    The control ``validated`` can fall back to: at a pruning rate where no
+    coreset drawn by the scores trains better than chance on the held-out split,
+    it chooses this one (the converged run's evidence: docs/results.md).
+    """
+    return random_subset(ids, n, ctx.seed)
 
 
 def _class_arrays(labels, ctx: SelectionContext) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -353,6 +363,8 @@ STRATEGY_PLUGINS: dict[str, StrategyPlugin] = registry(
     StrategyPlugin("hard_class_priority", strategy_hard_class_priority,
                    needs=frozenset({CLASS_DIFFICULTY}), class_aware=True,
                    description="class quotas growing with the out-of-fold class error"),
+    StrategyPlugin("uniform", strategy_uniform, validation_candidate=True,
+                   description="uniformly at random, ignoring the scores (the fallback validated can choose)"),
     StrategyPlugin("auto", strategy_auto, validation_candidate=True,
                    description="top below auto_ccs_rate, ccs from it on"),
     StrategyPlugin("validated", strategy_validated, needs=frozenset({STRATEGY_CHOICE}),
