@@ -329,6 +329,21 @@ def test_plot_accuracy_vs_rate_with_many_methods(tmp_path):
     assert_png(path)
 
 
+@pytest.mark.parametrize("width", [4.0, 6.5, 13.0])
+def test_the_legend_below_fits_the_figure_width(width):
+    from matplotlib.figure import Figure
+
+    fig = Figure(layout="constrained", figsize=(width, 4))
+    ax = fig.subplots()
+    labels = [f"UNSEEN single-step least_confidence (validated) {i}" for i in range(7)] + ["random"]
+    for i, label in enumerate(labels):
+        ax.plot([0, 1], [i, i], label=label)
+    plots.legend_below(fig, len(labels))
+    fig.canvas.draw()
+    legend = fig.legends[0].get_window_extent()
+    assert legend.x0 >= 0 and legend.x1 <= fig.bbox.width
+
+
 def test_plot_score_histograms(tmp_path):
     rng = np.random.default_rng(0)
     fitting = np.clip(rng.exponential(0.05, 5000), 0, 1.4)

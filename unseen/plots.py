@@ -66,7 +66,11 @@ def legend_below(fig, n_entries: int) -> None:
     if n_entries == 0:
         return
     labels = [text for ax in fig.axes for text in ax.get_legend_handles_labels()[1]]
-    columns = 2 if max(map(len, labels), default=0) > 40 else 3
+    # Constrained layout grows the figure downwards for the legend, never sideways: as many
+    # columns as fit the figure's width (about 0.065 in per character of "small" text plus
+    # the line sample and padding), at most 3.
+    entry_inches = 0.065 * max(map(len, labels), default=0) + 0.7
+    columns = int(max(1, min(3, fig.get_figwidth() // entry_inches)))
     fig.legend(
         loc="outside lower center", ncol=min(n_entries, columns), fontsize="small", frameon=False
     )
