@@ -3,9 +3,18 @@
     python docs/results/claims.py converged=docs/results/converged \
         underfitted=docs/results/fashion_mnist_validated [--extra docs/results/converged_extra]
     python docs/results/claims.py converged=docs/results/converged_scorers --c6
+    python docs/results/claims.py converged=docs/results/converged_el2n_early \
+        --extra "2 stages=docs/results/converged_extra" "4 stages=docs/results/converged_four_stages" \
+        --c8 docs/results/converged_uniform
 
 ``--c6`` adds the third run's claim (config/matrix_converged_scorers.yaml): least
 confidence and entropy, UNSEEN against fitting, with the verdict registered there.
+C3 includes early EL2N (config/matrix_converged_el2n_early.yaml, C7) where a run has it.
+``--extra`` takes one or more multi-step runs (``NAME=FOLDER``; a bare folder is the
+second run). ``--c8 FOLDER`` is the fifth run (config/matrix_converged_uniform.yaml):
+its recipe rows, relabelled ``validated+uniform``, against the first run's recipe,
+the registered decision, and the success criterion re-scored against every
+baseline of the first run.
 
 Each RUN folder holds copies of a run's tables: ``metrics.parquet`` (its
 ``results/summary.parquet``, one row per retrain and seed), ``summary.parquet``
@@ -136,6 +145,43 @@ def regime_table(regimes: dict[str, pd.DataFrame]) -> str:
     return pd.DataFrame(rows).to_markdown(index=False, disable_numparse=True)
 
 
+RECIPE = "unseen_single-el2n-validated"
+EXTENDED = "unseen_single-el2n-validated+uniform"
+
+
+def c8_decision(metrics: pd.DataFrame) -> str:
+    """C8's registered decision: [top, ccs, uniform] becomes the default if behind at no rate, ahead at one or more."""
+    readings = [paired(metrics, EXTENDED, RECIPE, rate) for rate in RATES]
+    ahead = sum("(ahead" in r for r in readings)
+    behind = sum("(behind" in r for r in readings)
+    adopt = ahead >= 1 and behind == 0
+    return (f"ahead at {ahead}, behind at {behind} of {len(RATES)} rates: "
+            + ("the default candidates become [top, ccs, uniform]" if adopt
+               else "the default stays [top, ccs]"))
+
+
+def criterion_table(metrics: pd.DataFrame, recipes: list[str]) -> str:
+    """Per rate: each recipe's mean test accuracy, the best baseline (random or any fitting coreset), the gap."""
+    full = metrics[metrics["retrain_budget"] == "full_steps"]
+    means = full.groupby(["method", "scorer", "strategy", "pruning_rate"])["test_accuracy"].agg(["mean", "std", "size"])
+    rows = []
+    for rate in RATES:
+        at = means[np.isclose(means.index.get_level_values("pruning_rate"), rate)]
+        baselines = at[at.index.get_level_values("method").isin(["random", "fitting"])]
+        best_key = baselines["mean"].idxmax()
+        best = baselines.loc[best_key]
+        row = {"pruning rate": f"{100 * rate:.0f} %",
+               "best baseline": f"{'-'.join(best_key[:3]) if best_key[0] != 'random' else 'random'}:"
+                                f" {100 * best['mean']:.1f} ± {100 * best['std']:.1f}",
+               "baselines": len(baselines)}
+        for recipe in recipes:
+            mine = at[[key[:3] == coreset(recipe) for key in at.index]]
+            row[recipe] = (f"{100 * mine['mean'].iloc[0]:.1f} ({100 * (mine['mean'].iloc[0] - best['mean']):+.2f})"
+                           if len(mine) else "not run")
+        rows.append(row)
+    return pd.DataFrame(rows).to_markdown(index=False, disable_numparse=True)
+
+
 def read(folder: Path, name: str) -> pd.DataFrame | None:
     path = folder / f"{name}.parquet"
     return pd.read_parquet(path) if path.exists() else None
@@ -144,8 +190,10 @@ def read(folder: Path, name: str) -> pd.DataFrame | None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("runs", nargs="+", metavar="NAME=FOLDER")
-    parser.add_argument("--extra", type=Path, default=None,
-                        help="the second converged run's folder (C4, C5)")
+    parser.add_argument("--extra", nargs="+", default=None, metavar="[NAME=]FOLDER",
+                        help="multi-step runs (C4, C5): the second converged run, the four-stage run")
+    parser.add_argument("--c8", type=Path, default=None,
+                        help="the fifth converged run's folder (uniform as a validated candidate)")
     parser.add_argument("--c6", action="store_true",
                         help="least confidence and entropy (the third converged run)")
     args = parser.parse_args()
@@ -162,7 +210,7 @@ def main() -> None:
     print("C2 UNSEEN against fitting with the same scorer and strategy (points of test accuracy)\n")
     print(comparison_table(metrics, same_scorer) + "\n")
     dynamics = [(f"unseen_single-{s}-validated", f"fitting-{d}-validated")
-                for s in ("el2n", "margin") for d in ("tdds", "forgetting", "aum")]
+                for s in ("el2n", "margin") for d in ("tdds", "forgetting", "aum", "el2n_early")]
     dynamics += [(f"unseen_single-{s}-validated", "random") for s in ("el2n", "margin")]
     print("C3 UNSEEN against training-dynamics scores and random (points of test accuracy)\n")
     print(comparison_table(metrics, dynamics) + "\n")
@@ -173,8 +221,22 @@ def main() -> None:
                 for run, table in metrics.items() if table is not None
                 for scorer in ("least_confidence", "entropy")]
         print(pd.DataFrame(rows).to_markdown(index=False) + "\n")
+    if args.c8 is not None:
+        first = next(iter(metrics.values()))
+        fifth = read(args.c8, "metrics")
+        mine = fifth[(fifth["method"] == "unseen_single") & (fifth["scorer"] == "el2n")
+                     & (fifth["strategy"] == "validated")].assign(strategy="validated+uniform")
+        both = pd.concat([first, mine], ignore_index=True)
+        print("C8 `uniform` as a third `validated` candidate, against the registered recipe"
+              " (points of test accuracy)\n")
+        print(comparison_table({"converged, 5th run": both}, [(EXTENDED, RECIPE)]) + "\n")
+        print(f"C8 registered decision: {c8_decision(both)}\n")
+        print("The success criterion, against every baseline of the first run (mean test accuracy, %;"
+              " recipe minus the best baseline in points)\n")
+        print(criterion_table(both, [RECIPE, EXTENDED]) + "\n")
     if args.extra is not None:
-        extra = {"converged, 2nd run": read(args.extra, "metrics")}
+        named = [item.split("=", 1) if "=" in item else ("converged, 2nd run", item) for item in args.extra]
+        extra = {name: read(Path(folder), "metrics") for name, folder in named}
         print("C4 multi-step against single-step, EL2N `validated` (points of test accuracy)\n")
         print(comparison_table(extra, [("unseen-el2n-validated", "unseen_single-el2n-validated")]) + "\n")
         print("C5 hard-class priority against class-balanced (points of worst-class accuracy)\n")
