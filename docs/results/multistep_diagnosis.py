@@ -1,9 +1,9 @@
 """Why multi-step UNSEEN does or does not change the coreset (issue 18, claim C4).
 
-    python docs/results/multistep_diagnosis.py RUN_DIR [--single unseen_single-el2n-validated]
+    python docs/results/multistep_diagnosis.py [NAME=]RUN_DIR ... [--single unseen_single-el2n-validated]
         [--multi unseen-el2n-validated] [--out TABLE.parquet]
 
-RUN_DIR is a workflow run folder that made both a single-step and a multi-step
+Each RUN_DIR is a workflow run folder that made both a single-step and a multi-step
 UNSEEN coreset from the same out-of-fold scores (e.g. config/matrix_converged_extra.yaml
 with config/matrix_converged_extra_rates.yaml). For every seed and rate it reads
 
@@ -16,7 +16,7 @@ with config/matrix_converged_extra_rates.yaml). For every seed and rate it reads
   training samples and on the samples it scores;
 - ``results/summary.parquet``: the retrains' test accuracy;
 
-and prints one Markdown row per seed, rate and later stage:
+and builds one row per seed, rate and later stage:
 
 - ``added``: samples the stage adds; ``stage_train_n``: the stage model's training set;
 - ``stage_fit`` / ``stage_scored_acc``: the stage model's accuracy on its training
@@ -29,7 +29,10 @@ and prints one Markdown row per seed, rate and later stage:
 - ``coreset_overlap``: share of the multi-step coreset that single-step also keeps;
 - ``d_test``: multi-step minus single-step test accuracy (points, same seed).
 
-Scores follow the package convention: higher = more important to keep.
+It prints those rows (``--out`` also writes them as Parquet; with one run only),
+then one row per run and rate: the table of docs/results.md (rates and shares
+averaged over seeds and stages). Scores follow the package convention: higher =
+more important to keep.
 """
 
 from __future__ import annotations
@@ -98,20 +101,41 @@ def diagnose(run: Path, single: str, multi: str) -> pd.DataFrame:
     return pd.DataFrame(rows).sort_values(["pruning_rate", "seed", "stage"], ignore_index=True)
 
 
+def summary(tables: dict[str, pd.DataFrame]) -> pd.DataFrame:
+    """One row per run and rate: means over seeds and stages, formatted for docs/results.md."""
+    rows = []
+    for name, table in tables.items():
+        for rate, part in table.groupby("pruning_rate"):
+            rows.append({
+                "run": name, "rate": f"{100 * rate:.0f} %",
+                "stage models trained on": ", ".join(map(str, sorted(part.stage_train_n.unique()))),
+                "their accuracy on the rest": f"{part.stage_scored_acc.mean():.2f}",
+                "rho with out-of-fold": f"{part.rho_stage_oof.mean():.2f}",
+                "most crowded bin, stage / out-of-fold":
+                    f"{part.stage_crowding.mean():.0%} / {part.oof_crowding.mean():.0%}",
+                "additions single-step also keeps": f"{part.added_in_single.mean():.0%}",
+                "coreset shared with single-step": f"{part.coreset_overlap.mean():.0%}",
+                "multi − single (points)": f"{part.d_test.mean():+.2f}",
+            })
+    return pd.DataFrame(rows)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("run", type=Path)
+    parser.add_argument("runs", nargs="+", metavar="[NAME=]RUN_DIR")
     parser.add_argument("--single", default="unseen_single-el2n-validated")
     parser.add_argument("--multi", default="unseen-el2n-validated")
-    parser.add_argument("--out", type=Path, help="also write the table as Parquet")
+    parser.add_argument("--out", type=Path, help="also write the per-stage rows as Parquet (one run)")
     args = parser.parse_args()
-    table = diagnose(args.run, args.single, args.multi)
+    named = [run.split("=", 1) if "=" in run else (Path(run).name, run) for run in args.runs]
+    tables = {name: diagnose(Path(run), args.single, args.multi) for name, run in named}
     if args.out:
-        table.to_parquet(args.out, index=False)
-    print(table.to_markdown(index=False, floatfmt=".3f"))
-    means = table.groupby("pruning_rate").mean(numeric_only=True).drop(columns=["seed"])
-    print("\nMeans over seeds and stages:\n")
-    print(means.to_markdown(floatfmt=".3f"))
+        if len(tables) != 1:
+            raise SystemExit("--out writes one run's rows: name one run")
+        next(iter(tables.values())).to_parquet(args.out, index=False)
+    for name, table in tables.items():
+        print(f"{name}\n\n{table.to_markdown(index=False, floatfmt='.3f')}\n")
+    print(summary(tables).to_markdown(index=False, disable_numparse=True))
 
 
 if __name__ == "__main__":
