@@ -25,15 +25,13 @@ dictionaries as the config's ``scoring_model``/``final_model`` sections.
 
 from __future__ import annotations
 
-import copy
-import functools
 from typing import Any, Sequence
 
 import numpy as np
 import pandas as pd
 
 from unseen import naming, steps, validation
-from unseen.config import validate_config
+from unseen.config import default as _defaults
 from unseen.coresets import first_stage, next_stage
 from unseen.data import load_dataset
 from unseen.folds import assign_folds, fold_training_mask
@@ -44,19 +42,6 @@ from unseen.seeds import derive_seed
 from unseen.selection import aggregate_scores
 
 __all__ = ["load_dataset", "out_of_fold_scores", "choose_strategy", "select", "multi_step", "retrain"]
-
-
-@functools.lru_cache(maxsize=1)
-def _schema_defaults() -> dict[str, Any]:
-    """The workflow config with every default filled in: the one home of every default."""
-    return validate_config({})
-
-
-def _defaults(*keys: str) -> Any:
-    value = _schema_defaults()
-    for key in keys:
-        value = value[key]
-    return copy.deepcopy(value)
 
 
 def _model_spec(model: str | dict[str, Any] | None, section: str) -> dict[str, Any]:

@@ -8,6 +8,7 @@ config stops a run before any job starts.
 from __future__ import annotations
 
 import copy
+import functools
 import re
 from importlib import resources
 from pathlib import Path
@@ -94,6 +95,23 @@ def _with_defaults(base):
 
 
 _DefaultFillingValidator = _with_defaults(Draft202012Validator)
+
+
+@functools.lru_cache(maxsize=1)
+def _schema_defaults() -> dict[str, Any]:
+    return validate_config({})
+
+
+def default(*keys: str) -> Any:
+    """The default of config key ``keys`` (e.g. ``default("selection", "validation_candidates")``).
+
+    Read from the schema, the one home of every default, for library calls that
+    are given no value; a fresh copy each call.
+    """
+    value = _schema_defaults()
+    for key in keys:
+        value = value[key]
+    return copy.deepcopy(value)
 
 
 def _key(path) -> str:

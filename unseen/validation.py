@@ -31,7 +31,7 @@ import pandas as pd
 
 from unseen.budget import retrain_train_settings
 from unseen.coresets import first_stage
-from unseen import naming
+from unseen import config, naming
 from unseen.images import ImageDataset
 from unseen.seeds import derive_seed
 from unseen.selection import exact_decimal, round_half_up
@@ -98,8 +98,8 @@ def choose_strategy(
             score; higher = more important to keep).
         pruning_rate: fraction of the data removed, in (0, 1).
         selection: the config's ``selection`` section; ``validation_candidates``
-            (default ``["top", "ccs"]``) and ``validation_fraction`` (default
-            0.1) set the candidates and the held-out share, the other keys the
+            and ``validation_fraction`` (defaults: the config schema's)
+            set the candidates and the held-out share, the other keys the
             candidates' options.
         model_spec, train_settings: the final model (``final_model`` section).
         retrain_budget: how long each candidate trains (:func:`unseen.budget.retrain_train_settings`,
@@ -122,11 +122,14 @@ def choose_strategy(
     from unseen.subset_training import train_on_subset
     from unseen.train import predict_logits
 
-    candidates = list(selection.get("validation_candidates", ["top", "ccs"]))
+    candidates = list(selection.get("validation_candidates",
+                                    config.default("selection", "validation_candidates")))
     check_candidates(candidates)
     if not np.array_equal(np.sort(scores["sample_id"].to_numpy()), np.arange(len(data.train_y))):
         raise ValueError("the score table must score every training sample once")
-    pool, held_out = holdout_split(data.train_y, selection.get("validation_fraction", 0.1), seed)
+    pool, held_out = holdout_split(
+        data.train_y,
+        selection.get("validation_fraction", config.default("selection", "validation_fraction")), seed)
     pool_scores = scores[scores["sample_id"].isin(pool)].reset_index(drop=True)
     settings = retrain_train_settings(train_settings, len(pool), retrain_budget)
     accuracy: dict[str, float] = {}
