@@ -189,8 +189,10 @@ def record_sizes(workdir: Path, classes: int, per_class: int, epochs: int = 2) -
     save_cached(ImageDataset(images, labels, images[:classes], labels[:classes], names), cache)
     ids = np.arange(n, dtype=np.int64)
     train_ids, record_ids = ids[::2], ids[1::2]
-    sizes: dict[str, dict[str, int]] = {}
+    r, t = len(record_ids), len(train_ids)
+    result = {"classes": classes, "scored_samples": r, "train_samples": t, "formats": {}}
     for record_format in ("auto", "logits"):
+        files = {}
         for record_epochs in ([], [1]):
             out = workdir / f"{record_format}-{len(record_epochs) + 1}"
             out.mkdir()
@@ -201,23 +203,25 @@ def record_sizes(workdir: Path, classes: int, per_class: int, epochs: int = 2) -
                 predictions=str(out / "predictions.npz"), record_format=record_format,
                 state_every_minutes=None)
             train_scoring_model(job, train_ids, record_ids, "fold0")
-            with np.load(out / "predictions.npz") as arrays:
-                stored = "logits" if "logits" in arrays.files else "stats"
-                recorded = len(arrays["epochs"])
-            sizes.setdefault(record_format, {"stored": stored})[f"{recorded}_epochs"] = (
-                (out / "predictions.npz").stat().st_size)
-    r, t = len(record_ids), len(train_ids)
-    result = {"classes": classes, "scored_samples": r, "train_samples": t, "formats": {}}
-    for record_format, s in sizes.items():
-        per_epoch = (s["2_epochs"] - s["1_epochs"]) / r
+            files[len(record_epochs) + 1] = out / "predictions.npz"
+        with np.load(files[1]) as arrays:  # where the bytes of one recorded epoch go
+            parts = {key: arrays[key] for key in arrays.files}
+        per_epoch = [v for k, v in parts.items() if k == "logits" or k.startswith("stat_")]
+        per_scored = [parts["sample_ids"], parts["labels"]]
+        size_1, size_2 = (files[e].stat().st_size for e in (1, 2))
         result["formats"][record_format] = {
-            "stored": s["stored"],
-            "file_bytes_1_epoch": s["1_epochs"],
-            "file_bytes_2_epochs": s["2_epochs"],
-            # the second recorded epoch's bytes, per scored sample
-            "bytes_per_scored_sample_per_recorded_epoch": per_epoch,
-            # one recorded epoch plus sample id and label; train_ids (int64) taken out
-            "bytes_per_scored_sample_1_epoch": (s["1_epochs"] - 8 * t) / r,
+            "stored": "logits" if "logits" in parts else "stats",
+            "file_bytes_1_epoch": size_1,
+            "file_bytes_2_epochs": size_2,
+            # what the second recorded epoch added to the file, per scored sample
+            "bytes_per_scored_sample_per_recorded_epoch": (size_2 - size_1) / r,
+            # the arrays of the file with one recorded epoch, by what they grow with
+            "recorded_bytes_per_scored_sample_and_epoch": sum(v.nbytes for v in per_epoch) / r,
+            "id_bytes_per_scored_sample": sum(v.nbytes for v in per_scored) / r,
+            "bytes_per_train_id": parts["train_ids"].nbytes / t,
+            # zip and .npy headers, scalars and the settings it was made with
+            "fixed_bytes": size_1 - sum(v.nbytes for v in [*per_epoch, *per_scored,
+                                                            parts["train_ids"]]),
         }
     return result
 
@@ -254,6 +258,12 @@ def cache_bytes_per_image(data, workdir: Path) -> float:
 # ImageNet, extrapolated
 
 
+def _shown(path: str | Path) -> str:
+    """``path`` relative to the repository when inside it (results name no checkout)."""
+    path, repo = Path(path).resolve(), Path(__file__).resolve().parents[1]
+    return str(path.relative_to(repo)) if path.is_relative_to(repo) else str(path)
+
+
 def extrapolate(config_path: Path, measured: dict, n_train: int = IMAGENET_TRAIN_IMAGES,
                 n_test: int = IMAGENET_VAL_IMAGES) -> dict:
     """One fold model of ``config_path`` on ImageNet, from the measured rates and sizes.
@@ -286,13 +296,13 @@ def extrapolate(config_path: Path, measured: dict, n_train: int = IMAGENET_TRAIN
     # at 1,000 classes "auto" stores statistics, so its measurement stands for "stats" too
     stats = uses_statistics(config["record_format"], measured["records"]["classes"])
     record = measured["records"]["formats"]["auto" if stats else "logits"]
-    predictions = (scored * record["bytes_per_scored_sample_1_epoch"]
-                   + (recorded - 1) * scored * record["bytes_per_scored_sample_per_recorded_epoch"]
-                   + 8 * trained)
+    predictions = (record["fixed_bytes"] + scored * record["id_bytes_per_scored_sample"]
+                   + recorded * scored * record["bytes_per_scored_sample_per_recorded_epoch"]
+                   + trained * record["bytes_per_train_id"])
     model_pt = measured["checkpoints"][config["scoring_model"]["arch"]]
     worker_seconds = decoded / rate
     return {
-        "config": str(config_path),
+        "config": _shown(config_path),
         "train_images": n_train, "k": k, "mode": mode, "arch": config["scoring_model"]["arch"],
         "image_size": config["dataset"]["image_size"],
         "fold_model": {

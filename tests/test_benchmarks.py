@@ -157,9 +157,13 @@ def test_imagenet_data_path_measures_decoding_records_and_extrapolates(tmp_path)
     assert stats["stored"] == "stats" and logits["stored"] == "logits"
     from unseen.scorers import STAT_BYTES_PER_SAMPLE_EPOCH
 
-    assert stats["bytes_per_scored_sample_per_recorded_epoch"] == pytest.approx(
-        STAT_BYTES_PER_SAMPLE_EPOCH, abs=0.05)
-    assert logits["bytes_per_scored_sample_per_recorded_epoch"] == pytest.approx(2000, abs=0.05)
+    assert stats["recorded_bytes_per_scored_sample_and_epoch"] == STAT_BYTES_PER_SAMPLE_EPOCH
+    assert logits["recorded_bytes_per_scored_sample_and_epoch"] == 2 * 1000
+    for record in (stats, logits):  # a second recorded epoch adds just that to the file
+        assert record["bytes_per_scored_sample_per_recorded_epoch"] == pytest.approx(
+            record["recorded_bytes_per_scored_sample_and_epoch"], abs=0.05)
+        assert record["id_bytes_per_scored_sample"] == 16 and record["bytes_per_train_id"] == 8
+        assert 0 < record["fixed_bytes"] < 20_000
     assert result["checkpoints"]["small_cnn"] > 8 * result["checkpoint_train_ids"]
     # ImageNet, extrapolated for the config: K = 5 fold models of 1/5 of the images each, with
     # the fitting model's SGD steps (budget.scoring 1.0), recording 3 epochs on the other 4/5
@@ -175,7 +179,7 @@ def test_imagenet_data_path_measures_decoding_records_and_extrapolates(tmp_path)
     assert fold["decode_bound_wall_hours_at_workers"] == pytest.approx(
         fold["decode_worker_hours"] / 12)
     assert fold["predictions_npz_bytes"] == pytest.approx(
-        fold["scored_samples"] * (stats["bytes_per_scored_sample_1_epoch"]
-                                  + 2 * stats["bytes_per_scored_sample_per_recorded_epoch"])
+        stats["fixed_bytes"] + fold["scored_samples"] * (
+            16 + 3 * stats["bytes_per_scored_sample_per_recorded_epoch"])
         + 8 * fold["trained_samples"])
     assert ext["k_fold_models"]["images_decoded"] == 5 * fold["images_decoded"]
