@@ -347,7 +347,8 @@ def main(argv: list[str] | None = None) -> Path:
                    help="training images per class of the synthetic tree (the in-memory path"
                         " decodes in threads only above 2,000 images)")
     p.add_argument("--images", type=int, default=0,
-                   help="images decoded per streamed measurement (0: every training image)")
+                   help="images decoded per measurement, evenly spaced over the training set"
+                        " (0: every training image; e.g. 5000 for a real ImageNet --root)")
     p.add_argument("--config", default=str(REPO / "config" / "imagenet.yaml"),
                    help="its dataset.image_size is the streamed size; the extrapolation's run")
     p.add_argument("--memory-size", type=int, default=64,
@@ -380,18 +381,20 @@ def main(argv: list[str] | None = None) -> Path:
             print(f"wrote {args.classes * args.train_per_class} JPEGs in"
                   f" {time.perf_counter() - t0:.1f} s", flush=True)
         data = _streamed(root, image_size)
-        files = data.train_x
-        n = min(args.images or len(files), len(files))
-        jpeg_bytes = [os.path.getsize(root / f) for f in files.files[:n]]
+        n = min(args.images or len(data.train_x), len(data.train_x))
+        # n images evenly spaced over the sorted list, so every class has its share
+        files = data.train_x[np.unique(np.linspace(0, len(data.train_x) - 1, n).astype(int))]
+        n = len(files)
+        jpeg_bytes = [os.path.getsize(root / f) for f in files.files]
         pixels = []
         from PIL import Image
 
-        for f in files.files[:n]:
+        for f in files.files:
             with Image.open(root / f) as im:
                 pixels.append(im.size[0] * im.size[1])
         load_before = os.getloadavg()
         one, loaders, threads = [], {w: [] for w in args.workers}, {t: [] for t in args.threads}
-        memory_files = list(files.files)
+        memory_files = list(files.files)  # the same n images
         for r in range(args.rounds):  # interleaved, so drift in the machine's load hits all alike
             one.append(decode_one_process(files, n))
             for w in args.workers:
