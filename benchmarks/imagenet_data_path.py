@@ -245,6 +245,32 @@ def checkpoint_bytes(arch: str, classes: int, train_ids: int, image_size: int) -
         return path.stat().st_size
 
 
+def training_state_bytes(arch: str, classes: int, train: dict, samples: int = 16) -> int:
+    """Bytes of a training state (:mod:`unseen.resume`) of ``arch`` written during training.
+
+    A real :func:`unseen.subset_training.train_on_subset` of one epoch on ``samples``
+    random 32 px images with ``train``'s optimizer settings (batch 8), writing its
+    state after every SGD step; the file left is the state after the last one. It
+    holds the weights, the optimizer's momentum, the random generators and the
+    epoch's sample order (8 bytes per training sample).
+    """
+    from unseen.images import ImageDataset
+    from unseen.resume import TrainingCheckpoint
+    from unseen.subset_training import train_on_subset
+
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, (samples, 3, 32, 32), dtype=np.uint8)
+    labels = np.arange(samples, dtype=np.int64) % classes
+    data = ImageDataset(images, labels, images, labels, tuple(f"n{c:08d}" for c in range(classes)))
+    settings = {**train, "epochs": 1, "iterations": 0, "batch_size": 8, "workers": 0}
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / ".model.pt.training-state.pt"
+        train_on_subset(data, np.arange(samples), None, {"arch": arch, "options": {}}, settings,
+                        [], 0, "cpu", 1, checkpoint=TrainingCheckpoint(path, key="",
+                                                                      every_seconds=1e-9))
+        return path.stat().st_size
+
+
 def cache_bytes_per_image(data, workdir: Path) -> float:
     """Bytes per image of the streamed dataset cache (:func:`unseen.data.save_cached`)."""
     from unseen.data import save_cached
@@ -300,6 +326,9 @@ def extrapolate(config_path: Path, measured: dict, n_train: int = IMAGENET_TRAIN
                    + recorded * scored * record["bytes_per_scored_sample_per_recorded_epoch"]
                    + trained * record["bytes_per_train_id"])
     model_pt = measured["checkpoints"][config["scoring_model"]["arch"]]
+    # the measured state with the fold's sample order instead of the measurement's
+    state = (measured["training_states"][config["scoring_model"]["arch"]]
+             + 8 * (trained - measured["training_state_samples"]))
     worker_seconds = decoded / rate
     return {
         "config": _shown(config_path),
@@ -316,6 +345,8 @@ def extrapolate(config_path: Path, measured: dict, n_train: int = IMAGENET_TRAIN
             "decode_bound_wall_hours_at_workers": worker_seconds / workers / 3600,
             "predictions_npz_bytes": predictions,
             "model_pt_bytes": model_pt,
+            # while it trains (the records of earlier recorded epochs would add to it)
+            "training_state_bytes": state,
         },
         "k_fold_models": {
             "images_decoded": k * decoded,
@@ -426,8 +457,12 @@ def main(argv: list[str] | None = None) -> Path:
     fold = round(IMAGENET_TRAIN_IMAGES / k)
     archs = sorted({config["scoring_model"]["arch"], config["final_model"]["arch"]})
     checkpoints = {arch: checkpoint_bytes(arch, 1000, fold, image_size) for arch in archs}
+    state_samples = 16
+    trains = {config[m]["arch"]: config[m]["train"] for m in ("final_model", "scoring_model")}
+    states = {arch: training_state_bytes(arch, 1000, trains[arch], state_samples) for arch in archs}
     measured = {"decode": decode, "records": records, "checkpoints": checkpoints,
-                "checkpoint_train_ids": fold, "cache_bytes_per_image": cache}
+                "checkpoint_train_ids": fold, "cache_bytes_per_image": cache,
+                "training_states": states, "training_state_samples": state_samples}
     result = {"benchmark": "imagenet_data_path", **measured,
               "imagenet_extrapolated": extrapolate(Path(args.config), measured)}
     out = write_result("imagenet_data_path", torch.device("cpu"), result,

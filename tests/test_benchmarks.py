@@ -184,3 +184,7 @@ def test_imagenet_data_path_measures_decoding_records_and_extrapolates(tmp_path)
             16 + 3 * stats["bytes_per_scored_sample_per_recorded_epoch"])
         + 8 * fold["trained_samples"])
     assert ext["k_fold_models"]["images_decoded"] == 5 * fold["images_decoded"]
+    # a real training state (weights, momentum, generators, the epoch's order of 16 samples)
+    state = result["training_states"]["small_cnn"]
+    assert state > 0 and result["training_state_samples"] == 16
+    assert fold["training_state_bytes"] == state + 8 * (fold["trained_samples"] - 16)
