@@ -32,6 +32,17 @@ def deep_update(base: dict, changes: dict) -> dict:
     return out
 
 
+def benchmark_script(name: str):
+    """Import benchmarks/<name>.py as a module (the folder is not a package)."""
+    import importlib.util
+
+    sys.path.insert(0, str(REPO / "benchmarks"))
+    spec = importlib.util.spec_from_file_location(f"bench_{name}", REPO / "benchmarks" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 def make_workdir(path: Path, changes: dict | None = None) -> Path:
     """A working directory with config/config.yaml = the default config plus ``changes``."""
     (path / "config").mkdir(parents=True, exist_ok=True)

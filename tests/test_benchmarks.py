@@ -6,26 +6,19 @@ trees and the embedded digits; nothing needs ../shared.
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
+import yaml
 from PIL import Image
+
+from conftest import benchmark_script as _script
 
 REPO = Path(__file__).resolve().parent.parent
 BENCHMARKS = REPO / "benchmarks"
-
-
-def _script(name: str):
-    """Import benchmarks/<name>.py as a module (the folder is not a package)."""
-    sys.path.insert(0, str(BENCHMARKS))
-    spec = importlib.util.spec_from_file_location(f"bench_{name}", BENCHMARKS / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 @pytest.fixture(scope="module")
@@ -133,3 +126,65 @@ def test_optimizer_startup_times_both_optimizers_in_fresh_interpreters(tmp_path)
     assert set(medians) == {"unseen NesterovSGD", "torch.optim.SGD"} and min(medians.values()) > 0
     assert result["torch_optim_extra_seconds"] == pytest.approx(
         medians["torch.optim.SGD"] - medians["unseen NesterovSGD"], abs=1e-3)
+
+
+def test_imagenet_data_path_measures_decoding_records_and_extrapolates(tmp_path):
+    bench = _script("imagenet_data_path")
+    # config/imagenet.yaml with small models, so the checkpoint sizes are quick to take
+    config = yaml.safe_load((REPO / "config/imagenet.yaml").read_text())
+    config["scoring_model"]["arch"], config["final_model"]["arch"] = "small_cnn", "small_cnn"
+    config["record_epochs"] = [10, 20]
+    (tmp_path / "imagenet.yaml").write_text(yaml.safe_dump(config))
+    out = bench.main([
+        "--classes", "3", "--train-per-class", "4", "--images", "6", "--workers", "1",
+        "--threads", "2", "--rounds", "1", "--record-per-class", "2", "--config", str(tmp_path / "imagenet.yaml"),
+        "--results-dir", str(tmp_path)])
+    result = json.loads(out.read_text())
+    assert out.name == "imagenet_data_path_cpu.json"
+    assert "imagenet_data_path.py" in result["command"]
+    decode = result["decode"]
+    assert decode["images"] == 6 and decode["image_size"] == 224  # 6 of the 12, spread out
+    assert 250 * 300 <= decode["mean_pixels"] <= 450 * 500 and decode["mean_jpeg_bytes"] > 10_000
+    assert decode["one_process"]["images"] == 6 and decode["images_per_cpu_s_per_worker"] > 0
+    [loader] = decode["dataloader"]
+    assert loader["workers"] == 1 and loader["images"] == 6 and loader["workers_cpu_seconds"] > 0
+    [threads] = decode["in_memory_threads"]
+    assert threads["threads"] == 2 and threads["image_size"] == 64 and threads["images"] == 6
+    # the files a real scoring job wrote at 1,000 classes: statistics (33 bytes per sample
+    # and recorded epoch) in the default format, float16 logits (2 bytes per class) otherwise
+    records = result["records"]
+    assert records["classes"] == 1000 and records["scored_samples"] == 1000
+    stats, logits = records["formats"]["auto"], records["formats"]["logits"]
+    assert stats["stored"] == "stats" and logits["stored"] == "logits"
+    from unseen.scorers import STAT_BYTES_PER_SAMPLE_EPOCH
+
+    assert stats["recorded_bytes_per_scored_sample_and_epoch"] == STAT_BYTES_PER_SAMPLE_EPOCH
+    assert logits["recorded_bytes_per_scored_sample_and_epoch"] == 2 * 1000
+    for record in (stats, logits):  # a second recorded epoch adds just that to the file
+        assert record["bytes_per_scored_sample_per_recorded_epoch"] == pytest.approx(
+            record["recorded_bytes_per_scored_sample_and_epoch"], abs=0.05)
+        assert record["id_bytes_per_scored_sample"] == 16 and record["bytes_per_train_id"] == 8
+        assert 0 < record["fixed_bytes"] < 20_000
+    assert result["checkpoints"]["small_cnn"] > 8 * result["checkpoint_train_ids"]
+    # ImageNet, extrapolated for the config: K = 5 fold models of 1/5 of the images each, with
+    # the fitting model's SGD steps (budget.scoring 1.0), recording 3 epochs on the other 4/5
+    ext = result["imagenet_extrapolated"]
+    fold = ext["fold_model"]
+    assert fold["trained_samples"] == round(1_281_167 / 5)
+    assert fold["scored_samples"] == 1_281_167 - fold["trained_samples"]
+    assert fold["sgd_steps"] == 1_281_167 // 256 * 30 and fold["recorded_epochs"] == 3
+    assert fold["images_decoded"] == (fold["sgd_steps"] * 256 + 3 * fold["scored_samples"]
+                                      + fold["trained_samples"])
+    assert fold["decode_worker_hours"] == pytest.approx(
+        fold["images_decoded"] / decode["images_per_cpu_s_per_worker"] / 3600)
+    assert fold["decode_bound_wall_hours_at_workers"] == pytest.approx(
+        fold["decode_worker_hours"] / 12)
+    assert fold["predictions_npz_bytes"] == pytest.approx(
+        stats["fixed_bytes"] + fold["scored_samples"] * (
+            16 + 3 * stats["bytes_per_scored_sample_per_recorded_epoch"])
+        + 8 * fold["trained_samples"])
+    assert ext["k_fold_models"]["images_decoded"] == 5 * fold["images_decoded"]
+    # a real training state (weights, momentum, generators, the epoch's order of 16 samples)
+    state = result["training_states"]["small_cnn"]
+    assert state > 0 and result["training_state_samples"] == 16
+    assert fold["training_state_bytes"] == state + 8 * (fold["trained_samples"] - 16)

@@ -89,6 +89,16 @@ def test_statistics_records_continue_too(digits, tmp_path):
         assert np.array_equal(values, stats.stacked()[name]), name
 
 
+def test_the_first_periodic_state_waits_its_interval_from_the_start(digits, tmp_path, monkeypatch):
+    """It used to count from the machine's boot (time.monotonic's zero), so on any machine up
+    for longer than the interval every training wrote its state after SGD step 1."""
+    real = time.monotonic
+    monkeypatch.setattr(time, "monotonic", lambda: real() + 12 * 86400)  # up 12 days longer
+    path = tmp_path / "state.pt"
+    _train(digits, TrainingCheckpoint(path, key="", every_seconds=600))
+    assert not path.exists()
+
+
 def test_periodic_states_change_nothing(digits, tmp_path):
     whole, _, _, _ = _train(digits)
     path = tmp_path / "state.pt"

@@ -121,7 +121,9 @@ class TrainingCheckpoint:
     every_seconds: float | None = DEFAULT_EVERY_MINUTES * 60
     keep_final: bool = False
     stop: _StopFlag = field(default_factory=_StopFlag, repr=False)
-    _last_write: float = field(default=0.0, repr=False)
+    # the first periodic write comes every_seconds after the checkpoint is made (the job's
+    # start), not after the machine's boot, where time.monotonic() counts from
+    _last_write: float = field(default_factory=lambda: time.monotonic(), repr=False)
 
     def load(self) -> dict[str, Any] | None:
         """The saved state, or None (no file; a damaged file or one made for another training
