@@ -47,7 +47,9 @@ EXIT_RESUMABLE = 75
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGUSR1)
 #: The default of config ``training_state.every_minutes``.
 DEFAULT_EVERY_MINUTES = 10.0
-_FORMAT = 1
+#: Version of the state layout (unseen.train.TrainingState.state_dict); a file of another
+#: version is ignored, never misread.
+_FORMAT = 2
 
 
 class TrainingInterrupted(RuntimeError):
