@@ -170,6 +170,10 @@ class TrainingCheckpoint:
         log.info("training state saved at SGD step %d to %s (%.2f s)", state["step"], self.path,
                  self._last_write - t0)
 
+    def written_elsewhere(self) -> None:
+        """Another data-parallel rank (rank 0) wrote the state now: restart the clock."""
+        self._last_write = time.monotonic()
+
     def remove(self) -> None:
         self.path.unlink(missing_ok=True)
 

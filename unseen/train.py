@@ -11,6 +11,10 @@ in the same batch order; normalisation and augmentation stay batched
 
 The length of training is a fixed epoch budget or, for the CCS protocol, a
 fixed iteration budget (every coreset gets the same number of SGD steps).
+
+In a process group of several ranks (:mod:`unseen.distributed`: ``torchrun``, one
+process per GPU) the same call trains data-parallel under the same protocol: each
+rank takes its share of every global batch and the gradients are averaged.
 """
 
 from __future__ import annotations
@@ -38,6 +42,8 @@ from unseen.batches import (
     _streamed_batches,
 )
 from unseen.budget import steps_per_epoch as count_steps_per_epoch
+from unseen.distributed import Ranks
+from unseen.distributed import current as current_ranks
 from unseen.models import data_init_samples, is_convolutional
 from unseen.optim import Lookahead, NesterovSGD, _lr_factor
 from unseen.resume import TrainingCheckpoint, TrainingInterrupted
@@ -282,6 +288,11 @@ def train_model(
     Returns:
         A :class:`TrainResult`; ``recorded_logits`` is float16 (E, R, C).
 
+    Data-parallel (a process group of N ranks, :mod:`unseen.distributed`): every rank
+    calls this with the same arguments; the global batch, steps and records are
+    those of one process, every rank returns the same result, and rank 0 alone
+    writes the training state.
+
     Raises:
         TrainingDiverged: at the end of the first epoch whose loss is NaN or
             infinite (checked once per epoch, where the loss is read anyway);
@@ -289,8 +300,10 @@ def train_model(
     """
     if len(images) == 0:
         raise ValueError("cannot train on an empty set")
-    state, feed = _start(model, images, labels, settings, seed, device, mean, std, on_record)
-    epochs, total_steps = feed.epochs, feed.total_steps
+    state, feed = _start(model, images, labels, settings, seed, device, mean, std, on_record,
+                         current_ranks())
+    epochs, total_steps, ranks = feed.epochs, feed.total_steps, state.ranks
+    model = state.model  # with SyncBatchNorm layers across GPU ranks
     wanted = sorted({e for e in (record_epochs or []) if 1 <= e <= epochs})
     if record_images is not None:
         wanted = sorted(set(wanted) | {epochs})
@@ -308,35 +321,36 @@ def train_model(
             batches = feed.batches(state)
             for index, batch in batches:
                 lr = settings.lr * _lr_factor(settings.schedule, state.step, total_steps)
-                loss, out = feed.step_loss(model, batch, feed.targets[index],
+                loss, out = feed.step_loss(state.net, batch, feed.targets[index],
                                            settings.label_smoothing, feed.autocast)
                 state.optimizer.zero_grad()
-                loss.backward()
+                feed.weighted(loss).backward()
                 state.optimizer.step(lr)
-                state.took_step(loss, out, feed.targets[index])
+                state.took_step(loss, out, feed.targets[index], feed.batch_size)
                 if state.lookahead is not None:
                     state.lookahead.after_step(state.step)
                 # per-step callbacks (a metric, a probe) go here: the step is complete
-                if checkpoint is not None and checkpoint.due():
-                    checkpoint.save(state.state_dict())
-                    if checkpoint.stop.signal_name is not None:
+                if checkpoint is not None and ranks.any(checkpoint.due()):
+                    _save(checkpoint, state)
+                    if ranks.any(checkpoint.stop.signal_name is not None):
                         batches.close()
-                        raise TrainingInterrupted(name, checkpoint.path, state.step, total_steps,
-                                                  checkpoint.stop.signal_name)
+                        raise TrainingInterrupted(
+                            name, checkpoint.path, state.step, total_steps,
+                            checkpoint.stop.signal_name or "a stop signal to another rank")
+            ranks.broadcast_buffers(model)  # one model on every rank for recording and saving
             row = state.epoch_row(feed.batch_size)
             if not math.isfinite(row["loss"]):
                 raise _diverged(state, settings, name, lr_key, total_steps)
             state.end_epoch(row)
             if epoch in wanted:
-                state.record(epoch, predict_logits(
-                    model, record_images, mean, std, device, settings.eval_batch_size,
-                    settings.workers, flip=settings.test_time_flip))
+                state.record(epoch, _record_logits(model, record_images, mean, std, device,
+                                                   settings, ranks))
             eta = state.wall_seconds() / state.step * (total_steps - state.step)
             log.info("epoch %d/%d step %d/%d loss %.4f acc %.4f %.0f samples/s eta %.1fs",
                      epoch, epochs, state.step, total_steps, row["loss"], row["accuracy"],
                      row["samples_per_s"], eta)
     if checkpoint is not None and checkpoint.keep_final and trains:
-        checkpoint.save(state.state_dict())
+        _save(checkpoint, state)
     model.eval()
     return TrainResult(
         model=model,
@@ -361,8 +375,15 @@ class TrainingState:
     process-wide random generators (torch, CUDA, numpy) are part of the state
     dict too, though not fields here.
 
+    Across data-parallel ranks each rank holds one, identical but for the epoch's sums,
+    which count the rank's own share (their sum over the ranks is the epoch's); the
+    state dict holds every rank's, stacked (N, ...), and each rank takes its own back
+    (resumed on another number of ranks: rank 0 takes their sum).
+
     Attributes:
         model: the model being trained (its weights and BatchNorm statistics).
+        net: what the training step calls: ``model``, or DistributedDataParallel
+            around it across ranks (``ranks``).
         optimizer: the :class:`unseen.optim.NesterovSGD` (its momentum buffers).
         lookahead: the :class:`unseen.optim.Lookahead` (its slow copy), or None.
         generator: the CPU generator of the batch order and the augmentation.
@@ -375,17 +396,21 @@ class TrainingState:
         steps_in_epoch: batches of the epoch in progress (an iteration budget cuts the last short).
         order: int64 (N,) sample order of the epoch in progress; None between epochs.
         loss_sum: float32 () summed training loss of the epoch's samples so far (None between epochs).
-        step_losses: float32 (steps_in_epoch,) mean loss of each step, to name the first non-finite.
+        step_losses: float32 (steps_in_epoch,) mean loss of each step (a rank: its samples'
+            share of it), to name the first non-finite.
         correct: int64 () training samples of the epoch classified correctly so far.
         epoch_started, started: ``time.perf_counter()`` at the start of the epoch and of
             the training, moved back by the seconds spent before a restored state was saved.
+        ranks: the data-parallel ranks (:mod:`unseen.distributed`); one by default.
     """
 
     model: nn.Module
+    net: nn.Module
     optimizer: NesterovSGD
     lookahead: Lookahead | None
     generator: torch.Generator
     recorder: Any = None
+    ranks: Ranks = field(default_factory=Ranks)
     recorded: list[np.ndarray] = field(default_factory=list)
     history: list[dict[str, float]] = field(default_factory=list)
     step: int = 0
@@ -412,20 +437,26 @@ class TrainingState:
         self.correct = torch.zeros((), device=device, dtype=torch.long)
         self.epoch_started = time.perf_counter()
 
-    def took_step(self, loss: torch.Tensor, logits: torch.Tensor, target: torch.Tensor) -> None:
-        """Count one SGD step: its mean ``loss`` (scalar), ``logits`` (B, C), ``target`` (B,).
+    def took_step(self, loss: torch.Tensor, logits: torch.Tensor, target: torch.Tensor,
+                  batch_size: int) -> None:
+        """Count one SGD step: the mean ``loss`` (scalar), ``logits`` (b, C) and ``target`` (b,)
+        of this rank's b samples of a global batch of ``batch_size`` (b = batch_size: one rank).
 
         The sums stay on the device (no host sync per step); epoch metrics go here.
         """
         loss = loss.detach()
         self.loss_sum += loss * len(target)
-        self.step_losses[self.position] = loss
+        self.step_losses[self.position] = loss * (len(target) / batch_size)
         self.correct += (logits.argmax(1) == target).sum()
         self.position += 1
         self.step += 1
 
     def epoch_row(self, batch_size: int) -> dict[str, float]:
-        """The history row of the epoch in progress: loss and accuracy per sample, throughput."""
+        """The history row of the epoch in progress: loss and accuracy per sample, throughput.
+
+        Sums the ranks' counts first (every rank must call it).
+        """
+        self.ranks.sum_([self.loss_sum, self.step_losses, self.correct])
         seen = self.steps_in_epoch * batch_size
         seconds = time.perf_counter() - self.epoch_started
         return {
@@ -456,18 +487,20 @@ class TrainingState:
         return time.perf_counter() - self.started
 
     def state_dict(self) -> dict[str, Any]:
-        """Plain tensors and containers (``torch.load(weights_only=True)`` reads them back)."""
+        """Plain tensors and containers (``torch.load(weights_only=True)`` reads them back).
+
+        Across ranks every rank must call it (the epoch's sums are gathered from them).
+        """
         now = time.perf_counter()
         np_state = np.random.get_state()
-
-        def cpu(t):
-            return None if t is None else t.detach().cpu()
-
+        loss_sum, step_losses, correct = (
+            None if t is None else self.ranks.stack(t.detach()).cpu()
+            for t in (self.loss_sum, self.step_losses, self.correct))
         return {
             "step": self.step, "epoch": self.epoch, "position": self.position,
             "steps_in_epoch": self.steps_in_epoch,
-            "order": cpu(self.order), "loss_sum": cpu(self.loss_sum),
-            "step_losses": cpu(self.step_losses), "correct": cpu(self.correct),
+            "order": None if self.order is None else self.order.cpu(), "loss_sum": loss_sum,
+            "step_losses": step_losses, "correct": correct, "ranks": self.ranks.size,
             "epoch_seconds": now - self.epoch_started if self.in_epoch else 0.0,
             "wall_seconds": now - self.started,
             "model": {k: v.detach().cpu() for k, v in self.model.state_dict().items()},
@@ -502,7 +535,7 @@ class TrainingState:
         self.history = [dict(row) for row in state["history"]]
         self.step, self.epoch = int(state["step"]), int(state["epoch"])
         self.position, self.steps_in_epoch = int(state["position"]), int(state["steps_in_epoch"])
-        on_device = {k: None if state[k] is None else state[k].to(device)
+        on_device = {k: None if state[k] is None else self.ranks.own(state[k], state["ranks"]).to(device)
                      for k in ("loss_sum", "step_losses", "correct")}
         self.loss_sum, self.step_losses, self.correct = on_device.values()
         self.order = state["order"] if self.loss_sum is not None else None
@@ -517,7 +550,9 @@ class _Feed:
 
     ``data`` is the uint8 (N, C, H, W) tensor of in-memory images (None when
     streamed from ``images``), ``targets`` the int64 (N,) labels on the device,
-    ``flip_start`` the bool (N,) first flip of each sample (``alternating_flip``).
+    ``flip_start`` the bool (N,) first flip of each sample (``alternating_flip``),
+    ``share`` the rows of each global batch of ``batch_size`` this rank takes (all of
+    them for one rank).
     """
 
     images: Any
@@ -533,6 +568,8 @@ class _Feed:
     steps_per_epoch: int
     total_steps: int
     epochs: int
+    share: slice
+    world: int
 
     @property
     def n(self) -> int:
@@ -542,31 +579,39 @@ class _Feed:
     def autocast(self) -> bool:
         return self.device.type == "cuda"
 
+    def weighted(self, loss: torch.Tensor) -> torch.Tensor:
+        """This rank's mean ``loss`` weighted by its share of the global batch, so that the
+        average of the ranks' gradients (DistributedDataParallel) is the global batch's."""
+        weight = self.world * (self.share.stop - self.share.start) / self.batch_size
+        return loss if weight == 1.0 else loss * weight
+
     def batches(self, state: TrainingState):
         """The batches of ``state``'s epoch not yet taken, in its order, as pairs of the
-        sample indices (B,) on the device and the normalised, augmented float batch
-        (B, C, H, W); augmentation draws from ``state.generator`` as each is taken."""
-        settings, size, order = self.settings, self.batch_size, state.order
+        sample indices (b,) on the device and the normalised, augmented float batch
+        (b, C, H, W) of this rank's b samples of each global batch; augmentation draws
+        from ``state.generator`` for the whole global batch as each is taken."""
+        settings, size, order, share = self.settings, self.batch_size, state.order, self.share
         spans = range(state.position, state.steps_in_epoch)
         if self.data is None:
             raw_batches = _streamed_batches(
-                self.images, [order[i * size : (i + 1) * size].tolist() for i in spans],
+                self.images, [order[i * size : (i + 1) * size][share].tolist() for i in spans],
                 self.device, settings.workers)
         else:
             on_data = order.to(self.data.device)
-            raw_batches = (self.data[on_data[i * size : (i + 1) * size]].to(
+            raw_batches = (self.data[on_data[i * size : (i + 1) * size][share]].to(
                 self.device, non_blocking=True) for i in spans)
         order_on_device = order.to(self.device)
         try:
             for i, raw in zip(spans, raw_batches):
-                index = order_on_device[i * size : (i + 1) * size]
+                index = order_on_device[i * size : (i + 1) * size][share]
                 batch = self.normalize(raw)
                 if settings.crop_padding > 0:
-                    batch = _random_translate(batch, settings.crop_padding, state.generator)
+                    batch = _random_translate(batch, settings.crop_padding, state.generator,
+                                              share, size)
                 if self.flip_start is not None:
                     batch = _flip_where(batch, self.flip_start[index] ^ (state.epoch % 2 == 0))
                 elif settings.flip:
-                    batch = _random_flip(batch, state.generator)
+                    batch = _random_flip(batch, state.generator, share, size)
                 if self.channels_last:
                     batch = batch.contiguous(memory_format=torch.channels_last)
                 yield index, batch
@@ -575,9 +620,15 @@ class _Feed:
                 raw_batches.close()
 
 
-def _start(model, images, labels, settings, seed, device, mean, std, on_record):
+def _start(model, images, labels, settings, seed, device, mean, std, on_record,
+           ranks: Ranks):
     """The fresh :class:`TrainingState` and the :class:`_Feed` of a training (the model is
     moved to ``device`` and, if it wants, initialised from the first images)."""
+    if min(settings.batch_size, len(images)) < ranks.size:
+        raise ValueError(
+            f"a batch of {min(settings.batch_size, len(images))} samples cannot be shared by"
+            f" {ranks.size} ranks: raise train.batch_size to at least {ranks.size} or train on"
+            " fewer GPUs (resources.train.gpu)")
     gen = torch.Generator(device="cpu").manual_seed(int(seed))
     model.to(device)
     channels_last = device.type == "cuda" and is_convolutional(model)
@@ -589,6 +640,10 @@ def _start(model, images, labels, settings, seed, device, mean, std, on_record):
     init_count = min(data_init_samples(model), n)
     if init_count:
         model.initialise_from_data(normalize(_first_images(images, data, init_count, device)))
+    if ranks.size > 1 and device.type == "cuda":
+        # BatchNorm over the global batch, as one process normalises it
+        model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
+    net = ranks.wrap(model)
     norm_params = [p for m in model.modules() if isinstance(m, NORM_LAYERS)
                    for p in m.parameters(recurse=False)]
     optimizer = NesterovSGD(
@@ -611,8 +666,27 @@ def _start(model, images, labels, settings, seed, device, mean, std, on_record):
         flip_start = (torch.rand(n, generator=gen) < 0.5).to(device)
     feed = _Feed(images, data, torch.as_tensor(labels, dtype=torch.long).to(device), normalize,
                  settings, device, channels_last, flip_start, step_loss, batch_size,
-                 steps_per_epoch, total_steps, epochs)
-    return TrainingState(model, optimizer, lookahead, gen, on_record), feed
+                 steps_per_epoch, total_steps, epochs, ranks.share(batch_size), ranks.size)
+    return TrainingState(model, net, optimizer, lookahead, gen, on_record, ranks=ranks), feed
+
+
+def _save(checkpoint: TrainingCheckpoint, state: TrainingState) -> None:
+    """Write ``state`` to ``checkpoint`` (across ranks: every rank calls it, rank 0 writes)."""
+    saved = state.state_dict()
+    if state.ranks.is_main:
+        checkpoint.save(saved)
+    else:
+        checkpoint.written_elsewhere()
+
+
+def _record_logits(model, record_images, mean, std, device, settings, ranks: Ranks) -> np.ndarray:
+    """float32 (R, C) logits of the R ``record_images``; across ranks each rank predicts its
+    share and every rank gets all of them, each sample predicted once."""
+    share = np.arange(len(record_images))[ranks.share(len(record_images))]
+    logits = predict_logits(
+        model, record_images if ranks.size == 1 else record_images[share], mean, std, device,
+        settings.eval_batch_size, settings.workers, flip=settings.test_time_flip)
+    return ranks.gather_rows(logits, len(record_images))
 
 
 def _diverged(state: TrainingState, settings: TrainSettings, name: str, lr_key: str,
