@@ -10,7 +10,6 @@ the epoch losses by 1e-6 relative; the samples scored are the same and so is the
 from __future__ import annotations
 
 import os
-import signal
 import socket
 import subprocess
 import sys
@@ -206,3 +205,79 @@ def test_a_batch_smaller_than_the_ranks_is_refused_naming_the_key(monkeypatch):
         train_model(build_model("mlp", (1, 8, 8), 2), images, np.array([0, 1, 0]),
                     TrainSettings(batch_size=2), 0, torch.device("cpu"),
                     np.zeros(1), np.ones(1))
+
+
+# --------------------------------------------------------------------------- #
+# The workflow's training job on 2 ranks, and its command line
+# --------------------------------------------------------------------------- #
+
+
+def _job_spec(tmp_path: Path, out: Path):
+    """A fold model's training job (the spec the rule builds) on the digits data."""
+    import pandas as pd
+
+    from unseen import io
+    from unseen.data import load_dataset, save_cached
+    from unseen.folds import assign_folds
+    from unseen.specs import TrainScoringModel
+
+    cache, folds = tmp_path / "dataset.npz", tmp_path / "folds.parquet"
+    if not cache.exists():
+        data = load_dataset("digits")
+        save_cached(data, cache)
+        io.write_table(pd.DataFrame({
+            "sample_id": np.arange(len(data.train_y), dtype=np.int64),
+            "label": data.train_y.astype(np.int64),
+            "fold": assign_folds(data.train_y, 2, 0).astype(np.int64)}), folds, io.FOLDS_SCHEMA)
+    out.mkdir(parents=True, exist_ok=True)
+    return TrainScoringModel(
+        dataset_cache=str(cache), folds_table=str(folds), fold=0,
+        model={"arch": "mlp", "options": {"width": 16}},
+        train={"epochs": 3, "batch_size": 64, "lr": 0.2, "crop_padding": 1, "flip": True},
+        record_epochs=[1, 2], seed=0, device="cpu", threads=1, state_every_minutes=0,
+        checkpoint=str(out / "model.pt"), predictions=str(out / "predictions.npz"))
+
+
+def test_a_training_job_on_two_ranks_writes_what_one_process_writes(tmp_path):
+    """The rule's command with resources gpu: 2 (torchrun, 2 gloo ranks on CPU): rank 0 alone
+    writes the model and the record, of the same samples, the same scores up to the
+    tolerance, and the same coreset."""
+    import shlex
+
+    from unseen.predictions import read_predictions
+
+    runs = {}
+    for ranks in (1, 2):
+        spec = _job_spec(tmp_path, tmp_path / f"ranks{ranks}")
+        command = spec.command(ranks=ranks)
+        assert ("torch.distributed.run" in command) == (ranks > 1)
+        proc = subprocess.run(shlex.split(command), capture_output=True, text=True, env=_env(),
+                              cwd=tmp_path, timeout=600)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        if ranks == 2:
+            assert "rank 1/2" in proc.stderr and "rank 0 of 2" in proc.stderr
+        runs[ranks] = read_predictions(str(tmp_path / f"ranks{ranks}" / "predictions.npz"))
+        assert not list((tmp_path / f"ranks{ranks}").glob(".*training-state.pt"))
+    one, two = runs[1], runs[2]
+    assert np.array_equal(one["sample_ids"], two["sample_ids"])  # each scored sample once
+    assert len(np.unique(two["sample_ids"])) == len(two["sample_ids"]) == two["logits"].shape[1]
+    assert np.array_equal(one["epochs"], two["epochs"])
+    np.testing.assert_allclose(two["logits"].astype(np.float32),
+                               one["logits"].astype(np.float32), rtol=0, atol=LOGIT_ATOL)
+    assert _coreset(two["logits"], two["labels"]) == _coreset(one["logits"], one["labels"])
+
+
+def test_resources_train_gpu_makes_every_training_job_data_parallel(tmp_path):
+    """resources.train.gpu: 2 launches every training rule's job on 2 ranks (torchrun), and no
+    other job; gpu: 1 (one GPU per job) keeps one process."""
+    from conftest import make_workdir, run_snakemake
+
+    for gpu, launched in ((2, True), (1, False)):
+        workdir = make_workdir(tmp_path / f"gpu{gpu}", {"resources": {"train": {"gpu": gpu}}})
+        out = run_snakemake(workdir, "-n", "-p", "--cores", "2").stdout
+        commands = [line for line in out.splitlines() if "-m unseen " in line]
+        training = [c for c in commands if any(
+            f"unseen {job} " in c for job in ("train-scoring-model", "retrain", "choose-strategy"))]
+        assert training and len(training) < len(commands)
+        for command in commands:
+            assert ("--nproc_per_node 2 -m unseen" in command) == (launched and command in training)

@@ -34,10 +34,12 @@ import datetime
 import logging
 import os
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import torch
+
+if TYPE_CHECKING:  # torch is imported where it is used: a light job's start stays light
+    import torch
 
 log = logging.getLogger("unseen.distributed")
 
@@ -56,7 +58,7 @@ class Ranks:
 
     rank: int = 0
     size: int = 1
-    device: torch.device = torch.device("cpu")
+    device: Any = "cpu"  # where the collectives of the training tensors run (cuda for NCCL)
     control: Any = None
 
     @property
@@ -71,6 +73,7 @@ class Ranks:
         """Whether ``flag`` is set on any rank (every rank must call it)."""
         if self.size == 1:
             return bool(flag)
+        import torch
         import torch.distributed as dist
 
         value = torch.tensor([int(bool(flag))])
@@ -90,19 +93,20 @@ class Ranks:
         """Every rank's ``value``, stacked (size, ...) in rank order; ``value`` itself for one."""
         if self.size == 1:
             return value
+        import torch
         import torch.distributed as dist
 
         parts = [torch.empty_like(value) for _ in range(self.size)]
         dist.all_gather(parts, value.contiguous())
         return torch.stack(parts)
 
-    def own(self, saved: torch.Tensor, saved_ranks: int) -> torch.Tensor:
+    def own(self, saved, saved_ranks: int):
         """This rank's part of ``saved``, a :meth:`stack` made by ``saved_ranks`` ranks. Made by
         another number of ranks: rank 0 takes their total and the others zeros."""
         if saved_ranks == self.size:
             return saved if self.size == 1 else saved[self.rank]
         total = saved if saved_ranks == 1 else saved.sum(0)
-        return total if self.is_main else torch.zeros_like(total)
+        return total if self.is_main else total.new_zeros(total.shape)
 
     def gather_rows(self, local: np.ndarray, total: int) -> np.ndarray:
         """The rows of every rank's :meth:`share` of ``total`` rows, in rank order, on every rank.
@@ -111,6 +115,7 @@ class Ranks:
         """
         if self.size == 1:
             return local
+        import torch
         import torch.distributed as dist
 
         widest = -(-total // self.size)
@@ -145,9 +150,11 @@ class Ranks:
 def current() -> Ranks:
     """The ranks of the process group this process belongs to (one rank if none)."""
     global _control
-    if not torch.distributed.is_available() or not torch.distributed.is_initialized():
-        return Ranks()
+    import torch
     import torch.distributed as dist
+
+    if not dist.is_available() or not dist.is_initialized():
+        return Ranks()
 
     size = dist.get_world_size()
     if size == 1:
@@ -190,6 +197,7 @@ def init_from_environment(device_name: str = "auto") -> Ranks:
     launched = launched_ranks()
     if launched is None:
         return Ranks()
+    import torch
     import torch.distributed as dist
 
     rank, size, local = launched
@@ -212,8 +220,10 @@ def init_from_environment(device_name: str = "auto") -> Ranks:
 def close() -> None:
     """Leave the process group (at the end of a job), if this process joined one."""
     global _control
-    if torch.distributed.is_available() and torch.distributed.is_initialized():
-        torch.distributed.destroy_process_group()
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
     _control = None
 
 
