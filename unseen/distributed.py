@@ -4,7 +4,8 @@ A training job runs as N ranks when it is launched by ``torchrun --nproc_per_nod
 (what the workflow does for ``resources.train.gpu: N`` > 1, :mod:`unseen.specs`) or as
 N tasks of one ``srun`` on one node. :func:`init_from_environment` joins the ranks
 into one process group (NCCL on GPUs, gloo on CPU) and :func:`unseen.train.train_model`
-then trains data-parallel by itself; nothing else in a job changes.
+then trains data-parallel by itself; a job's only other change is that rank 0 alone
+writes its outputs (:func:`unseen.jobs.writes_outputs`).
 
 The protocol is the one of a single process, so one config means one protocol on
 1 or N ranks: the global batch (``train.batch_size``), the number of SGD steps and
@@ -23,9 +24,10 @@ SyncBatchNorm: each rank normalises with the statistics of its share and the run
 statistics are rank 0's; models without BatchNorm (``mlp``) train as one process does
 up to rounding, those with it differ more (the CPU path exists for tests and tools).
 
-A rank that dies fails the job: the others fail in their next collective (gloo and
-NCCL see the closed connection) or, at the latest, after :data:`DEFAULT_TIMEOUT_S`
-(environment ``UNSEEN_RANK_TIMEOUT_S``), never hang.
+A rank that dies fails the job: the others fail in their next collective (gloo sees
+the closed connection at once; tested) or, at the latest, after :data:`DEFAULT_TIMEOUT_S`
+(environment ``UNSEEN_RANK_TIMEOUT_S``; a hung rank, tested on gloo; NCCL aborts its
+collectives at the same timeout), never hang.
 """
 
 from __future__ import annotations
@@ -201,7 +203,12 @@ def init_from_environment(device_name: str = "auto") -> Ranks:
     import torch.distributed as dist
 
     rank, size, local = launched
-    cuda = device_name.startswith("cuda") or (device_name == "auto" and torch.cuda.is_available())
+    if device_name.startswith("cuda:"):
+        raise ValueError(
+            f"config key 'device': {device_name!r} would put all {size} ranks on one GPU; with"
+            " several GPUs per job (resources.train.gpu) set device: auto or cuda (rank i takes"
+            " GPU i of the job's)")
+    cuda = device_name == "cuda" or (device_name == "auto" and torch.cuda.is_available())
     if cuda:
         if torch.cuda.device_count() <= local:
             raise RuntimeError(

@@ -535,7 +535,8 @@ class TrainingState:
         self.history = [dict(row) for row in state["history"]]
         self.step, self.epoch = int(state["step"]), int(state["epoch"])
         self.position, self.steps_in_epoch = int(state["position"]), int(state["steps_in_epoch"])
-        on_device = {k: None if state[k] is None else self.ranks.own(state[k], state["ranks"]).to(device)
+        saved_ranks = state.get("ranks", 1)
+        on_device = {k: None if state[k] is None else self.ranks.own(state[k], saved_ranks).to(device)
                      for k in ("loss_sum", "step_losses", "correct")}
         self.loss_sum, self.step_losses, self.correct = on_device.values()
         self.order = state["order"] if self.loss_sum is not None else None
