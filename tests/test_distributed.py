@@ -194,6 +194,13 @@ def test_the_launch_environment_names_the_ranks():
     assert distributed.launched_ranks({"SLURM_NTASKS": "1", "SLURM_PROCID": "0"}) is None
 
 
+def test_one_gpu_for_every_rank_is_refused_naming_the_key(monkeypatch):
+    monkeypatch.setenv("RANK", "0")
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    with pytest.raises(ValueError, match=r"config key 'device': 'cuda:1' would put all 2 ranks"):
+        distributed.init_from_environment("cuda:1")
+
+
 def test_a_batch_smaller_than_the_ranks_is_refused_naming_the_key(monkeypatch):
     """The check in the trainer, with a pretend group of 4 ranks (no collective is reached)."""
     from unseen.models import build_model
