@@ -151,7 +151,8 @@ def test_a_dead_rank_fails_the_others_at_once(tmp_path):
         for p in procs:
             p.kill()
     assert time.monotonic() - t0 < 120
-    assert "Connection closed by peer" in procs[0].stderr.read()
+    said = procs[0].stderr.read()  # gloo: "Connection closed by peer" or "... reset by peer"
+    assert "RuntimeError" in said and "by peer" in said, said[-2000:]
     assert not (tmp_path / "out.npz").exists()
 
 
