@@ -250,10 +250,14 @@ def one(files):
     return files if isinstance(files, str) else files[0]
 
 
-def job_command(spec):
+def job_command(spec, resources=None):
     """The shell command of a job from its typed spec (unseen.specs), quoted: every rule with a
-    spec builds its command here, so each job's argument list is written once, in its spec."""
-    return spec.command()
+    spec builds its command here, so each job's argument list is written once, in its spec.
+
+    A training job passes its ``resources``: with ``gpu: N`` > 1 (resources.train.gpu, or the
+    profile's set-resources of its rule) it trains data-parallel on N ranks, one per GPU
+    (torchrun; unseen.distributed)."""
+    return spec.command(ranks=max(1, int(getattr(resources, "gpu", 0) or 0)))
 
 
 def retrain_settings(wildcards):
@@ -276,21 +280,21 @@ def retrain_full_settings(wildcards):
     )
 
 
-def retrain_command(wildcards, input, output, threads):
+def retrain_command(wildcards, input, output, threads, resources):
     """A coreset's retrain: its settings plus the coreset, the dataset and its scoring cost."""
     return job_command(specs.Retrain(
         dataset_cache=one(input.data), coreset=input.coreset, scoring_predictions=list(input.scoring),
         threads=threads, metrics_json=output.json, metrics_parquet=output.parquet,
         state_every_minutes=STATE_EVERY_MINUTES, **retrain_settings(wildcards),
-    ))
+    ), resources)
 
 
-def retrain_full_command(wildcards, input, output, threads):
+def retrain_full_command(wildcards, input, output, threads, resources):
     return job_command(specs.Retrain(
         dataset_cache=one(input.data), threads=threads, metrics_json=output.json,
         metrics_parquet=output.parquet, state_every_minutes=STATE_EVERY_MINUTES,
         **retrain_full_settings(wildcards),
-    ))
+    ), resources)
 
 
 def scoring_model_settings(wildcards):
@@ -324,13 +328,13 @@ def stage_model_settings(wildcards):
 def scoring_model_command(settings):
     """The command of a scoring model's training job with ``settings`` (unseen.specs.TrainScoringModel)."""
 
-    def command(wildcards, input, output, threads):
+    def command(wildcards, input, output, threads, resources):
         return job_command(specs.TrainScoringModel(
             dataset_cache=one(input.data), folds_table=one(input.folds),
             coreset=one(input.coreset) if hasattr(input, "coreset") else None,
             threads=threads, checkpoint=output.checkpoint, predictions=output.predictions,
             state_every_minutes=STATE_EVERY_MINUTES, **settings(wildcards),
-        ))
+        ), resources)
 
     return command
 
@@ -371,11 +375,11 @@ def choice_settings(wildcards):
     )
 
 
-def choose_strategy_command(wildcards, input, output, threads):
+def choose_strategy_command(wildcards, input, output, threads, resources):
     return job_command(specs.ChooseStrategy(
         dataset_cache=one(input.data), scores=one(input.scores), threads=threads, output=one(output),
         state_every_minutes=STATE_EVERY_MINUTES, **choice_settings(wildcards),
-    ))
+    ), resources)
 
 
 def score_table_inputs(wildcards):

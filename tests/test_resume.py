@@ -108,7 +108,7 @@ def test_periodic_states_change_nothing(digits, tmp_path):
     assert path.is_file() and torch.load(path, weights_only=True)["step"] == whole.steps
 
 
-@pytest.mark.parametrize("damage", ["truncated", "other training", "not a state"])
+@pytest.mark.parametrize("damage", ["truncated", "other training", "not a state", "older version"])
 def test_a_bad_state_is_named_and_ignored(digits, tmp_path, caplog, damage):
     whole, _, _, _ = _train(digits)
     path = tmp_path / "state.pt"
@@ -121,6 +121,10 @@ def test_a_bad_state_is_named_and_ignored(digits, tmp_path, caplog, damage):
         state = torch.load(path, weights_only=True)
         torch.save({**state, "key": "0" * 32}, path)
         said = "it was made for another training"
+    elif damage == "older version":  # the layout before TrainingState (format 1)
+        state = torch.load(path, weights_only=True)
+        torch.save({**state, "format": 1}, path)
+        said = "not a training state of this version"
     else:
         torch.save({"weights": torch.zeros(3)}, path)
         said = "not a training state of this version"

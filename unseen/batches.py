@@ -37,21 +37,34 @@ def _to_device(values: torch.Tensor, device: torch.device) -> torch.Tensor:
     return values.to(device)
 
 
-def _random_translate(x: torch.Tensor, padding: int, gen: torch.Generator) -> torch.Tensor:
-    """Per-sample random crop of a zero-padded batch: (B, C, H, W) -> (B, C, H, W)."""
+def _random_translate(x: torch.Tensor, padding: int, gen: torch.Generator,
+                      rows: slice = slice(None), total: int | None = None) -> torch.Tensor:
+    """Per-sample random crop of a zero-padded batch: (B, C, H, W) -> (B, C, H, W).
+
+    ``x`` may be the ``rows`` of a batch of ``total`` images (one data-parallel rank's
+    share, :mod:`unseen.distributed`): the shifts are drawn for all ``total`` and the
+    share's are used, so every rank augments a sample as a single process would.
+    """
     b, _, h, w = x.shape
+    drawn = b if total is None else total
     padded = F.pad(x, (padding, padding, padding, padding))
-    dy = _to_device(torch.randint(0, 2 * padding + 1, (b,), generator=gen, device="cpu"), x.device)
-    dx = _to_device(torch.randint(0, 2 * padding + 1, (b,), generator=gen, device="cpu"), x.device)
-    rows = (dy[:, None] + torch.arange(h, device=x.device)[None, :])[:, None, :, None]
+    dy = _to_device(torch.randint(0, 2 * padding + 1, (drawn,), generator=gen, device="cpu")[rows],
+                    x.device)
+    dx = _to_device(torch.randint(0, 2 * padding + 1, (drawn,), generator=gen, device="cpu")[rows],
+                    x.device)
+    rows_index = (dy[:, None] + torch.arange(h, device=x.device)[None, :])[:, None, :, None]
     cols = (dx[:, None] + torch.arange(w, device=x.device)[None, :])[:, None, None, :]
     batch_index = torch.arange(b, device=x.device)[:, None, None, None]
     chan_index = torch.arange(x.shape[1], device=x.device)[None, :, None, None]
-    return padded[batch_index, chan_index, rows, cols]
+    return padded[batch_index, chan_index, rows_index, cols]
 
 
-def _random_flip(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
-    mask = _to_device(torch.rand(x.shape[0], generator=gen, device="cpu"), x.device) < 0.5
+def _random_flip(x: torch.Tensor, gen: torch.Generator, rows: slice = slice(None),
+                 total: int | None = None) -> torch.Tensor:
+    """Mirror each image of ``x`` (B, C, H, W) with probability 1/2 (``rows``, ``total``: as
+    :func:`_random_translate`)."""
+    drawn = x.shape[0] if total is None else total
+    mask = _to_device(torch.rand(drawn, generator=gen, device="cpu")[rows], x.device) < 0.5
     return _flip_where(x, mask)
 
 

@@ -92,6 +92,15 @@ def training_checkpoint(output: str, every_minutes: float | None, label: str = "
                               every_seconds=(every_minutes or 0) * 60, keep_final=keep_final)
 
 
+def writes_outputs() -> bool:
+    """Whether this process writes its job's outputs and removes its training states: the only
+    process, or rank 0 of a data-parallel training job (:mod:`unseen.distributed`), whose other
+    ranks share the training only."""
+    from unseen.distributed import is_main
+
+    return is_main()
+
+
 def train_scoring_model(
     job: ScoringModelJob, train_ids: np.ndarray, record_ids: np.ndarray, model_name: str
 ) -> None:
@@ -108,6 +117,8 @@ def train_scoring_model(
         job.seed, model_name, job.device, job.threads, job.record_format, job.scoring_budget,
         where=job.predictions, checkpoint=checkpoint,
     )
+    if not writes_outputs():
+        return
     train_ids, record_ids = trained.train_ids, trained.record_ids
     fit = model_fit(trained.result, data, train_ids, record_ids, trained.norm, trained.device,
                     trained.settings, trained.recorder)
@@ -317,6 +328,8 @@ def choose_strategy(
                                         train_settings, retrain_budget, seed, device, threads,
                                         checkpoints=checkpoint_of)
     log.info("held-out accuracy %s: chose %s", choice["validation_accuracy"], choice["strategy"])
+    if not writes_outputs():
+        return
     io.write_json({**choice, "seed": int(seed), "scores": str(scores)}, output)
     for checkpoint in checkpoints.values():
         checkpoint.remove()
@@ -459,6 +472,8 @@ def retrain(
     }
     log.info("test accuracy %.4f on %d training samples", metrics["test_accuracy"],
              metrics["coreset_size"])
+    if not writes_outputs():
+        return
     row = {k: metrics[k] for k in io.METRICS_SCHEMA.names}
     io.write_table(pd.DataFrame([row]), metrics_parquet, io.METRICS_SCHEMA)
     io.write_json(metrics, metrics_json)

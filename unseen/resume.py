@@ -47,7 +47,9 @@ EXIT_RESUMABLE = 75
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGUSR1)
 #: The default of config ``training_state.every_minutes``.
 DEFAULT_EVERY_MINUTES = 10.0
-_FORMAT = 1
+#: Version of the state layout (unseen.train.TrainingState.state_dict); a file of another
+#: version is ignored, never misread.
+_FORMAT = 2
 
 
 class TrainingInterrupted(RuntimeError):
@@ -169,6 +171,10 @@ class TrainingCheckpoint:
         self._last_write = time.monotonic()
         log.info("training state saved at SGD step %d to %s (%.2f s)", state["step"], self.path,
                  self._last_write - t0)
+
+    def written_elsewhere(self) -> None:
+        """Another data-parallel rank (rank 0) wrote the state now: restart the clock."""
+        self._last_write = time.monotonic()
 
     def remove(self) -> None:
         self.path.unlink(missing_ok=True)

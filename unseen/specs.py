@@ -166,9 +166,18 @@ class JobSpec:
                 out += [_flag(field), str(value)]
         return out + positionals
 
-    def command(self) -> str:
-        """The shell command that runs this job (``python -m unseen COMMAND ...``), quoted."""
-        return shlex.join(["python", "-m", "unseen", self.COMMAND, *self.argv()])
+    def command(self, ranks: int = 1) -> str:
+        """The shell command that runs this job (``python -m unseen COMMAND ...``), quoted.
+
+        ``ranks`` > 1 (a training job on that many GPUs, :mod:`unseen.distributed`): torchrun
+        starts one process per GPU (``--standalone``: a free port of its own, so jobs that
+        share a node do not meet).
+        """
+        launch = ["python", "-m", "unseen"]
+        if ranks > 1:
+            launch = ["python", "-m", "torch.distributed.run", "--standalone",
+                      "--nproc_per_node", str(ranks), "-m", "unseen"]
+        return shlex.join([*launch, self.COMMAND, *self.argv()])
 
     def run(self) -> None:
         raise NotImplementedError

@@ -11,6 +11,10 @@ in the same batch order; normalisation and augmentation stay batched
 
 The length of training is a fixed epoch budget or, for the CCS protocol, a
 fixed iteration budget (every coreset gets the same number of SGD steps).
+
+In a process group of several ranks (:mod:`unseen.distributed`: ``torchrun``, one
+process per GPU) the same call trains data-parallel under the same protocol: each
+rank takes its share of every global batch and the gradients are averaged.
 """
 
 from __future__ import annotations
@@ -38,6 +42,8 @@ from unseen.batches import (
     _streamed_batches,
 )
 from unseen.budget import steps_per_epoch as count_steps_per_epoch
+from unseen.distributed import Ranks
+from unseen.distributed import current as current_ranks
 from unseen.models import data_init_samples, is_convolutional
 from unseen.optim import Lookahead, NesterovSGD, _lr_factor
 from unseen.resume import TrainingCheckpoint, TrainingInterrupted
@@ -272,15 +278,20 @@ def train_model(
             per-sample statistics when R x C is too large to hold for every epoch.
         name, lr_key: the model and the config key of its learning rate, for the
             message of :class:`TrainingDiverged`.
-        checkpoint: where the training keeps its state (:mod:`unseen.resume`): it
-            continues from a saved state made for the same training, writes its
-            state every ``checkpoint.every_seconds`` and, on SIGTERM or SIGUSR1,
-            after the SGD step in progress, then raises
+        checkpoint: where the training keeps its :class:`TrainingState`
+            (:mod:`unseen.resume`): it continues from a saved state made for the
+            same training, writes its state every ``checkpoint.every_seconds`` and,
+            on SIGTERM or SIGUSR1, after the SGD step in progress, then raises
             :class:`unseen.resume.TrainingInterrupted`. ``on_record`` must then
             have ``state_dict``/``load_state_dict`` (a StatisticsRecorder does).
 
     Returns:
         A :class:`TrainResult`; ``recorded_logits`` is float16 (E, R, C).
+
+    Data-parallel (a process group of N ranks, :mod:`unseen.distributed`): every rank
+    calls this with the same arguments; the global batch, steps and records are
+    those of one process, every rank returns the same result, and rank 0 alone
+    writes the training state.
 
     Raises:
         TrainingDiverged: at the end of the first epoch whose loss is NaN or
@@ -289,19 +300,351 @@ def train_model(
     """
     if len(images) == 0:
         raise ValueError("cannot train on an empty set")
+    state, feed = _start(model, images, labels, settings, seed, device, mean, std, on_record,
+                         current_ranks())
+    epochs, total_steps, ranks = feed.epochs, feed.total_steps, state.ranks
+    model = state.model  # with SyncBatchNorm layers across GPU ranks
+    wanted = sorted({e for e in (record_epochs or []) if 1 <= e <= epochs})
+    if record_images is not None:
+        wanted = sorted(set(wanted) | {epochs})
+    if checkpoint is not None and (saved := checkpoint.load()) is not None:
+        state.load_state_dict(saved)
+    trains = state.epoch <= epochs  # False: a saved state of a finished training
+    stopping = contextlib.nullcontext() if checkpoint is None else checkpoint.stop_signals()
+    with stopping:
+        while state.epoch <= epochs:
+            epoch = state.epoch
+            if not state.in_epoch:
+                state.begin_epoch(feed.n, min(feed.steps_per_epoch, total_steps - state.step),
+                                  device)
+            model.train()
+            batches = feed.batches(state)
+            for index, batch in batches:
+                lr = settings.lr * _lr_factor(settings.schedule, state.step, total_steps)
+                loss, out = feed.step_loss(state.net, batch, feed.targets[index],
+                                           settings.label_smoothing, feed.autocast)
+                state.optimizer.zero_grad()
+                feed.weighted(loss).backward()
+                state.optimizer.step(lr)
+                state.took_step(loss, out, feed.targets[index], feed.batch_size)
+                if state.lookahead is not None:
+                    state.lookahead.after_step(state.step)
+                # per-step callbacks (a metric, a probe) go here: the step is complete
+                if checkpoint is not None and ranks.any(checkpoint.due()):
+                    _save(checkpoint, state)
+                    if ranks.any(checkpoint.stop.signal_name is not None):
+                        batches.close()
+                        raise TrainingInterrupted(
+                            name, checkpoint.path, state.step, total_steps,
+                            checkpoint.stop.signal_name or "a stop signal to another rank")
+            ranks.broadcast_buffers(model)  # one model on every rank for recording and saving
+            row = state.epoch_row(feed.batch_size)
+            if not math.isfinite(row["loss"]):
+                raise _diverged(state, settings, name, lr_key, total_steps)
+            state.end_epoch(row)
+            if epoch in wanted:
+                state.record(epoch, _record_logits(model, record_images, mean, std, device,
+                                                   settings, ranks))
+            eta = state.wall_seconds() / state.step * (total_steps - state.step)
+            log.info("epoch %d/%d step %d/%d loss %.4f acc %.4f %.0f samples/s eta %.1fs",
+                     epoch, epochs, state.step, total_steps, row["loss"], row["accuracy"],
+                     row["samples_per_s"], eta)
+    if checkpoint is not None and checkpoint.keep_final and trains:
+        _save(checkpoint, state)
+    model.eval()
+    return TrainResult(
+        model=model,
+        recorded_epochs=np.array(wanted if record_images is not None else [], dtype=np.int64),
+        recorded_logits=np.stack(state.recorded) if state.recorded else None,
+        history=state.history,
+        wall_seconds=state.wall_seconds(),
+        steps=state.step,
+    )
+
+
+@dataclass
+class TrainingState:
+    """Everything a training carries from one SGD step to the next; what a checkpoint holds.
+
+    :func:`train_model` builds it (:func:`_start`), advances it one SGD step at a
+    time (:meth:`took_step`) and one epoch at a time (:meth:`begin_epoch`,
+    :meth:`end_epoch`, :meth:`record`). :meth:`state_dict` / :meth:`load_state_dict`
+    turn it into plain tensors and containers and back (what
+    :class:`unseen.resume.TrainingCheckpoint` writes): a training continued from a
+    restored state is bit-identical on CPU to one that was never stopped. The
+    process-wide random generators (torch, CUDA, numpy) are part of the state
+    dict too, though not fields here.
+
+    Across data-parallel ranks each rank holds one, identical but for the epoch's sums,
+    which count the rank's own share (their sum over the ranks is the epoch's); the
+    state dict holds every rank's, stacked (N, ...), and each rank takes its own back
+    (resumed on another number of ranks: rank 0 takes their sum).
+
+    Attributes:
+        model: the model being trained (its weights and BatchNorm statistics).
+        net: what the training step calls: ``model``, or DistributedDataParallel
+            around it across ranks (``ranks``).
+        optimizer: the :class:`unseen.optim.NesterovSGD` (its momentum buffers).
+        lookahead: the :class:`unseen.optim.Lookahead` (its slow copy), or None.
+        generator: the CPU generator of the batch order and the augmentation.
+        recorder: ``on_record`` of :func:`train_model` (what it has collected), or None.
+        recorded: float16 (R, C) logits of each epoch recorded so far (no ``recorder``).
+        history: one :class:`TrainResult` history row per finished epoch.
+        step: SGD steps taken.
+        epoch: the 1-based epoch in progress or next (``epochs + 1``: finished).
+        position: batches of the epoch in progress taken.
+        steps_in_epoch: batches of the epoch in progress (an iteration budget cuts the last short).
+        order: int64 (N,) sample order of the epoch in progress; None between epochs.
+        loss_sum: float32 () summed training loss of the epoch's samples so far (None between epochs).
+        step_losses: float32 (steps_in_epoch,) mean loss of each step (a rank: its samples'
+            share of it), to name the first non-finite.
+        correct: int64 () training samples of the epoch classified correctly so far.
+        epoch_started, started: ``time.perf_counter()`` at the start of the epoch and of
+            the training, moved back by the seconds spent before a restored state was saved.
+        ranks: the data-parallel ranks (:mod:`unseen.distributed`); one by default.
+    """
+
+    model: nn.Module
+    net: nn.Module
+    optimizer: NesterovSGD
+    lookahead: Lookahead | None
+    generator: torch.Generator
+    recorder: Any = None
+    ranks: Ranks = field(default_factory=Ranks)
+    recorded: list[np.ndarray] = field(default_factory=list)
+    history: list[dict[str, float]] = field(default_factory=list)
+    step: int = 0
+    epoch: int = 1
+    position: int = 0
+    steps_in_epoch: int = 0
+    order: torch.Tensor | None = None
+    loss_sum: torch.Tensor | None = None
+    step_losses: torch.Tensor | None = None
+    correct: torch.Tensor | None = None
+    epoch_started: float = 0.0
+    started: float = field(default_factory=time.perf_counter)
+
+    @property
+    def in_epoch(self) -> bool:
+        return self.order is not None
+
+    def begin_epoch(self, n: int, steps: int, device: torch.device) -> None:
+        """Start epoch :attr:`epoch` of ``steps`` batches over ``n`` samples: draw its order."""
+        self.position, self.steps_in_epoch = 0, steps
+        self.order = torch.randperm(n, generator=self.generator)
+        self.loss_sum = torch.zeros((), device=device)
+        self.step_losses = torch.empty(steps, device=device)
+        self.correct = torch.zeros((), device=device, dtype=torch.long)
+        self.epoch_started = time.perf_counter()
+
+    def took_step(self, loss: torch.Tensor, logits: torch.Tensor, target: torch.Tensor,
+                  batch_size: int) -> None:
+        """Count one SGD step: the mean ``loss`` (scalar), ``logits`` (b, C) and ``target`` (b,)
+        of this rank's b samples of a global batch of ``batch_size`` (b = batch_size: one rank).
+
+        The sums stay on the device (no host sync per step); epoch metrics go here.
+        """
+        loss = loss.detach()
+        self.loss_sum += loss * len(target)
+        self.step_losses[self.position] = loss * (len(target) / batch_size)
+        self.correct += (logits.argmax(1) == target).sum()
+        self.position += 1
+        self.step += 1
+
+    def epoch_row(self, batch_size: int) -> dict[str, float]:
+        """The history row of the epoch in progress: loss and accuracy per sample, throughput.
+
+        Sums the ranks' counts first (every rank must call it).
+        """
+        self.ranks.sum_([self.loss_sum, self.step_losses, self.correct])
+        seen = self.steps_in_epoch * batch_size
+        seconds = time.perf_counter() - self.epoch_started
+        return {
+            "epoch": self.epoch,
+            "loss": float(self.loss_sum) / seen,
+            "accuracy": float(self.correct) / seen,
+            "samples": seen,
+            "seconds": seconds,
+            "samples_per_s": seen / seconds if seconds > 0 else float("nan"),
+        }
+
+    def end_epoch(self, row: dict[str, float]) -> None:
+        """Close the epoch in progress with its history ``row``; the next one is due."""
+        self.history.append(row)
+        self.epoch += 1
+        self.position = self.steps_in_epoch = 0
+        self.order = self.loss_sum = self.step_losses = self.correct = None
+
+    def record(self, epoch: int, logits: np.ndarray) -> None:
+        """Keep float32 (R, C) ``logits`` of ``epoch``: as float16, or through the recorder."""
+        if self.recorder is None:
+            self.recorded.append(logits.astype(np.float16))
+        else:
+            self.recorder(epoch, logits)
+
+    def wall_seconds(self) -> float:
+        """Seconds of training so far, those before a restored state included."""
+        return time.perf_counter() - self.started
+
+    def state_dict(self) -> dict[str, Any]:
+        """Plain tensors and containers (``torch.load(weights_only=True)`` reads them back).
+
+        Across ranks every rank must call it (the epoch's sums are gathered from them).
+        """
+        now = time.perf_counter()
+        np_state = np.random.get_state()
+        loss_sum, step_losses, correct = (
+            None if t is None else self.ranks.stack(t.detach()).cpu()
+            for t in (self.loss_sum, self.step_losses, self.correct))
+        return {
+            "step": self.step, "epoch": self.epoch, "position": self.position,
+            "steps_in_epoch": self.steps_in_epoch,
+            "order": None if self.order is None else self.order.cpu(), "loss_sum": loss_sum,
+            "step_losses": step_losses, "correct": correct, "ranks": self.ranks.size,
+            "epoch_seconds": now - self.epoch_started if self.in_epoch else 0.0,
+            "wall_seconds": now - self.started,
+            "model": {k: v.detach().cpu() for k, v in self.model.state_dict().items()},
+            "optimizer": self.optimizer.state_dict(),
+            "lookahead": None if self.lookahead is None else self.lookahead.state_dict(),
+            "generator": self.generator.get_state(),
+            "torch_rng": torch.get_rng_state(),
+            "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_initialized() else [],
+            "numpy_rng": [torch.from_numpy(np_state[1].astype(np.int64)), int(np_state[2]),
+                          int(np_state[3]), float(np_state[4])],
+            "recorded": [torch.from_numpy(r) for r in self.recorded],
+            "recorder": None if self.recorder is None else self.recorder.state_dict(),
+            "history": [dict(row) for row in self.history],
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Take a :meth:`state_dict` back (tensors onto the model's device)."""
+        device = next(iter(self.model.state_dict().values())).device
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        if self.lookahead is not None:
+            self.lookahead.load_state_dict(state["lookahead"])
+        self.generator.set_state(state["generator"])
+        torch.set_rng_state(state["torch_rng"])
+        if state["cuda_rng"] and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(state["cuda_rng"])
+        keys, pos, has_gauss, cached = state["numpy_rng"]
+        np.random.set_state(("MT19937", keys.numpy().astype(np.uint32), pos, has_gauss, cached))
+        self.recorded = [r.numpy() for r in state["recorded"]]
+        if self.recorder is not None:
+            self.recorder.load_state_dict(state["recorder"])
+        self.history = [dict(row) for row in state["history"]]
+        self.step, self.epoch = int(state["step"]), int(state["epoch"])
+        self.position, self.steps_in_epoch = int(state["position"]), int(state["steps_in_epoch"])
+        saved_ranks = state.get("ranks", 1)
+        on_device = {k: None if state[k] is None else self.ranks.own(state[k], saved_ranks).to(device)
+                     for k in ("loss_sum", "step_losses", "correct")}
+        self.loss_sum, self.step_losses, self.correct = on_device.values()
+        self.order = state["order"] if self.loss_sum is not None else None
+        now = time.perf_counter()
+        self.epoch_started = now - state["epoch_seconds"]
+        self.started = now - state["wall_seconds"]
+
+
+@dataclass
+class _Feed:
+    """The training's data and fixed plan: which batches, normalised and augmented how.
+
+    ``data`` is the uint8 (N, C, H, W) tensor of in-memory images (None when
+    streamed from ``images``), ``targets`` the int64 (N,) labels on the device,
+    ``flip_start`` the bool (N,) first flip of each sample (``alternating_flip``),
+    ``share`` the rows of each global batch of ``batch_size`` this rank takes (all of
+    them for one rank).
+    """
+
+    images: Any
+    data: torch.Tensor | None
+    targets: torch.Tensor
+    normalize: _Normalizer
+    settings: TrainSettings
+    device: torch.device
+    channels_last: bool
+    flip_start: torch.Tensor | None
+    step_loss: Callable
+    batch_size: int
+    steps_per_epoch: int
+    total_steps: int
+    epochs: int
+    share: slice
+    world: int
+
+    @property
+    def n(self) -> int:
+        return len(self.targets)
+
+    @property
+    def autocast(self) -> bool:
+        return self.device.type == "cuda"
+
+    def weighted(self, loss: torch.Tensor) -> torch.Tensor:
+        """This rank's mean ``loss`` weighted by its share of the global batch, so that the
+        average of the ranks' gradients (DistributedDataParallel) is the global batch's."""
+        weight = self.world * (self.share.stop - self.share.start) / self.batch_size
+        return loss if weight == 1.0 else loss * weight
+
+    def batches(self, state: TrainingState):
+        """The batches of ``state``'s epoch not yet taken, in its order, as pairs of the
+        sample indices (b,) on the device and the normalised, augmented float batch
+        (b, C, H, W) of this rank's b samples of each global batch; augmentation draws
+        from ``state.generator`` for the whole global batch as each is taken."""
+        settings, size, order, share = self.settings, self.batch_size, state.order, self.share
+        spans = range(state.position, state.steps_in_epoch)
+        if self.data is None:
+            raw_batches = _streamed_batches(
+                self.images, [order[i * size : (i + 1) * size][share].tolist() for i in spans],
+                self.device, settings.workers)
+        else:
+            on_data = order.to(self.data.device)
+            raw_batches = (self.data[on_data[i * size : (i + 1) * size][share]].to(
+                self.device, non_blocking=True) for i in spans)
+        order_on_device = order.to(self.device)
+        try:
+            for i, raw in zip(spans, raw_batches):
+                index = order_on_device[i * size : (i + 1) * size][share]
+                batch = self.normalize(raw)
+                if settings.crop_padding > 0:
+                    batch = _random_translate(batch, settings.crop_padding, state.generator,
+                                              share, size)
+                if self.flip_start is not None:
+                    batch = _flip_where(batch, self.flip_start[index] ^ (state.epoch % 2 == 0))
+                elif settings.flip:
+                    batch = _random_flip(batch, state.generator, share, size)
+                if self.channels_last:
+                    batch = batch.contiguous(memory_format=torch.channels_last)
+                yield index, batch
+        finally:
+            if hasattr(raw_batches, "close"):  # stops a streamed epoch's DataLoader workers
+                raw_batches.close()
+
+
+def _start(model, images, labels, settings, seed, device, mean, std, on_record,
+           ranks: Ranks):
+    """The fresh :class:`TrainingState` and the :class:`_Feed` of a training (the model is
+    moved to ``device`` and, if it wants, initialised from the first images)."""
+    if min(settings.batch_size, len(images)) < ranks.size:
+        raise ValueError(
+            f"a batch of {min(settings.batch_size, len(images))} samples cannot be shared by"
+            f" {ranks.size} ranks: raise train.batch_size to at least {ranks.size} or train on"
+            " fewer GPUs (resources.train.gpu)")
     gen = torch.Generator(device="cpu").manual_seed(int(seed))
     model.to(device)
-    use_cl = device.type == "cuda" and is_convolutional(model)
-    if use_cl:
+    channels_last = device.type == "cuda" and is_convolutional(model)
+    if channels_last:
         model.to(memory_format=torch.channels_last)
-    streamed = _is_streamed(images)
-    data = None if streamed else _place_data(images, device)
-    targets = torch.as_tensor(labels, dtype=torch.long).to(device)
+    data = None if _is_streamed(images) else _place_data(images, device)
     normalize = _Normalizer(mean, std, device)
     n = len(images)
     init_count = min(data_init_samples(model), n)
     if init_count:
         model.initialise_from_data(normalize(_first_images(images, data, init_count, device)))
+    if ranks.size > 1 and device.type == "cuda":
+        # BatchNorm over the global batch, as one process normalises it
+        model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
+    net = ranks.wrap(model)
     norm_params = [p for m in model.modules() if isinstance(m, NORM_LAYERS)
                    for p in m.parameters(recurse=False)]
     optimizer = NesterovSGD(
@@ -314,7 +657,6 @@ def train_model(
     step_loss = forward_loss
     if settings.torch_compile != "none":
         step_loss = torch.compile(forward_loss, mode=settings.torch_compile)
-    autocast = device.type == "cuda"
     batch_size = min(settings.batch_size, n)
     steps_per_epoch = count_steps_per_epoch(n, batch_size)
     total_steps, epochs = training_length(settings, steps_per_epoch)
@@ -323,182 +665,43 @@ def train_model(
     if settings.alternating_flip:
         # drawn only here, so the default random stream is unchanged
         flip_start = (torch.rand(n, generator=gen) < 0.5).to(device)
-    wanted = sorted({e for e in (record_epochs or []) if 1 <= e <= epochs})
-    if record_images is not None:
-        wanted = sorted(set(wanted) | {epochs})
-    recorded: list[np.ndarray] = []
-    history: list[dict[str, float]] = []
-    start_all = time.perf_counter()
-    step = 0
-    first_epoch, resumed = 1, None
-    if checkpoint is not None:
-        resumed = checkpoint.load()
-    if resumed is not None:
-        first_epoch, step = _restore(resumed, model, optimizer, lookahead, gen, on_record,
-                                     recorded, history)
-        start_all -= resumed["wall_seconds"]
-    stopping = contextlib.nullcontext() if checkpoint is None else checkpoint.stop_signals()
-    with stopping:
-        for epoch in range(first_epoch, epochs + 1):
-            model.train()
-            t0 = time.perf_counter()
-            if resumed is not None:
-                # the epoch the state was saved in: its order and sums so far, its next batch
-                position, steps = resumed["position"], resumed["steps_in_epoch"]
-                order = resumed["order"]
-                loss_sum = resumed["loss_sum"].to(device)
-                step_losses = resumed["step_losses"].to(device)
-                correct = resumed["correct"].to(device)
-                t0 -= resumed["epoch_seconds"]
-            else:
-                position, steps = 0, min(steps_per_epoch, total_steps - step)
-                order = torch.randperm(n, generator=gen)
-                loss_sum = torch.zeros((), device=device)
-                step_losses = torch.empty(steps, device=device)  # to name the first non-finite step
-                correct = torch.zeros((), device=device, dtype=torch.long)
-            resumed = None
-            if streamed:
-                spans = [order[i * batch_size : (i + 1) * batch_size].tolist()
-                         for i in range(position, steps)]
-                raw_batches = _streamed_batches(images, spans, device, settings.workers)
-            else:
-                on_data = order.to(data.device)
-                raw_batches = (
-                    data[on_data[i * batch_size : (i + 1) * batch_size]].to(device, non_blocking=True)
-                    for i in range(position, steps)
-                )
-            order_on_device = order.to(device)
-            for i, raw in enumerate(raw_batches, start=position):
-                index = order_on_device[i * batch_size : (i + 1) * batch_size]
-                batch = normalize(raw)
-                if settings.crop_padding > 0:
-                    batch = _random_translate(batch, settings.crop_padding, gen)
-                if flip_start is not None:
-                    batch = _flip_where(batch, flip_start[index] ^ (epoch % 2 == 0))
-                elif settings.flip:
-                    batch = _random_flip(batch, gen)
-                if use_cl:
-                    batch = batch.contiguous(memory_format=torch.channels_last)
-                lr = settings.lr * _lr_factor(settings.schedule, step, total_steps)
-                loss, out = step_loss(model, batch, targets[index], settings.label_smoothing, autocast)
-                optimizer.zero_grad()
-                loss.backward()
-                optimizer.step(lr)
-                loss_sum += loss.detach() * len(index)
-                step_losses[i] = loss.detach()
-                correct += (out.argmax(1) == targets[index]).sum()
-                step += 1
-                if lookahead is not None:
-                    lookahead.after_step(step)
-                if checkpoint is not None and checkpoint.due():
-                    checkpoint.save(_state(
-                        model, optimizer, lookahead, gen, on_record, recorded, history, step, epoch,
-                        i + 1, steps, order, loss_sum, step_losses, correct,
-                        time.perf_counter() - t0, time.perf_counter() - start_all))
-                    if checkpoint.stop.signal_name is not None:
-                        if hasattr(raw_batches, "close"):
-                            raw_batches.close()
-                        raise TrainingInterrupted(name, checkpoint.path, step, total_steps,
-                                                  checkpoint.stop.signal_name)
-            seen = steps * batch_size
-            seconds = time.perf_counter() - t0
-            row = {
-                "epoch": epoch,
-                "loss": float(loss_sum) / seen,
-                "accuracy": float(correct) / seen,
-                "samples": seen,
-                "seconds": seconds,
-                "samples_per_s": seen / seconds if seconds > 0 else float("nan"),
-            }
-            if not math.isfinite(row["loss"]):
-                bad = int(torch.nonzero(~torch.isfinite(step_losses))[0])
-                first = step - steps + bad + 1
-                raise TrainingDiverged(
-                    f"{name}: training diverged: the loss is {float(step_losses[bad])} at SGD step"
-                    f" {first} of {total_steps} (epoch {epoch}), learning rate"
-                    f" {settings.lr * _lr_factor(settings.schedule, first - 1, total_steps):g} at"
-                    f" that step ({lr_key}: {settings.lr:g}); its outputs would be meaningless."
-                    f" Fix: lower {lr_key} (e.g. to {settings.lr / 10:g}) and rerun"
-                )
-            history.append(row)
-            if epoch in wanted:
-                logits_now = predict_logits(
-                    model, record_images, mean, std, device, settings.eval_batch_size,
-                    settings.workers, flip=settings.test_time_flip,
-                )
-                if on_record is None:
-                    recorded.append(logits_now.astype(np.float16))
-                else:
-                    on_record(epoch, logits_now)
-            elapsed = time.perf_counter() - start_all
-            eta = elapsed / step * (total_steps - step)
-            log.info(
-                "epoch %d/%d step %d/%d loss %.4f acc %.4f %.0f samples/s eta %.1fs",
-                epoch, epochs, step, total_steps, row["loss"], row["accuracy"],
-                row["samples_per_s"], eta,
-            )
-    if checkpoint is not None and checkpoint.keep_final and first_epoch <= epochs:
-        checkpoint.save(_state(model, optimizer, lookahead, gen, on_record, recorded, history,
-                               step, epochs + 1, 0, 0, torch.zeros(0, dtype=torch.long),
-                               None, None, None, 0.0, time.perf_counter() - start_all))
-    model.eval()
-    logits = np.stack(recorded) if recorded else None
-    return TrainResult(
-        model=model,
-        recorded_epochs=np.array(wanted if record_images is not None else [], dtype=np.int64),
-        recorded_logits=logits,
-        history=history,
-        wall_seconds=time.perf_counter() - start_all,
-        steps=step,
+    feed = _Feed(images, data, torch.as_tensor(labels, dtype=torch.long).to(device), normalize,
+                 settings, device, channels_last, flip_start, step_loss, batch_size,
+                 steps_per_epoch, total_steps, epochs, ranks.share(batch_size), ranks.size)
+    return TrainingState(model, net, optimizer, lookahead, gen, on_record, ranks=ranks), feed
+
+
+def _save(checkpoint: TrainingCheckpoint, state: TrainingState) -> None:
+    """Write ``state`` to ``checkpoint`` (across ranks: every rank calls it, rank 0 writes)."""
+    saved = state.state_dict()
+    if state.ranks.is_main:
+        checkpoint.save(saved)
+    else:
+        checkpoint.written_elsewhere()
+
+
+def _record_logits(model, record_images, mean, std, device, settings, ranks: Ranks) -> np.ndarray:
+    """float32 (R, C) logits of the R ``record_images``; across ranks each rank predicts its
+    share and every rank gets all of them, each sample predicted once."""
+    share = np.arange(len(record_images))[ranks.share(len(record_images))]
+    logits = predict_logits(
+        model, record_images if ranks.size == 1 else record_images[share], mean, std, device,
+        settings.eval_batch_size, settings.workers, flip=settings.test_time_flip)
+    return ranks.gather_rows(logits, len(record_images))
+
+
+def _diverged(state: TrainingState, settings: TrainSettings, name: str, lr_key: str,
+              total_steps: int) -> TrainingDiverged:
+    """The error of an epoch whose loss is not finite: the first bad step, its learning rate."""
+    bad = int(torch.nonzero(~torch.isfinite(state.step_losses))[0])
+    first = state.step - state.steps_in_epoch + bad + 1
+    return TrainingDiverged(
+        f"{name}: training diverged: the loss is {float(state.step_losses[bad])} at SGD step"
+        f" {first} of {total_steps} (epoch {state.epoch}), learning rate"
+        f" {settings.lr * _lr_factor(settings.schedule, first - 1, total_steps):g} at"
+        f" that step ({lr_key}: {settings.lr:g}); its outputs would be meaningless."
+        f" Fix: lower {lr_key} (e.g. to {settings.lr / 10:g}) and rerun"
     )
-
-
-def _state(model, optimizer, lookahead, gen, on_record, recorded, history, step, epoch, position,
-           steps_in_epoch, order, loss_sum, step_losses, correct, epoch_seconds, wall_seconds):
-    """Everything :func:`train_model` needs to continue after SGD step ``step`` exactly.
-
-    ``epoch`` is the epoch in progress (``epochs + 1``: finished), ``position`` the
-    batches of it already taken, ``order`` its sample order.
-    """
-    np_state = np.random.get_state()
-    return {
-        "step": int(step), "epoch": int(epoch), "position": int(position),
-        "steps_in_epoch": int(steps_in_epoch), "order": order.detach().cpu(),
-        "loss_sum": None if loss_sum is None else loss_sum.detach().cpu(),
-        "step_losses": None if step_losses is None else step_losses.detach().cpu(),
-        "correct": None if correct is None else correct.detach().cpu(),
-        "epoch_seconds": float(epoch_seconds), "wall_seconds": float(wall_seconds),
-        "model": {k: v.detach().cpu() for k, v in model.state_dict().items()},
-        "optimizer": optimizer.state_dict(),
-        "lookahead": None if lookahead is None else lookahead.state_dict(),
-        "generator": gen.get_state(),
-        "torch_rng": torch.get_rng_state(),
-        "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_initialized() else [],
-        "numpy_rng": [torch.from_numpy(np_state[1].astype(np.int64)), int(np_state[2]),
-                      int(np_state[3]), float(np_state[4])],
-        "recorded": [torch.from_numpy(r) for r in recorded],
-        "recorder": None if on_record is None else on_record.state_dict(),
-        "history": [dict(row) for row in history],
-    }
-
-
-def _restore(state, model, optimizer, lookahead, gen, on_record, recorded, history) -> tuple[int, int]:
-    """Put a :func:`_state` back; returns (epoch to continue, SGD steps already taken)."""
-    model.load_state_dict(state["model"])
-    optimizer.load_state_dict(state["optimizer"])
-    if lookahead is not None:
-        lookahead.load_state_dict(state["lookahead"])
-    gen.set_state(state["generator"])
-    torch.set_rng_state(state["torch_rng"])
-    if state["cuda_rng"] and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda_rng"])
-    keys, pos, has_gauss, cached = state["numpy_rng"]
-    np.random.set_state(("MT19937", keys.numpy().astype(np.uint32), pos, has_gauss, cached))
-    recorded.extend(r.numpy() for r in state["recorded"])
-    if on_record is not None:
-        on_record.load_state_dict(state["recorder"])
-    history.extend(state["history"])
-    return state["epoch"], state["step"]
 
 
 def seed_everything(seed: int, threads: int | None = None) -> None:
