@@ -98,6 +98,15 @@ def test_periodic_states_change_nothing(digits, tmp_path):
     assert path.is_file() and torch.load(path, weights_only=True)["step"] == whole.steps
 
 
+def test_the_first_periodic_state_comes_an_interval_after_the_start(digits, tmp_path):
+    """The interval counts from the training's start: a training shorter than it writes nothing
+    (no state at SGD step 1 of every training)."""
+    path = tmp_path / "state.pt"
+    checkpoint = TrainingCheckpoint(path, key="", every_seconds=3600)
+    _train(digits, checkpoint)
+    assert not path.exists()
+
+
 @pytest.mark.parametrize("damage", ["truncated", "other training", "not a state"])
 def test_a_bad_state_is_named_and_ignored(digits, tmp_path, caplog, damage):
     whole, _, _, _ = _train(digits)
