@@ -22,6 +22,10 @@ cuda_visible_devices=...``), the outputs, and slurmctld (``scontrol show job``;
 MinJobAge=600 in the test cluster keeps finished jobs there for ten minutes).
 A local run (``--cores 1``, started first and run alongside) of the same config is the
 reference for results.
+
+Beside it, started first, a second small run checks a training longer than its SLURM time limit
+(one minute) with the profile's ``--signal=USR1@...`` line: stopped before the limit, resubmitted
+by the retries, resumed, and equal to a local uninterrupted training (its own reference run).
 """
 
 from __future__ import annotations
@@ -248,7 +252,7 @@ def local_run(local_run_started) -> Path:
 
 
 @pytest.fixture(scope="module")
-def slurm_run(slurm_cluster, local_run_started, tmp_path_factory) -> SlurmRun:
+def slurm_run(slurm_cluster, time_limited_started, local_run_started, tmp_path_factory) -> SlurmRun:
     base = tmp_path_factory.mktemp("slurm")
     workdir = make_workdir(base / "run", SMALL)
     marker = base / "failed_once"
@@ -435,13 +439,17 @@ TIME_LIMIT_ARGS = ("--profile", str(PROFILE), "--slurm-init-seconds-before-statu
 @dataclass
 class TimeLimitedRun:
     workdir: Path
+    local: Path  # the reference
     output: str
-    attempts: dict[str, str]  # SLURM job id -> what the training's log said at its end
+    attempts: dict[str, str]  # SLURM job id -> the training's log in that job
+    slurm: dict[str, str]  # SLURM job id -> `scontrol show job` once the run had ended
 
 
-def _watch_log(log: Path, seen: dict[str, str], done: threading.Event) -> None:
-    """Keep each attempt's job log (the next attempt overwrites it), by SLURM job id."""
-    while not done.is_set():
+def _follow(proc: subprocess.Popen, log: Path, seen: dict[str, str], slurm: dict[str, str]):
+    """Keep each attempt's job log by SLURM job id (the next attempt overwrites it) until ``proc``
+    ends; then what slurmctld says of each job (it forgets them MinJobAge later)."""
+    while True:
+        ended = proc.poll() is not None
         try:
             text = log.read_text()
         except FileNotFoundError:
@@ -449,36 +457,48 @@ def _watch_log(log: Path, seen: dict[str, str], done: threading.Event) -> None:
         match = JOB_LINE.search(text.split("\n", 1)[0])
         if match:
             seen[match.group(1)] = text
+        if ended:
+            break
         time.sleep(0.2)
+    slurm.update({job_id: _scontrol_job(job_id) for job_id in seen})
 
 
 @pytest.fixture(scope="module")
-def time_limited_run(slurm_cluster, tmp_path_factory) -> tuple[TimeLimitedRun, Path]:
-    """The fold model through the profile with a one-minute SLURM time limit, beside a local run
-    of the same target (the reference)."""
+def time_limited_started(slurm_cluster, tmp_path_factory):
+    """The fold model through the profile with a one-minute SLURM time limit, and a local run of
+    the same target (the reference), started before the main SLURM run and run beside it (both
+    mostly wait for SLURM)."""
     base = tmp_path_factory.mktemp("time_limit")
     local = make_workdir(base / "local", LONG_TRAINING)
     with open(base / "local.log", "w") as out:
         reference = subprocess.Popen(snakemake_command(local, *LONG_TARGETS, "--cores", "1"),
                                      stdout=out, stderr=subprocess.STDOUT, env=job_environment())
     workdir = make_workdir(base / "slurm", LONG_TRAINING)
-    seen: dict[str, str] = {}
-    done = threading.Event()
-    watcher = threading.Thread(target=_watch_log, args=(workdir / LONG_LOG, seen, done))
-    watcher.start()
-    try:
-        run = subprocess.run(snakemake_command(workdir, *LONG_TARGETS, *TIME_LIMIT_ARGS),
-                             capture_output=True, text=True, env=job_environment(), timeout=900)
-    finally:
-        done.set()
-        watcher.join()
-    output = run.stdout + run.stderr
-    if run.returncode != 0:
-        pytest.fail(f"the time-limited SLURM run failed:\n{output[-6000:]}")
+    with open(base / "slurm.log", "w") as out:
+        proc = subprocess.Popen(snakemake_command(workdir, *LONG_TARGETS, *TIME_LIMIT_ARGS),
+                                stdout=out, stderr=subprocess.STDOUT, env=job_environment())
+    run = TimeLimitedRun(workdir, local, "", {}, {})
+    follower = threading.Thread(target=_follow, args=(proc, workdir / LONG_LOG, run.attempts,
+                                                      run.slurm), daemon=True)
+    follower.start()
+    yield run, proc, reference, follower, base
+    for process in (proc, reference):
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+
+
+@pytest.fixture(scope="module")
+def time_limited_run(time_limited_started) -> TimeLimitedRun:
+    run, proc, reference, follower, base = time_limited_started
+    returncode = proc.wait(timeout=900)
+    follower.join()
+    run.output = (base / "slurm.log").read_text()
+    if returncode != 0:
+        pytest.fail(f"the time-limited SLURM run failed:\n{run.output[-6000:]}")
     if reference.wait(timeout=600) != 0:
         pytest.fail(f"the local reference run failed:\n{(base / 'local.log').read_text()[-4000:]}")
-    seen[_log_job_id(workdir / LONG_LOG)] = (workdir / LONG_LOG).read_text()
-    return TimeLimitedRun(workdir, output, seen), local
+    return run
 
 
 def test_a_training_longer_than_its_time_limit_is_stopped_before_it_and_resumed(time_limited_run):
@@ -488,12 +508,12 @@ def test_a_training_longer_than_its_time_limit_is_stopped_before_it_and_resumed(
     until the training is done."""
     assert SIGNAL_LINE.fullmatch(PROFILE_RESOURCES.get("slurm_extra", "")), (
         "profiles/slurm has no default-resources slurm_extra \"'--signal=USR1@SECONDS'\"")
-    run, _ = time_limited_run
+    run = time_limited_run
     *stopped, last = sorted(run.attempts.items(), key=lambda item: int(item[0]))
     assert stopped, f"the training was never stopped:\n{run.output[-4000:]}"
     for job_id, log in stopped:
         assert "stopped by SIGUSR1 after SGD step" in log, log[-3000:]
-        info = _scontrol_job(job_id)
+        info = run.slurm[job_id]
         assert "JobState=FAILED" in info, info  # ended by the job itself, before its limit
         assert "TimeLimit=00:01:00" in info, info
         kept = list((run.workdir / ".snakemake/slurm_logs/rule_train_fold_model").rglob(
@@ -501,7 +521,7 @@ def test_a_training_longer_than_its_time_limit_is_stopped_before_it_and_resumed(
         assert kept and "non-zero exit status 75" in kept[0].read_text(), kept
     assert "resuming from the training state" in last[1] and "stopped by" not in last[1], (
         last[1][-3000:])
-    assert "JobState=COMPLETED" in _scontrol_job(last[0])
+    assert "JobState=COMPLETED" in run.slurm[last[0]], run.slurm[last[0]]
     assert not list((run.workdir / "results").rglob("*.training-state.pt"))
 
 
@@ -509,7 +529,8 @@ def test_the_time_limited_training_equals_an_uninterrupted_local_one(time_limite
     import numpy as np
     import torch
 
-    run, local = time_limited_run
+    run = time_limited_run
+    local = run.local
     fold = Path("results/seed0/folds/fold0")
     with np.load(run.workdir / fold / "predictions.npz") as a, \
             np.load(local / fold / "predictions.npz") as b:
