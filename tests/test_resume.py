@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -89,16 +90,6 @@ def test_statistics_records_continue_too(digits, tmp_path):
         assert np.array_equal(values, stats.stacked()[name]), name
 
 
-def test_the_first_periodic_state_waits_its_interval_from_the_start(digits, tmp_path, monkeypatch):
-    """It used to count from the machine's boot (time.monotonic's zero), so on any machine up
-    for longer than the interval every training wrote its state after SGD step 1."""
-    real = time.monotonic
-    monkeypatch.setattr(time, "monotonic", lambda: real() + 12 * 86400)  # up 12 days longer
-    path = tmp_path / "state.pt"
-    _train(digits, TrainingCheckpoint(path, key="", every_seconds=600))
-    assert not path.exists()
-
-
 def test_periodic_states_change_nothing(digits, tmp_path):
     whole, _, _, _ = _train(digits)
     path = tmp_path / "state.pt"
@@ -106,6 +97,15 @@ def test_periodic_states_change_nothing(digits, tmp_path):
     written, _, _, _ = _train(digits, checkpoint)
     _same_model(whole, written)
     assert path.is_file() and torch.load(path, weights_only=True)["step"] == whole.steps
+
+
+def test_the_first_periodic_state_comes_an_interval_after_the_start(digits, tmp_path):
+    """The interval counts from the training's start: a training shorter than it writes nothing
+    (no state at SGD step 1 of every training)."""
+    path = tmp_path / "state.pt"
+    checkpoint = TrainingCheckpoint(path, key="", every_seconds=3600)
+    _train(digits, checkpoint)
+    assert not path.exists()
 
 
 @pytest.mark.parametrize("damage", ["truncated", "other training", "not a state", "older version"])
@@ -343,3 +343,47 @@ def test_snakemake_stopped_by_sigterm_then_rerun_finishes_the_same_run(uninterru
         assert path.stat().st_mtime_ns == mtime, path
     _same_results(uninterrupted, workdir)
     assert not list((workdir / "results").rglob("*.training-state.pt"))
+
+
+@pytest.mark.workflow
+def test_a_training_job_killed_after_a_periodic_state_continues_from_it(uninterrupted, tmp_path):
+    """SIGKILL (the OOM killer, SLURM after KillWait, a lost node) gives no warning: the job dies
+    at once and Snakemake fails it. The periodic state it wrote last (training_state.every_minutes;
+    here every 0.12 s) survives the failed job; the user's rerun with --rerun-incomplete continues
+    from that step, and the run's outputs are those of an uninterrupted run (which wrote no
+    periodic states: the interval changes nothing)."""
+    from conftest import deep_update, job_environment, make_workdir, snakemake_command
+
+    workdir = make_workdir(tmp_path / "run", deep_update(
+        RESUMABLE_RUN, {"training_state": {"every_minutes": 0.002}}))
+    proc = subprocess.Popen(snakemake_command(workdir, "--cores", "1"), stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True, env=job_environment())
+    # the first fold model (of three, one at a time) to write a periodic state is killed
+    saved_line = "INFO unseen.resume: training state saved at SGD step"
+    logs = [workdir / FOLD0_LOG.replace("fold0", f"fold{k}") for k in range(3)]
+    end = time.monotonic() + 600
+    while not (hit := [p for p in logs if p.is_file() and saved_line in p.read_text()]):
+        assert proc.poll() is None and time.monotonic() < end, "no fold model wrote a state"
+        time.sleep(0.02)
+    log, fold = hit[0], hit[0].stem
+    pids = _job_processes(f"folds/{fold}/model.pt")
+    assert len(pids) == 1, pids
+    os.kill(pids[0], signal.SIGKILL)
+    output, _ = proc.communicate(timeout=600)
+    assert proc.returncode != 0, output[-3000:]  # the job failed; nothing retried it
+    killed = log.read_text()
+    assert "stopped by" not in killed  # no signal handler ran: a state written before the kill
+    total = int(re.search(r"for (\d+) iterations", killed).group(1))
+    saved = [int(step) for step in re.findall(r"training state saved at SGD step (\d+)", killed)]
+    state = workdir / f"results/seed0/folds/{fold}/.model.pt.training-state.pt"
+    assert saved and saved[-1] < total and state.is_file()
+    assert torch.load(state, weights_only=True)["step"] == saved[-1]
+    assert not (workdir / f"results/seed0/folds/{fold}/predictions.npz").exists()
+    rerun = subprocess.run(snakemake_command(workdir, "--cores", "2", "--rerun-incomplete"),
+                           capture_output=True, text=True, env=job_environment())
+    assert rerun.returncode == 0, (rerun.stdout + rerun.stderr)[-3000:]
+    resumed = log.read_text()
+    assert (f"resuming from the training state {state.relative_to(workdir)} at SGD step"
+            f" {saved[-1]}") in resumed, resumed[-2000:]
+    assert not list((workdir / "results").rglob("*.training-state.pt"))
+    _same_results(uninterrupted, workdir)

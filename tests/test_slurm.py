@@ -22,6 +22,10 @@ cuda_visible_devices=...``), the outputs, and slurmctld (``scontrol show job``;
 MinJobAge=600 in the test cluster keeps finished jobs there for ten minutes).
 A local run (``--cores 1``, started first and run alongside) of the same config is the
 reference for results.
+
+Beside it, started first, a second small run checks a training longer than its SLURM time limit
+(one minute) with the profile's ``--signal=USR1@...`` line: stopped before the limit, resubmitted
+by the retries, resumed, and equal to a local uninterrupted training (its own reference run).
 """
 
 from __future__ import annotations
@@ -33,6 +37,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 from collections import Counter
 from dataclasses import dataclass, field
@@ -247,7 +252,7 @@ def local_run(local_run_started) -> Path:
 
 
 @pytest.fixture(scope="module")
-def slurm_run(slurm_cluster, local_run_started, tmp_path_factory) -> SlurmRun:
+def slurm_run(slurm_cluster, time_limited_started, local_run_started, tmp_path_factory) -> SlurmRun:
     base = tmp_path_factory.mktemp("slurm")
     workdir = make_workdir(base / "run", SMALL)
     marker = base / "failed_once"
@@ -395,3 +400,146 @@ def test_training_jobs_request_the_gpu(slurm_run):
         else:
             assert "gpu" not in info, f"{log}: a light job requested a GPU:\n{info}"
             assert cuda == "unset", f"{log}: a light job got a GPU ({cuda})"
+
+
+# --------------------------------------------------------------------------- #
+# A training longer than its SLURM time limit
+# --------------------------------------------------------------------------- #
+
+#: One fold model (K = 2) whose training takes about a minute on one core (1,120 epochs of 674
+#: samples; about 13,000 samples/s in a SLURM job here), with SLURM's shortest time limit, one
+#: minute (config resources.train.runtime). Only its target is made (data, folds, fold model).
+LONG_TRAINING = {**SMALL, "scoring_model": {"arch": "small_cnn", "options": {"width": 16},
+                                            "train": {"epochs": 560}},
+                 "resources": {"train": {"runtime": 1}}}
+LONG_TARGETS = ("results/seed0/folds/fold0/model.pt", "results/seed0/folds/fold0/predictions.npz")
+LONG_LOG = "logs/seed0/train_fold_model/fold0.log"
+#: The profile's default resources with its signal line at @10 instead of @300: slurmctld checks
+#: time limits every 30 s and sends the signal at the first check less than SECONDS + 30 s before
+#: the limit (sbatch(1): "up to 60 seconds earlier"), so @10 comes 20 to 50 s into a one-minute
+#: job, once the training runs, and at least one check (30 s) before the limit's SIGTERM.
+PROFILE_RESOURCES = yaml.safe_load((PROFILE / "config.yaml").read_text())["default-resources"]
+SIGNAL_LINE = re.compile(r"'--signal=USR1@(\d+)'")
+
+
+def _profile_resources(signal_at: int) -> list[str]:
+    """The profile's default-resources as ``--default-resources`` arguments (as Snakemake reads a
+    profile's), its signal line at ``@signal_at``."""
+    resources = dict(PROFILE_RESOURCES)
+    resources["slurm_extra"] = SIGNAL_LINE.sub(f"'--signal=USR1@{signal_at}'",
+                                               resources.get("slurm_extra", ""))
+    return [f"{key}={value}" for key, value in resources.items()]
+
+
+# each job trains for at least ~15 s: resubmit it until the training is done
+TIME_LIMIT_ARGS = ("--profile", str(PROFILE), "--slurm-init-seconds-before-status-checks", "2",
+                   "--retries", "6", "--default-resources", *_profile_resources(signal_at=10))
+
+
+@dataclass
+class TimeLimitedRun:
+    workdir: Path
+    local: Path  # the reference
+    output: str
+    attempts: dict[str, str]  # SLURM job id -> the training's log in that job
+    slurm: dict[str, str]  # SLURM job id -> `scontrol show job` once the run had ended
+
+
+def _follow(proc: subprocess.Popen, log: Path, seen: dict[str, str], slurm: dict[str, str]):
+    """Keep each attempt's job log by SLURM job id (the next attempt overwrites it) until ``proc``
+    ends; then what slurmctld says of each job (it forgets them MinJobAge later)."""
+    while True:
+        ended = proc.poll() is not None
+        try:
+            text = log.read_text()
+        except FileNotFoundError:
+            text = ""
+        match = JOB_LINE.search(text.split("\n", 1)[0])
+        if match:
+            seen[match.group(1)] = text
+        if ended:
+            break
+        time.sleep(0.2)
+    slurm.update({job_id: _scontrol_job(job_id) for job_id in seen})
+
+
+@pytest.fixture(scope="module")
+def time_limited_started(slurm_cluster, tmp_path_factory):
+    """The fold model through the profile with a one-minute SLURM time limit, and a local run of
+    the same target (the reference), started before the main SLURM run and run beside it (both
+    mostly wait for SLURM)."""
+    base = tmp_path_factory.mktemp("time_limit")
+    local = make_workdir(base / "local", LONG_TRAINING)
+    with open(base / "local.log", "w") as out:
+        reference = subprocess.Popen(snakemake_command(local, *LONG_TARGETS, "--cores", "1"),
+                                     stdout=out, stderr=subprocess.STDOUT, env=job_environment())
+    workdir = make_workdir(base / "slurm", LONG_TRAINING)
+    with open(base / "slurm.log", "w") as out:
+        proc = subprocess.Popen(snakemake_command(workdir, *LONG_TARGETS, *TIME_LIMIT_ARGS),
+                                stdout=out, stderr=subprocess.STDOUT, env=job_environment())
+    run = TimeLimitedRun(workdir, local, "", {}, {})
+    follower = threading.Thread(target=_follow, args=(proc, workdir / LONG_LOG, run.attempts,
+                                                      run.slurm), daemon=True)
+    follower.start()
+    yield run, proc, reference, follower, base
+    for process in (proc, reference):
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+
+
+@pytest.fixture(scope="module")
+def time_limited_run(time_limited_started) -> TimeLimitedRun:
+    run, proc, reference, follower, base = time_limited_started
+    returncode = proc.wait(timeout=900)
+    follower.join()
+    run.output = (base / "slurm.log").read_text()
+    if returncode != 0:
+        pytest.fail(f"the time-limited SLURM run failed:\n{run.output[-6000:]}")
+    if reference.wait(timeout=600) != 0:
+        pytest.fail(f"the local reference run failed:\n{(base / 'local.log').read_text()[-4000:]}")
+    return run
+
+
+def test_a_training_longer_than_its_time_limit_is_stopped_before_it_and_resumed(time_limited_run):
+    """`--signal=USR1@SECONDS` reaches the training through SLURM, the job's snakemake and its
+    shell: the training saves its state and exits 75 before the time limit (the job FAILED, not
+    TIMEOUT), the profile's retries resubmit it, and the next job continues from the saved step
+    until the training is done."""
+    assert SIGNAL_LINE.fullmatch(PROFILE_RESOURCES.get("slurm_extra", "")), (
+        "profiles/slurm has no default-resources slurm_extra \"'--signal=USR1@SECONDS'\"")
+    run = time_limited_run
+    *stopped, last = sorted(run.attempts.items(), key=lambda item: int(item[0]))
+    assert stopped, f"the training was never stopped:\n{run.output[-4000:]}"
+    for job_id, log in stopped:
+        assert "stopped by SIGUSR1 after SGD step" in log, log[-3000:]
+        info = run.slurm[job_id]
+        assert "JobState=FAILED" in info, info  # ended by the job itself, before its limit
+        assert "TimeLimit=00:01:00" in info, info
+        kept = list((run.workdir / ".snakemake/slurm_logs/rule_train_fold_model").rglob(
+            f"{job_id}.log"))
+        assert kept and "non-zero exit status 75" in kept[0].read_text(), kept
+    assert "resuming from the training state" in last[1] and "stopped by" not in last[1], (
+        last[1][-3000:])
+    assert "JobState=COMPLETED" in run.slurm[last[0]], run.slurm[last[0]]
+    assert not list((run.workdir / "results").rglob("*.training-state.pt"))
+
+
+def test_the_time_limited_training_equals_an_uninterrupted_local_one(time_limited_run):
+    import numpy as np
+    import torch
+
+    run = time_limited_run
+    local = run.local
+    fold = Path("results/seed0/folds/fold0")
+    with np.load(run.workdir / fold / "predictions.npz") as a, \
+            np.load(local / fold / "predictions.npz") as b:
+        assert a.files == b.files
+        for key in a.files:
+            if "wall" not in key:  # timings
+                assert np.array_equal(a[key], b[key]), key
+    ours = torch.load(run.workdir / fold / "model.pt", weights_only=True)["state_dict"]
+    theirs = torch.load(local / fold / "model.pt", weights_only=True)["state_dict"]
+    assert ours.keys() == theirs.keys()
+    for name in ours:
+        assert torch.equal(ours[name], theirs[name]), name

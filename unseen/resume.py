@@ -123,15 +123,16 @@ class TrainingCheckpoint:
     every_seconds: float | None = DEFAULT_EVERY_MINUTES * 60
     keep_final: bool = False
     stop: _StopFlag = field(default_factory=_StopFlag, repr=False)
-    # the first periodic write comes every_seconds after the checkpoint is made (the job's
-    # start), not after the machine's boot, where time.monotonic() counts from
-    _last_write: float = field(default_factory=lambda: time.monotonic(), repr=False)
+    _last_write: float = field(default=0.0, repr=False)  # set by load(), at the training's start
 
     def load(self) -> dict[str, Any] | None:
         """The saved state, or None (no file; a damaged file or one made for another training
-        is named in the log and ignored)."""
+        is named in the log and ignored). Called when the training starts: the first periodic
+        write comes ``every_seconds`` after this call."""
         import torch
 
+        # the interval counts from the training's start (this call), not from the first step
+        self._last_write = time.monotonic()
         if not self.path.is_file():
             return None
         try:
@@ -148,7 +149,6 @@ class TrainingCheckpoint:
             log.warning("ignoring the training state %s: it was made for another training (other"
                         " settings, seed or samples); training starts from step 0", self.path)
             return None
-        self._last_write = time.monotonic()
         log.info("resuming from the training state %s at SGD step %d", self.path, state["step"])
         return state
 
