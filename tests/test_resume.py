@@ -249,18 +249,24 @@ RESUMABLE_RUN = {
 FOLD0_LOG = "logs/seed0/train_fold_model/fold0.log"
 
 
-def _job_processes(marker: str) -> list[int]:
-    """Pids of the python processes whose command line holds ``marker`` (not their shells)."""
+def _job_processes(workdir: Path, marker: str = "") -> list[int]:
+    """Pids of the python job processes running in ``workdir`` whose command line holds ``marker``.
+
+    Matched by working directory too: other runs (other tests, other users) have job processes
+    with the same relative paths, and must never get this test's signals.
+    """
     pids = []
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
             continue
         try:
             argv = (entry / "cmdline").read_bytes().split(b"\0")
+            cwd = os.readlink(entry / "cwd")
         except OSError:
             continue
         if argv and b"python" in Path(argv[0].decode(errors="replace")).name.encode() and any(
-                marker.encode() in a for a in argv) and b"unseen" in argv:
+                marker.encode() in a for a in argv) and b"unseen" in argv \
+                and Path(cwd) == workdir.resolve():
             pids.append(int(entry.name))
     return pids
 
@@ -308,7 +314,7 @@ def test_a_training_job_stopped_by_sigterm_is_retried_and_continues(uninterrupte
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                             env=job_environment())
     _wait_for(workdir / FOLD0_LOG, "epoch 3/", proc)
-    pids = _job_processes("folds/fold0/model.pt")
+    pids = _job_processes(workdir, "folds/fold0/model.pt")
     assert len(pids) == 1, pids
     os.kill(pids[0], signal.SIGTERM)
     output, _ = proc.communicate(timeout=600)
@@ -335,7 +341,7 @@ def test_snakemake_stopped_by_sigterm_then_rerun_finishes_the_same_run(uninterru
     proc.send_signal(signal.SIGTERM)
     output, _ = proc.communicate(timeout=120)
     assert proc.returncode != 0, output[-3000:]
-    assert not _job_processes(str(workdir)), "a job outlived snakemake"
+    assert not _job_processes(workdir), "a job outlived snakemake"
     rerun = subprocess.run(snakemake_command(workdir, "--cores", "2", "--rerun-incomplete"),
                            capture_output=True, text=True, env=job_environment())
     assert rerun.returncode == 0, (rerun.stdout + rerun.stderr)[-3000:]
@@ -366,7 +372,7 @@ def test_a_training_job_killed_after_a_periodic_state_continues_from_it(uninterr
         assert proc.poll() is None and time.monotonic() < end, "no fold model wrote a state"
         time.sleep(0.02)
     log, fold = hit[0], hit[0].stem
-    pids = _job_processes(f"folds/{fold}/model.pt")
+    pids = _job_processes(workdir, f"folds/{fold}/model.pt")
     assert len(pids) == 1, pids
     os.kill(pids[0], signal.SIGKILL)
     output, _ = proc.communicate(timeout=600)
