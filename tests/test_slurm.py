@@ -24,8 +24,9 @@ A local run (``--cores 1``, started first and run alongside) of the same config 
 reference for results.
 
 Beside it, started first, a second small run checks a training longer than its SLURM time limit
-(one minute) with the profile's ``--signal=USR1@...`` line: stopped before the limit, resubmitted
-by the retries, resumed, and equal to a local uninterrupted training (its own reference run).
+(one minute) with the profile's ``--signal=USR1@...`` line: stopped before the limit (and again
+in the attempt the profile's retries resubmit), then resumed by the same command with a longer
+limit for the rule, and equal to a local uninterrupted training (its own reference run).
 """
 
 from __future__ import annotations
@@ -431,9 +432,13 @@ def _profile_resources(signal_at: int) -> list[str]:
     return [f"{key}={value}" for key, value in resources.items()]
 
 
-# each job trains for at least ~15 s: resubmit it until the training is done
 TIME_LIMIT_ARGS = ("--profile", str(PROFILE), "--slurm-init-seconds-before-status-checks", "2",
-                   "--retries", "6", "--default-resources", *_profile_resources(signal_at=10))
+                   "--default-resources", *_profile_resources(signal_at=10))
+#: The second run: what a user does after a job hit its limit, a longer limit for the rule. (Under
+#: load a one-minute job trains for 10 to 30 s after starting up, so resubmitting it with the
+#: same limit, as `retries` does, would take a dozen attempts of this training; that `retries`
+#: resubmits a failed job is test_a_job_that_fails_once_is_retried.)
+LONGER_LIMIT = ("--set-resources", "train_fold_model:runtime=10")
 
 
 @dataclass
@@ -443,6 +448,8 @@ class TimeLimitedRun:
     output: str
     attempts: dict[str, str]  # SLURM job id -> the training's log in that job
     slurm: dict[str, str]  # SLURM job id -> `scontrol show job` once the run had ended
+    returncodes: dict[str, int] = field(default_factory=dict)  # "cut", "rerun" -> exit status
+    procs: list = field(default_factory=list)
 
 
 def _follow(proc: subprocess.Popen, log: Path, seen: dict[str, str], slurm: dict[str, str]):
@@ -463,6 +470,20 @@ def _follow(proc: subprocess.Popen, log: Path, seen: dict[str, str], slurm: dict
     slurm.update({job_id: _scontrol_job(job_id) for job_id in seen})
 
 
+def _cut_then_rerun(workdir: Path, base: Path, run: "TimeLimitedRun") -> None:
+    """The run with the one-minute limit (its training is cut in each attempt; it fails unless its
+    retry finished the training), then the same command with a longer limit for the rule, as a
+    user reruns it; each run's output and exit status kept."""
+    for phase, extra in (("cut", ()), ("rerun", LONGER_LIMIT)):
+        with open(base / f"slurm-{phase}.log", "w") as out:
+            proc = subprocess.Popen(snakemake_command(workdir, *LONG_TARGETS, *TIME_LIMIT_ARGS, *extra),
+                                    stdout=out, stderr=subprocess.STDOUT, env=job_environment())
+            run.procs.append(proc)
+            _follow(proc, workdir / LONG_LOG, run.attempts, run.slurm)
+        run.returncodes[phase] = proc.returncode
+        run.output += (base / f"slurm-{phase}.log").read_text()
+
+
 @pytest.fixture(scope="module")
 def time_limited_started(slurm_cluster, tmp_path_factory):
     """The fold model through the profile with a one-minute SLURM time limit, and a local run of
@@ -474,15 +495,11 @@ def time_limited_started(slurm_cluster, tmp_path_factory):
         reference = subprocess.Popen(snakemake_command(local, *LONG_TARGETS, "--cores", "1"),
                                      stdout=out, stderr=subprocess.STDOUT, env=job_environment())
     workdir = make_workdir(base / "slurm", LONG_TRAINING)
-    with open(base / "slurm.log", "w") as out:
-        proc = subprocess.Popen(snakemake_command(workdir, *LONG_TARGETS, *TIME_LIMIT_ARGS),
-                                stdout=out, stderr=subprocess.STDOUT, env=job_environment())
     run = TimeLimitedRun(workdir, local, "", {}, {})
-    follower = threading.Thread(target=_follow, args=(proc, workdir / LONG_LOG, run.attempts,
-                                                      run.slurm), daemon=True)
-    follower.start()
-    yield run, proc, reference, follower, base
-    for process in (proc, reference):
+    runner = threading.Thread(target=_cut_then_rerun, args=(workdir, base, run), daemon=True)
+    runner.start()
+    yield run, reference, runner, base
+    for process in (*run.procs, reference):
         if process.poll() is None:
             process.kill()
             process.wait()
@@ -490,12 +507,11 @@ def time_limited_started(slurm_cluster, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def time_limited_run(time_limited_started) -> TimeLimitedRun:
-    run, proc, reference, follower, base = time_limited_started
-    returncode = proc.wait(timeout=900)
-    follower.join()
-    run.output = (base / "slurm.log").read_text()
-    if returncode != 0:
-        pytest.fail(f"the time-limited SLURM run failed:\n{run.output[-6000:]}")
+    run, reference, runner, base = time_limited_started
+    runner.join(timeout=900)
+    if runner.is_alive() or run.returncodes.get("rerun") != 0:
+        pytest.fail(f"the time-limited SLURM runs did not finish ({run.returncodes}):\n"
+                    f"{run.output[-6000:]}")
     if reference.wait(timeout=600) != 0:
         pytest.fail(f"the local reference run failed:\n{(base / 'local.log').read_text()[-4000:]}")
     return run
@@ -504,8 +520,7 @@ def time_limited_run(time_limited_started) -> TimeLimitedRun:
 def test_a_training_longer_than_its_time_limit_is_stopped_before_it_and_resumed(time_limited_run):
     """`--signal=USR1@SECONDS` reaches the training through SLURM, the job's snakemake and its
     shell: the training saves its state and exits 75 before the time limit (the job FAILED, not
-    TIMEOUT), the profile's retries resubmit it, and the next job continues from the saved step
-    until the training is done."""
+    TIMEOUT), and the rerun's job continues from the saved step until the training is done."""
     assert SIGNAL_LINE.fullmatch(PROFILE_RESOURCES.get("slurm_extra", "")), (
         "profiles/slurm has no default-resources slurm_extra \"'--signal=USR1@SECONDS'\"")
     run = time_limited_run
