@@ -65,20 +65,21 @@ def _coreset(logits: np.ndarray, labels: np.ndarray) -> set[int]:
     return set(select_top(ids, scores, len(ids) // 2).tolist())
 
 
-@pytest.fixture(scope="module")
-def single(tmp_path_factory) -> dict[str, np.ndarray]:
-    out = tmp_path_factory.mktemp("one") / "one.npz"
-    proc = _one(out)
+def _trained(tmp_path_factory, name: str, launch) -> dict[str, np.ndarray]:
+    out = tmp_path_factory.mktemp(name) / f"{name}.npz"
+    proc = launch(out)
     assert proc.returncode == 0, proc.stderr[-3000:]
     return _load(out)
+
+
+@pytest.fixture(scope="module")
+def single(tmp_path_factory) -> dict[str, np.ndarray]:
+    return _trained(tmp_path_factory, "one", _one)
 
 
 @pytest.fixture(scope="module")
 def two(tmp_path_factory) -> dict[str, np.ndarray]:
-    out = tmp_path_factory.mktemp("two") / "two.npz"
-    proc = _torchrun(out)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    return _load(out)
+    return _trained(tmp_path_factory, "two", _torchrun)
 
 
 def test_two_ranks_train_score_and_select_as_one_process(single, two):
