@@ -25,10 +25,10 @@ import argparse
 import json
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
+from claims import seed_value
 
-DEFAULT = ("unseen_single", "el2n", "validated")
+DEFAULT = "unseen_single-el2n-validated"
 METHOD = {"oof": "unseen_single", "fitting": "fitting"}
 
 
@@ -49,13 +49,6 @@ def held_out_accuracies(results: Path) -> pd.DataFrame:
 def choose_over_scorers(results: Path) -> pd.DataFrame:
     """One row per seed, rate and pool: the chosen table and candidate, its test accuracy, the default's, random's."""
     summary = pd.read_parquet(results / "summary.parquet")
-
-    def test_accuracy(method, scorer, strategy, rate, seed):
-        row = summary[(summary.method == method) & (summary.scorer == scorer)
-                      & (summary.strategy == strategy) & np.isclose(summary.pruning_rate, rate)
-                      & (summary.seed == seed)]
-        return float(row.test_accuracy.iloc[0]) if len(row) == 1 else np.nan
-
     held = held_out_accuracies(results).sort_values(["kind", "scorer"], kind="stable")
     rows = []
     for (seed, rate), group in held.groupby(["seed", "rate"]):
@@ -66,9 +59,9 @@ def choose_over_scorers(results: Path) -> pd.DataFrame:
                 "seed": seed, "pruning_rate": rate, "pool": pool,
                 "chosen": f"{method}-{best.scorer}-{best.candidate}",
                 "held_out_accuracy": best.held_out_accuracy,
-                "test_accuracy": test_accuracy(method, best.scorer, "validated", rate, seed),
-                "default_test_accuracy": test_accuracy(*DEFAULT, rate, seed),
-                "random_test_accuracy": test_accuracy("random", "none", "none", rate, seed),
+                "test_accuracy": seed_value(summary, f"{method}-{best.scorer}-validated", rate, seed),
+                "default_test_accuracy": seed_value(summary, DEFAULT, rate, seed),
+                "random_test_accuracy": seed_value(summary, "random", rate, seed),
             })
     return pd.DataFrame(rows)
 

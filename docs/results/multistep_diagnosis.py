@@ -42,18 +42,9 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from claims import seed_value
 
 from unseen.diagnostics import score_spread, spearman_rho
-
-
-def _test_accuracy(summary: pd.DataFrame, name: str, rate: float, seed: int) -> float:
-    method, scorer, strategy = name.split("-")
-    row = summary[(summary.method == method) & (summary.scorer == scorer)
-                  & (summary.strategy == strategy) & np.isclose(summary.pruning_rate, rate)
-                  & (summary.seed == seed)]
-    if len(row) != 1:
-        raise SystemExit(f"summary.parquet has {len(row)} rows for {name} at rate {rate}, seed {seed}")
-    return float(row.test_accuracy.iloc[0])
 
 
 def diagnose(run: Path, single: str, multi: str) -> pd.DataFrame:
@@ -71,8 +62,8 @@ def diagnose(run: Path, single: str, multi: str) -> pd.DataFrame:
             single_ids = set(pd.read_parquet(
                 seed_dir / "coresets" / single / rate_dir.name / "coreset.parquet").sample_id)
             multi_ids = set(pd.read_parquet(rate_dir / "coreset.parquet").sample_id)
-            d_test = 100 * (_test_accuracy(summary, multi, rate, seed)
-                            - _test_accuracy(summary, single, rate, seed))
+            d_test = 100 * (seed_value(summary, multi, rate, seed)
+                            - seed_value(summary, single, rate, seed))
             stage = 1
             while (rate_dir / f"stage{stage + 1}.parquet").exists():
                 before = pd.read_parquet(rate_dir / f"stage{stage}.parquet")
