@@ -150,32 +150,32 @@ def main(argv: list[str] | None = None) -> int:
     logging.getLogger("unseen").info("command: unseen %s", " ".join(sys.argv[1:] if argv is None else argv))
     from unseen.resume import EXIT_RESUMABLE, TrainingInterrupted
 
-    ranks = _join_ranks(args)
+    joined = _join_ranks(args)
     try:
         args.func(args)
     except TrainingInterrupted as stopped:
         logging.getLogger("unseen").error("%s", stopped)
         return EXIT_RESUMABLE
     finally:
-        if ranks is not None:
-            ranks.close()
+        if joined:
+            from unseen import distributed
+
+            distributed.close()
     return 0
 
 
-def _join_ranks(args: argparse.Namespace):
+def _join_ranks(args: argparse.Namespace) -> bool:
     """Under torchrun or SLURM tasks (:mod:`unseen.distributed`), join the job's data-parallel
-    ranks and name the rank in every log line; the module, or None for a single process."""
-    from unseen.distributed import launched_ranks
-
-    if launched_ranks() is None:
-        return None
+    ranks and name the rank in every log line; whether it joined (False: a single process)."""
     from unseen import distributed
 
+    if distributed.launched_ranks() is None:
+        return False
     ranks = distributed.init_from_environment(getattr(args, "device", "auto"))
     for handler in logging.getLogger().handlers:
         handler.setFormatter(logging.Formatter(
             f"%(asctime)s %(levelname)s rank {ranks.rank}/{ranks.size} %(name)s: %(message)s"))
-    return distributed
+    return True
 
 
 if __name__ == "__main__":
