@@ -407,12 +407,12 @@ def test_training_jobs_request_the_gpu(slurm_run):
 # A training longer than its SLURM time limit
 # --------------------------------------------------------------------------- #
 
-#: One fold model (K = 2) whose training takes about a minute on one core (1,120 epochs of 674
-#: samples; about 13,000 samples/s in a SLURM job here), with SLURM's shortest time limit, one
-#: minute (config resources.train.runtime). Only its target is made (data, folds, fold model).
+#: One fold model (K = 2) whose training takes about 1.5 minutes on one core (1,680 epochs of 674
+#: samples; about 13,000 samples/s in a SLURM job here), with a two-minute SLURM time limit
+#: (config resources.train.runtime). Only its target is made (data, folds, fold model).
 LONG_TRAINING = {**SMALL, "scoring_model": {"arch": "small_cnn", "options": {"width": 16},
-                                            "train": {"epochs": 560}},
-                 "resources": {"train": {"runtime": 1}}}
+                                            "train": {"epochs": 840}},
+                 "resources": {"train": {"runtime": 2}}}
 LONG_TARGETS = ("results/seed0/folds/fold0/model.pt", "results/seed0/folds/fold0/predictions.npz")
 LONG_LOG = "logs/seed0/train_fold_model/fold0.log"
 #: The profile's default resources with its signal line at @10 instead of @300: slurmctld checks
@@ -433,7 +433,7 @@ def _profile_resources(signal_at: int) -> list[str]:
 
 
 TIME_LIMIT_ARGS = ("--profile", str(PROFILE), "--slurm-init-seconds-before-status-checks", "2",
-                   "--default-resources", *_profile_resources(signal_at=10))
+                   "--default-resources", *_profile_resources(signal_at=60))
 #: The second run: what a user does after a job hit its limit, a longer limit for the rule. (Under
 #: load a one-minute job trains for 10 to 30 s after starting up, so resubmitting it with the
 #: same limit, as `retries` does, would take a dozen attempts of this training; that `retries`
@@ -530,7 +530,7 @@ def test_a_training_longer_than_its_time_limit_is_stopped_before_it_and_resumed(
         assert "stopped by SIGUSR1 after SGD step" in log, log[-3000:]
         info = run.slurm[job_id]
         assert "JobState=FAILED" in info, info  # ended by the job itself, before its limit
-        assert "TimeLimit=00:01:00" in info, info
+        assert "TimeLimit=00:02:00" in info, info
         kept = list((run.workdir / ".snakemake/slurm_logs/rule_train_fold_model").rglob(
             f"{job_id}.log"))
         assert kept and "non-zero exit status 75" in kept[0].read_text(), kept
